@@ -1,0 +1,37 @@
+# Plantsite: `make run` to use it, `make test` to test it.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export PORT HOST
+
+.PHONY: run test venv services clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+run: $(STAMP)
+	@scripts/ensure_redis
+	$(VENV)/bin/python manage.py migrate --noinput
+	$(VENV)/bin/python manage.py bootstrap_demo
+	@echo ""
+	@echo "Plantsite is starting at http://$(HOST):$(PORT)/"
+	@echo "Log in with one of the accounts in .demo-credentials (printed above on the first run)."
+	@echo "Press Ctrl-C to stop the web server and both workers."
+	$(VENV)/bin/honcho start -f Procfile
+
+services:
+	@scripts/test_services
+
+test: $(STAMP) services
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf $(VENV) var media db.sqlite3

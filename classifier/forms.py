@@ -1,0 +1,17 @@
+from django import forms
+
+from .training import ARCHITECTURES, TrainingOptions
+
+_DEFAULTS = TrainingOptions()
+
+
+class TrainingForm(forms.Form):
+    architecture = forms.ChoiceField(choices=[(a, a) for a in ARCHITECTURES], initial=_DEFAULTS.architecture)
+    image_size = forms.IntegerField(min_value=16, max_value=1024, initial=_DEFAULTS.image_size)
+    epochs = forms.IntegerField(min_value=1, max_value=100, initial=_DEFAULTS.epochs)
+    batch_size = forms.IntegerField(min_value=1, max_value=512, initial=_DEFAULTS.batch_size)
+    learning_rate = forms.FloatField(required=False, initial=_DEFAULTS.learning_rate,
+                                     help_text="Leave empty to use the learning-rate finder.")
+    pretrained = forms.BooleanField(required=False, initial=_DEFAULTS.pretrained,
+                                    help_text="Use local pretrained weights when they are in the torch cache.")
+    activate = forms.BooleanField(required=False, initial=False, help_text="Activate the new version when it succeeds.")

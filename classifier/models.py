@@ -1,0 +1,87 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class TrainingRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    # True while queued or running, NULL afterwards: a unique index on it lets the database,
+    # not a check-then-insert race, guarantee that only one run is active at a time.
+    holds_slot = models.BooleanField(null=True, default=True)
+    options = models.JSONField(default=dict)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    device = models.CharField(max_length=32, blank=True)
+    progress = models.FloatField(default=0.0)
+    epoch = models.PositiveIntegerField(default=0)
+    total_epochs = models.PositiveIntegerField(default=0)
+    batch = models.PositiveIntegerField(default=0)
+    total_batches = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    # Per-epoch losses for the run's page: [{"epoch", "train_loss", "valid_loss", "error_rate"}].
+    history = models.JSONField(default=list, blank=True)
+    # The frozen training set: [[photo_id, label, is_valid], ...] and its hash.
+    data = models.JSONField(default=list, blank=True)
+    data_hash = models.CharField(max_length=64, blank=True)
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    model_version = models.OneToOneField(
+        "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["holds_slot"], name="one_active_training_run"),
+        ]
+
+    def __str__(self):
+        return f"Training run {self.pk} ({self.status})"
+
+    @property
+    def is_active(self):
+        return self.status in self.ACTIVE
+
+
+class ModelVersion(models.Model):
+    training_run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    file = models.CharField(max_length=255, help_text="Path of the exported learner, relative to MODEL_ROOT.")
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    labels = models.JSONField(help_text="The model's output classes, in order.")
+    architecture = models.CharField(max_length=32)
+    image_size = models.PositiveIntegerField()
+    metrics = models.JSONField(default=dict)
+    is_active = models.BooleanField(default=False)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_model"),
+        ]
+
+    def __str__(self):
+        return f"v{self.pk} {self.architecture}"
+
+    @property
+    def path(self):
+        return settings.MODEL_ROOT / self.file
+
+    @property
+    def error_rate(self):
+        return self.metrics.get("error_rate")

@@ -1,0 +1,17 @@
+from .models import ModelVersion, TrainingRun
+
+
+def active_model_version():
+    return ModelVersion.objects.filter(is_active=True).first()
+
+
+def model_versions():
+    return ModelVersion.objects.select_related("training_run")
+
+
+def training_runs():
+    return TrainingRun.objects.select_related("model_version", "started_by")
+
+
+def active_training_run():
+    return TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE).first()

@@ -1,0 +1,32 @@
+from rest_framework import serializers
+
+from .models import ModelVersion, TrainingRun
+from .training import ARCHITECTURES
+
+
+class TrainingOptionsSerializer(serializers.Serializer):
+    architecture = serializers.ChoiceField(choices=ARCHITECTURES, required=False)
+    image_size = serializers.IntegerField(min_value=16, max_value=1024, required=False)
+    epochs = serializers.IntegerField(min_value=1, max_value=100, required=False)
+    batch_size = serializers.IntegerField(min_value=1, max_value=512, required=False)
+    learning_rate = serializers.FloatField(min_value=1e-7, max_value=9.99, required=False, allow_null=True)
+    pretrained = serializers.BooleanField(required=False)
+    activate = serializers.BooleanField(required=False, default=False,
+                                        help_text="Activate the new version when the run succeeds.")
+
+
+class TrainingRunSerializer(serializers.ModelSerializer):
+    model_version = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = TrainingRun
+        fields = ["id", "status", "progress", "epoch", "total_epochs", "batch", "total_batches", "metrics",
+                  "history", "model_version", "options", "device", "error", "log", "data_hash",
+                  "created_at", "started_at", "finished_at"]
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "architecture", "image_size", "labels", "metrics", "sha256", "size", "is_active",
+                  "activated_at", "created_at", "training_run"]

@@ -1,0 +1,165 @@
+"""Writes for training runs and the model registry."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from labeling.models import Photo
+
+from .inference import file_sha256
+from .models import ModelVersion, TrainingRun
+from .training import TrainingCancelled, TrainingOptions, data_hash, is_validation, train
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingRunConflict(Exception):
+    """Another training run is queued or running."""
+
+
+class TrainingDataError(Exception):
+    pass
+
+
+def training_run_start(*, user, options: dict | None = None, activate: bool = False, enqueue: bool = True) -> TrainingRun:
+    """Record a run and queue it on the training queue. Raises ValueError for bad options.
+
+    enqueue=False leaves the sending to the caller (bootstrap_demo runs the task in-process).
+    """
+    parsed = TrainingOptions.from_dict(options or {})
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.create(
+                started_by=user, options={**parsed.as_dict(), "activate": bool(activate)},
+                total_epochs=parsed.epochs,
+            )
+            if enqueue:
+                transaction.on_commit(lambda: _enqueue_training(run.id))
+    except IntegrityError:
+        # The unique slot is held by the active run: refused by the database itself.
+        active = TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE).first()
+        raise TrainingRunConflict(
+            f"Training run {active.id if active else ''} is still {active.status if active else 'active'}; "
+            "wait for it to finish or cancel it."
+        ) from None
+    return run
+
+
+def _enqueue_training(run_id):
+    from .tasks import training_run_execute
+
+    training_run_execute.delay(run_id)
+
+
+def training_rows():
+    """The human-verified labelled photos (imports and expert decisions, not the model's own)."""
+    photos = (
+        Photo.objects.filter(status=Photo.Status.FINAL, label_source__in=Photo.HUMAN_VERIFIED_SOURCES)
+        .select_related("final_label").order_by("id")
+    )
+    return [[p.id, p.final_label.name, is_validation(p.id)] for p in photos]
+
+
+def training_run_execute(run_id: int) -> TrainingRun:
+    """Run a queued training run to the end. Safe to run twice: only a queued run starts."""
+    claimed = TrainingRun.objects.filter(id=run_id, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.RUNNING, started_at=timezone.now()
+    )
+    run = TrainingRun.objects.get(id=run_id)
+    if not claimed:
+        if run.status == TrainingRun.Status.RUNNING:
+            # The broker redelivered the task: the worker that ran it died mid-run.
+            _finish(run, TrainingRun.Status.FAILED, "The worker running this training stopped before it finished.")
+        return run
+    try:
+        return _train(run)
+    except TrainingCancelled:
+        return _finish(run, TrainingRun.Status.CANCELLED, "Cancelled by an admin; the active model is unchanged.")
+    except Exception as exc:  # the run must end failed with its reason, whatever broke
+        logger.exception("Training run %s failed", run_id)
+        return _finish(run, TrainingRun.Status.FAILED, f"{type(exc).__name__}: {exc}")
+
+
+def _train(run):
+    options = TrainingOptions.from_dict({k: v for k, v in run.options.items() if k != "activate"})
+    rows = training_rows()
+    paths = dict(Photo.objects.filter(id__in=[r[0] for r in rows]).values_list("id", "image"))
+    run.data = rows
+    run.data_hash = data_hash(rows)
+    run.save(update_fields=["data", "data_hash"])
+    media = settings.MEDIA_ROOT
+    fit_rows = [(str(media / paths[pid]), label, valid) for pid, label, valid in rows]
+    settings.MODEL_ROOT.mkdir(parents=True, exist_ok=True)
+    stem = f"model-{run.id}-{uuid.uuid4().hex[:8]}"
+    export_path = settings.MODEL_ROOT / f"{stem}.pkl"
+    confusion_png = settings.MODEL_ROOT / f"{stem}-confusion.png"
+
+    def on_progress(*, epoch, batch, total_batches, fraction, history=None):
+        fields = {"epoch": epoch, "batch": batch, "total_batches": total_batches, "progress": fraction}
+        if history is not None:
+            fields["history"] = history
+        TrainingRun.objects.filter(id=run.id).update(**fields)
+
+    def should_cancel():
+        return TrainingRun.objects.filter(id=run.id, cancel_requested=True).exists()
+
+    result = train(fit_rows, options, export_path, on_progress=on_progress,
+                   should_cancel=should_cancel, confusion_png=confusion_png)
+    with transaction.atomic():
+        version = ModelVersion.objects.create(
+            training_run=run, file=export_path.name, sha256=file_sha256(export_path),
+            size=export_path.stat().st_size, labels=result.labels, architecture=options.architecture,
+            image_size=options.image_size,
+            metrics={**result.metrics, "confusion_png": confusion_png.name, "pretrained": result.pretrained_used},
+        )
+        run.refresh_from_db()
+        run.model_version = version
+        run.metrics = result.metrics
+        run.history = result.history
+        run.device = result.device[:32]
+        run.log = "\n".join(result.log)
+        run.save()
+        _finish(run, TrainingRun.Status.SUCCEEDED, "")
+        if run.options.get("activate"):
+            model_version_activate(version_id=version.id)
+    return run
+
+
+def _finish(run, status, error):
+    run.status = status
+    run.error = error
+    run.holds_slot = None  # frees the one-active-run slot
+    run.finished_at = timezone.now()
+    if status == TrainingRun.Status.SUCCEEDED:
+        run.progress = 1.0
+    run.save(update_fields=["status", "error", "holds_slot", "finished_at", "progress"])
+    return run
+
+
+def training_run_cancel(*, run_id: int) -> bool:
+    """Ask a run to stop. A queued run stops at once; a running one at its next batch."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(id=run_id)
+        if run.status == TrainingRun.Status.QUEUED:
+            _finish(run, TrainingRun.Status.CANCELLED, "Cancelled before it started; the active model is unchanged.")
+            return True
+        if run.status == TrainingRun.Status.RUNNING:
+            TrainingRun.objects.filter(id=run_id).update(cancel_requested=True)
+            return True
+    return False
+
+
+@transaction.atomic
+def model_version_activate(*, version_id: int) -> ModelVersion:
+    """Make one version the active model (also how an admin rolls back to an earlier one)."""
+    version = ModelVersion.objects.select_for_update().get(id=version_id)
+    ModelVersion.objects.filter(is_active=True).exclude(id=version_id).update(is_active=False)
+    version.is_active = True
+    version.activated_at = timezone.now()
+    version.save(update_fields=["is_active", "activated_at"])
+    return version

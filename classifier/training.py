@@ -1,0 +1,261 @@
+"""Training as in the fast.ai book's chapter 2, kept free of Django so that it can be read
+(and tested) on its own: a DataBlock over a frozen list of (path, label, is_valid) rows,
+RandomResizedCrop item transforms, aug_transforms batch transforms, fine_tune (or
+fit_one_cycle from scratch), metrics from the validation split, and export."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ARCHITECTURES = ("resnet18", "resnet34", "xresnet18", "xresnet34")
+# Architectures that have torchvision pretrained weights; xresnets always train from scratch.
+PRETRAINABLE = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights"}
+
+
+@dataclass
+class TrainingOptions:
+    architecture: str = "resnet18"
+    image_size: int = 128
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float | None = 2e-3  # None: use the learning-rate finder
+    pretrained: bool = True
+    seed: int = 42
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"Unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}.")
+        if not 16 <= int(self.image_size) <= 1024:
+            raise ValueError("image_size must be between 16 and 1024 pixels.")
+        if not 1 <= int(self.epochs) <= 100:
+            raise ValueError("epochs must be between 1 and 100.")
+        if not 1 <= int(self.batch_size) <= 512:
+            raise ValueError("batch_size must be between 1 and 512.")
+        if self.learning_rate is not None and not 0 < float(self.learning_rate) < 10:
+            raise ValueError("learning_rate must be a positive number below 10, or null for the finder.")
+
+    @classmethod
+    def from_dict(cls, data):
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"Unknown training options: {', '.join(sorted(unknown))}.")
+        return cls(**data)
+
+    def as_dict(self):
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+@dataclass
+class TrainingResult:
+    labels: list[str]
+    metrics: dict
+    history: list[dict]
+    device: str
+    pretrained_used: bool
+    log: list[str] = field(default_factory=list)
+
+
+def is_validation(key: str, percent: int = 20) -> bool:
+    """The split is fixed per photo (from a stable key such as its id), so runs are comparable."""
+    digest = hashlib.sha256(str(key).encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 100 < percent
+
+
+def data_hash(rows) -> str:
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+def pretrained_weights_path(architecture: str) -> Path | None:
+    """Where torchvision keeps the weights in the local torch cache (TORCH_HOME)."""
+    if architecture not in PRETRAINABLE:
+        return None
+    import torch
+    import torchvision.models as tvm
+
+    weights = getattr(tvm, PRETRAINABLE[architecture]).DEFAULT
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def pick_device():
+    import torch
+
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _make_callback(on_progress, should_cancel):
+    """A fastai callback reporting batch and epoch progress and honouring cancellation."""
+    from fastai.callback.core import Callback, CancelFitException
+
+    class ProgressCallback(Callback):
+        order = 90  # after the Recorder, so that epoch losses are available in after_epoch
+
+        def __init__(self):
+            self.total_epochs = 0
+            self.done_epochs = 0
+            self.history = []
+            self._last_report = 0.0
+
+        def after_batch(self):
+            if not self.training:
+                return
+            now = time.monotonic()
+            if now - self._last_report < 0.5:
+                return
+            self._last_report = now
+            if should_cancel():
+                raise CancelFitException()
+            done = self.done_epochs + self.iter / max(1, self.n_iter)
+            on_progress(epoch=self.done_epochs + 1, batch=self.iter + 1, total_batches=self.n_iter,
+                        fraction=min(0.99, done / max(1, self.total_epochs)))
+
+        def after_epoch(self):
+            self.done_epochs += 1
+            names = self.recorder.metric_names[1:-1]  # drop "epoch" and "time"
+            values = self.recorder.values[-1] if self.recorder.values else []
+            entry = {"epoch": self.done_epochs}
+            entry.update({n: (None if v is None else float(v)) for n, v in zip(names, values)})
+            self.history.append(entry)
+            on_progress(epoch=self.done_epochs, batch=self.n_iter, total_batches=self.n_iter,
+                        fraction=min(0.99, self.done_epochs / max(1, self.total_epochs)), history=self.history)
+            if should_cancel():
+                raise CancelFitException()
+
+    return ProgressCallback()
+
+
+class TrainingCancelled(Exception):
+    pass
+
+
+def train(rows, options: TrainingOptions, export_path: Path, *, on_progress=lambda **kw: None,
+          should_cancel=lambda: False, confusion_png: Path | None = None) -> TrainingResult:
+    """Train on rows of (path, label, is_valid) and export the learner to export_path."""
+    import pandas as pd
+    import torch
+    from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, DataBlock, ImageBlock,
+                                   RandomResizedCrop, aug_transforms, error_rate, set_seed,
+                                   vision_learner)
+    import fastai.vision.models as fvm
+    import torchvision.models as tvm
+
+    log = []
+    labels = sorted({label for _, label, _ in rows})
+    if len(labels) < 2:
+        raise ValueError("Training needs human-verified photos of at least two labels.")
+    df = pd.DataFrame(rows, columns=["path", "label", "is_valid"])
+    if not df.is_valid.any():
+        raise ValueError("The validation split is empty; add more labelled photos.")
+    if df.is_valid.all():
+        raise ValueError("The training split is empty; add more labelled photos.")
+
+    set_seed(options.seed, reproducible=True)
+    device = pick_device()
+    size = int(options.image_size)
+    dblock = DataBlock(
+        blocks=(ImageBlock, CategoryBlock(vocab=labels)),
+        get_x=ColReader("path"),
+        get_y=ColReader("label"),
+        splitter=ColSplitter("is_valid"),
+        item_tfms=RandomResizedCrop(size, min_scale=0.5),
+        batch_tfms=aug_transforms(),
+    )
+    dls = dblock.dataloaders(df, bs=int(options.batch_size), num_workers=0, device=device)
+
+    pretrained = bool(options.pretrained) and options.architecture in PRETRAINABLE
+    if pretrained:
+        weights = pretrained_weights_path(options.architecture)
+        if not weights.exists():
+            log.append(f"Pretrained weights for {options.architecture} are not in the local torch cache "
+                       f"({weights}); training from scratch instead.")
+            pretrained = False
+        else:
+            log.append(f"Loaded pretrained weights from {weights}.")
+    elif options.pretrained:
+        log.append(f"{options.architecture} has no pretrained weights; training from scratch.")
+    arch = getattr(tvm, options.architecture, None) or getattr(fvm, options.architecture)
+    learn = vision_learner(dls, arch, pretrained=pretrained, metrics=error_rate)
+    # fastai prints each epoch's row; keep it in the run's log instead of on stdout.
+    learn.logger = lambda row: log.append("epoch " + " ".join(str(v) for v in row))
+    if device.type == "cuda":
+        learn.to_fp16()
+        learn.to_channelslast()
+        log.append(f"Training on {torch.cuda.get_device_name(0)} with mixed precision and channels_last.")
+    else:
+        log.append(f"Training on the CPU with {torch.get_num_threads()} threads.")
+
+    lr = options.learning_rate
+    if lr is None:
+        lr = float(learn.lr_find(show_plot=False).valley)
+        log.append(f"Learning-rate finder suggests {lr:.2e}.")
+    progress = _make_callback(on_progress, should_cancel)
+    progress.total_epochs = options.epochs + (1 if pretrained else 0)
+    with learn.no_bar():
+        if pretrained:
+            learn.fine_tune(options.epochs, base_lr=lr, cbs=[progress])
+        else:
+            learn.fit_one_cycle(options.epochs, lr, cbs=[progress])
+    if should_cancel():
+        raise TrainingCancelled()
+
+    metrics = evaluate(learn, labels, confusion_png)
+    learn.logger = print  # the export pickles the learner, and a closure does not pickle
+    learn.export(export_path)
+    return TrainingResult(labels=labels, metrics=metrics, history=progress.history,
+                          device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(0),
+                          pretrained_used=pretrained, log=log)
+
+
+def evaluate(learn, labels, confusion_png=None) -> dict:
+    """Error rate, per-label precision/recall/F1 and the confusion matrix on the validation set."""
+    import numpy as np
+
+    with learn.no_bar():
+        probs, targets = learn.get_preds(ds_idx=1)
+    preds = probs.argmax(dim=1).numpy()
+    targets = targets.numpy()
+    n = len(labels)
+    matrix = np.zeros((n, n), dtype=int)
+    for t, p in zip(targets, preds):
+        matrix[t, p] += 1
+    per_label = {}
+    for i, label in enumerate(labels):
+        tp = int(matrix[i, i])
+        predicted = int(matrix[:, i].sum())
+        actual = int(matrix[i, :].sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_label[label] = {"precision": precision, "recall": recall, "f1": f1, "support": actual}
+    total = int(matrix.sum())
+    error = 1.0 - (float(np.trace(matrix)) / total if total else 0.0)
+    if confusion_png is not None:
+        _plot_confusion(matrix, labels, confusion_png)
+    return {"error_rate": error, "accuracy": 1.0 - error, "valid_count": total,
+            "per_label": per_label, "confusion_matrix": matrix.tolist()}
+
+
+def _plot_confusion(matrix, labels, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.2 * len(labels) + 1.5))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("Actual")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, int(matrix[i][j]), ha="center", va="center",
+                    color="white" if matrix[i][j] > matrix.max() / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,76 @@
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import selectors, services
+from .image_checks import ImageRejected
+from .permissions import IsExpert
+from .serializers import LabelSerializer, PhotoSerializer, PhotoUploadSerializer, ReviewSerializer
+
+
+class PhotoListCreateApi(generics.ListAPIView):
+    serializer_class = PhotoSerializer
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        return selectors.photos_visible_to(self.request.user)
+
+    @extend_schema(request={"multipart/form-data": PhotoUploadSerializer}, responses={201: PhotoSerializer})
+    def post(self, request):
+        upload = PhotoUploadSerializer(data=request.data)
+        upload.is_valid(raise_exception=True)
+        try:
+            photo = services.photo_upload(owner=request.user, fileobj=upload.validated_data["image"])
+        except ImageRejected as exc:
+            raise ValidationError({"image": [exc.message]}) from None
+        return Response(PhotoSerializer(photo, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+
+class PhotoDetailApi(generics.RetrieveAPIView):
+    serializer_class = PhotoSerializer
+
+    def get_queryset(self):
+        # Another member's photo is simply not found (404), so its existence does not leak.
+        return selectors.photos_visible_to(self.request.user)
+
+
+class ReviewQueueApi(generics.ListAPIView):
+    serializer_class = PhotoSerializer
+    permission_classes = [IsExpert]
+
+    def get_queryset(self):
+        return selectors.review_queue()
+
+
+class ReviewDecideApi(APIView):
+    permission_classes = [IsExpert]
+
+    @extend_schema(request=ReviewSerializer, responses={200: PhotoSerializer, 409: None})
+    def post(self, request, pk):
+        get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
+        body = ReviewSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            photo = services.review_decide(
+                photo_id=pk, expert=request.user, label_name=data.get("label"),
+                reject=data["reject"], reason=data["reason"],
+            )
+        except services.UnknownLabel as exc:
+            raise ValidationError({"label": [str(exc)]}) from None
+        except services.ReviewConflict as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        photo = selectors.photos_visible_to(request.user).get(pk=photo.pk)
+        return Response(PhotoSerializer(photo, context={"request": request}).data)
+
+
+class LabelListApi(generics.ListAPIView):
+    serializer_class = LabelSerializer
+    pagination_class = None
+
+    def get_queryset(self):
+        return selectors.labels_all()

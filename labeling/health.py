@@ -1,0 +1,43 @@
+"""GET /healthz: the state of the database, the broker and the workers."""
+
+from django.db import connection
+from django.http import JsonResponse
+
+
+def _database():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _broker():
+    from plantsite.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+
+
+def _workers():
+    from plantsite.celery import app
+
+    replies = app.control.inspect(timeout=1.0).ping() or {}
+    if not replies:
+        raise RuntimeError("no Celery worker answered")
+    return sorted(replies)
+
+
+def healthz(request):
+    checks, down = {}, []
+    for name, check in (("database", _database), ("broker", _broker), ("workers", _workers)):
+        if name == "workers" and "broker" in down:
+            # Workers are reached through the broker; asking would only hang.
+            checks[name] = {"ok": False, "error": "unknown: the broker is down"}
+            down.append(name)
+            continue
+        try:
+            result = check()
+            checks[name] = {"ok": True, **({"names": result} if result else {})}
+        except Exception as exc:  # every failure is reported by name, none crashes the check
+            checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            down.append(name)
+    body = {"status": "ok" if not down else "down", "down": down, "checks": checks}
+    return JsonResponse(body, status=200 if not down else 503)

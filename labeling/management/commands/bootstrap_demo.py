@@ -1,0 +1,82 @@
+import secrets
+import tempfile
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.core.management.base import BaseCommand, CommandError
+
+from classifier import services as classifier_services
+from classifier.demo_images import LABELS, generate_dataset
+from classifier.models import ModelVersion, TrainingRun
+from classifier.tasks import training_run_execute
+from labeling.models import EXPERTS_GROUP, Label, Photo
+from labeling.services import photos_import_folder
+
+DEMO_PER_LABEL = 60
+# Small and quick on two CPU cores; an admin can train a bigger model from the site.
+STARTER_OPTIONS = {"architecture": "resnet18", "image_size": 96, "epochs": 6, "batch_size": 32,
+                   "learning_rate": 3e-3, "pretrained": True}
+ACCOUNTS = (("admin", {"is_staff": True, "is_superuser": True}), ("expert", {}), ("member", {}))
+
+
+class Command(BaseCommand):
+    help = "Create the demo labels, accounts, synthetic photos and starter model. Safe to run again."
+
+    def handle(self, *args, **options):
+        for name in LABELS:
+            Label.objects.get_or_create(name=name)
+        admin = self._accounts()
+        self._photos(admin)
+        self._starter_model(admin)
+
+    def _accounts(self):
+        created = []
+        experts = Group.objects.get_or_create(name=EXPERTS_GROUP)[0]
+        for username, flags in ACCOUNTS:
+            if User.objects.filter(username=username).exists():
+                continue
+            password = secrets.token_urlsafe(12)
+            user = User.objects.create_user(username=username, password=password, **flags)
+            if username == "expert":
+                user.groups.add(experts)
+            created.append((username, password))
+        if created:
+            path = Path(settings.DEMO_CREDENTIALS_FILE)
+            with open(path, "a") as fh:
+                for username, password in created:
+                    fh.write(f"{username} {password}\n")
+            path.chmod(0o600)
+            self.stdout.write(self.style.SUCCESS("Demo accounts (passwords shown once, kept in " f"{path}):"))
+            for username, password in created:
+                self.stdout.write(f"  {username:8} {password}")
+        return User.objects.get(username="admin")
+
+    def _photos(self, admin):
+        if Photo.objects.filter(synthetic=True).exists():
+            return
+        self.stdout.write(f"Generating {DEMO_PER_LABEL} synthetic photos per label...")
+        with tempfile.TemporaryDirectory() as tmp:
+            generate_dataset(Path(tmp), per_label=DEMO_PER_LABEL, size=256, seed=0)
+            report = photos_import_folder(directory=Path(tmp), owner=admin, synthetic=True)
+        self.stdout.write(report.summary())
+
+    def _starter_model(self, admin):
+        if ModelVersion.objects.exists():
+            return
+        run = TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).first()
+        if run is None:
+            run = classifier_services.training_run_start(user=admin, options=STARTER_OPTIONS, activate=True,
+                                                         enqueue=False)
+        self.stdout.write(f"Training the starter model (run {run.id}) through the training task...")
+        started = time.monotonic()
+        # The same Celery task that admins trigger, executed here before the workers start.
+        training_run_execute.apply(args=[run.id])
+        run.refresh_from_db()
+        if run.status != TrainingRun.Status.SUCCEEDED:
+            raise CommandError(f"The starter model failed to train: {run.error}")
+        self.stdout.write(self.style.SUCCESS(
+            f"Starter model version {run.model_version_id} is active: error rate "
+            f"{run.metrics['error_rate']:.3f} on {run.metrics['valid_count']} validation photos, "
+            f"trained in {time.monotonic() - started:.0f} s on {run.device}."))

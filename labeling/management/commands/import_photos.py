@@ -1,0 +1,29 @@
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from labeling.services import photos_import_folder
+
+
+class Command(BaseCommand):
+    help = "Import labelled photos from DIR/<label>/<file> (the layout fastai's parent_label reads)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("directory")
+        parser.add_argument("--owner", help="Username that owns the imported photos (default: the first staff user).")
+        parser.add_argument("--synthetic", action="store_true", help="Mark the photos as generated, not real.")
+
+    def handle(self, directory, owner=None, synthetic=False, **options):
+        users = get_user_model().objects
+        user = users.filter(username=owner).first() if owner else users.filter(is_staff=True).order_by("id").first()
+        if user is None:
+            raise CommandError(f"No user {owner!r}." if owner else "No staff user to own the photos; pass --owner.")
+        try:
+            report = photos_import_folder(directory=directory, owner=user, synthetic=synthetic)
+        except FileNotFoundError as exc:
+            raise CommandError(str(exc)) from None
+        for path, why in report.refused:
+            self.stderr.write(f"refused {path}: {why}")
+        if options["verbosity"] > 1:
+            for path, why in report.skipped:
+                self.stdout.write(f"skipped {path}: {why}")
+        self.stdout.write(self.style.SUCCESS(report.summary()))

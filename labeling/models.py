@@ -1,0 +1,150 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+EXPERTS_GROUP = "experts"
+
+
+def is_expert(user):
+    """Experts and staff may review; everyone else may only upload and read their own."""
+    if not user.is_authenticated:
+        return False
+    if user.is_staff:
+        return True
+    return user.groups.filter(name=EXPERTS_GROUP).exists()
+
+
+class Label(models.Model):
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+def photo_file_name(extension):
+    return f"photos/{uuid.uuid4().hex}.{extension}"
+
+
+class Photo(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        FINAL = "final"
+        NEEDS_REVIEW = "needs_review"
+        REJECTED = "rejected"
+        FAILED = "failed"
+
+    class DecidedBy(models.TextChoices):
+        MODEL = "model"
+        EXPERT = "expert"
+        IMPORT = "import"
+
+    class LabelSource(models.TextChoices):
+        IMPORT = "import"
+        EXPERT = "expert"
+        MODEL = "model"
+
+    TERMINAL = (Status.FINAL, Status.REJECTED, Status.FAILED)
+    # Sources a person vouched for: the only ones retraining uses by default.
+    HUMAN_VERIFIED_SOURCES = (LabelSource.IMPORT, LabelSource.EXPERT)
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="photos")
+    image = models.FileField(upload_to="photos/", max_length=255)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    synthetic = models.BooleanField(default=False, help_text="Generated demo image, not a real photo.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    uploaded_at = models.DateTimeField(default=timezone.now, db_index=True)
+    final_label = models.ForeignKey(Label, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    label_source = models.CharField(max_length=16, choices=LabelSource.choices, blank=True)
+    decided_by = models.CharField(max_length=16, choices=DecidedBy.choices, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-uploaded_at", "-id"]
+
+    def __str__(self):
+        return f"Photo {self.pk} ({self.status})"
+
+    @property
+    def is_terminal(self):
+        return self.status in self.TERMINAL
+
+    # --- state changes: the one place where the routing and review rules live ---------
+
+    def label_by_import(self, label):
+        """A photo that arrives with a person's label (an import) needs no prediction."""
+        self.status = self.Status.FINAL
+        self.final_label = label
+        self.label_source = self.LabelSource.IMPORT
+        self.decided_by = self.DecidedBy.IMPORT
+        self.decided_at = timezone.now()
+
+    def route(self, prediction, threshold):
+        """Confident predictions are saved at once; uncertain ones wait for an expert."""
+        if prediction.confidence >= threshold:
+            self.status = self.Status.FINAL
+            self.final_label = prediction.label
+            self.label_source = self.LabelSource.MODEL
+            self.decided_by = self.DecidedBy.MODEL
+            self.decided_at = timezone.now()
+            self.reason = ""
+        else:
+            self.route_to_review(
+                f"The model is {prediction.confidence:.0%} sure, below the {threshold:.0%} threshold: an expert will decide."
+            )
+
+    def route_to_review(self, reason):
+        self.status = self.Status.NEEDS_REVIEW
+        self.reason = reason
+
+    def decide_by_expert(self, expert, *, label=None, reason=""):
+        """The expert's call is final: a label, or a rejection (not a plant / unusable)."""
+        self.status = self.Status.FINAL if label is not None else self.Status.REJECTED
+        self.final_label = label
+        self.label_source = self.LabelSource.EXPERT if label is not None else ""
+        self.decided_by = self.DecidedBy.EXPERT
+        self.reviewed_by = expert
+        self.decided_at = timezone.now()
+        self.reason = reason
+
+
+class Prediction(models.Model):
+    """What the active model said about a photo. One per photo: a retried task stores one."""
+
+    photo = models.OneToOneField(Photo, on_delete=models.CASCADE, related_name="prediction")
+    model_version = models.ForeignKey("classifier.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    label = models.ForeignKey(Label, on_delete=models.PROTECT, related_name="+")
+    confidence = models.FloatField()
+    # Top-1 minus top-2 probability: the queue shows the smallest margins first.
+    margin = models.FloatField(db_index=True)
+    probabilities = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+
+class ReviewDecision(models.Model):
+    """Every expert decision is kept; a correction adds a record, nothing is overwritten."""
+
+    photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="decisions")
+    expert = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    label = models.ForeignKey(Label, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    rejected = models.BooleanField(default=False)
+    reason = models.TextField(blank=True)
+    status_before = models.CharField(max_length=16)
+    status_after = models.CharField(max_length=16)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]

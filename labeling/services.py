@@ -1,0 +1,193 @@
+"""Writes for photos, predictions and reviews. Views, the API and tasks call these."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from .image_checks import check_and_clean
+from .models import Label, Photo, Prediction, ReviewDecision, photo_file_name
+
+logger = logging.getLogger(__name__)
+
+
+class ReviewConflict(Exception):
+    """The photo is no longer awaiting review: somebody else decided it first."""
+
+
+class UnknownLabel(Exception):
+    pass
+
+
+def _enqueue_prediction(photo_id):
+    from .tasks import photo_predict_task
+
+    # Only after the upload commits: the worker must find the row and the file, and a
+    # rolled-back upload must enqueue nothing.
+    transaction.on_commit(lambda: photo_predict_task.delay(photo_id))
+
+
+def photo_upload(*, owner, fileobj, synthetic=False, label=None) -> Photo:
+    """Check and store an uploaded photo, then queue its prediction.
+
+    With a label (imports), the photo is stored as already labelled by a person and is not
+    predicted. Raises ImageRejected before anything is stored when the file is not acceptable.
+    """
+    clean = check_and_clean(fileobj, max_bytes=settings.UPLOAD_MAX_BYTES, max_pixels=settings.UPLOAD_MAX_PIXELS)
+    storage = Photo._meta.get_field("image").storage
+    # User-supplied names never reach a path: the stored name is generated.
+    name = storage.save(photo_file_name(clean.extension), ContentFile(clean.content))
+    try:
+        with transaction.atomic():
+            photo = Photo(owner=owner, image=name, width=clean.width, height=clean.height,
+                          sha256=clean.sha256, synthetic=synthetic)
+            if label is not None:
+                photo.label_by_import(label)
+            photo.save()
+            if label is None:
+                _enqueue_prediction(photo.id)
+    except BaseException:
+        storage.delete(name)  # files are not transactional: no file without its row
+        raise
+    return photo
+
+
+def photo_predict(photo_id: int) -> Photo | None:
+    """Predict a queued photo with the active model and route it. Safe to run twice."""
+    from classifier.inference import model_cache
+    from classifier.selectors import active_model_version
+
+    photo = Photo.objects.filter(id=photo_id).first()
+    if photo is None or photo.status != Photo.Status.QUEUED:
+        return photo
+    version = active_model_version()
+    if version is None:
+        return _route_without_model(photo_id)
+    model = model_cache.get(version.id, version.path, version.sha256, threads=settings.INFERENCE_THREADS)
+    probabilities = model.predict_paths([photo.image.path])[0]
+    return _store_prediction(photo_id, version, probabilities)
+
+
+@transaction.atomic
+def _route_without_model(photo_id):
+    photo = Photo.objects.select_for_update().get(id=photo_id)
+    if photo.status == Photo.Status.QUEUED:
+        photo.route_to_review("No model is active yet: an expert will decide.")
+        photo.save()
+    return photo
+
+
+@transaction.atomic
+def _store_prediction(photo_id, version, probabilities):
+    photo = Photo.objects.select_for_update().get(id=photo_id)
+    if photo.status != Photo.Status.QUEUED:
+        return photo  # a retried or duplicated task already stored the prediction
+    ranked = sorted(probabilities.items(), key=lambda kv: kv[1], reverse=True)
+    top_name, top_p = ranked[0]
+    second_p = ranked[1][1] if len(ranked) > 1 else 0.0
+    label, _ = Label.objects.get_or_create(name=top_name)
+    prediction = Prediction.objects.create(
+        photo=photo, model_version=version, label=label, confidence=top_p,
+        margin=top_p - second_p, probabilities=probabilities,
+    )
+    photo.route(prediction, settings.CONFIDENCE_THRESHOLD)
+    photo.save()
+    return photo
+
+
+def photo_mark_failed(photo_id: int, reason: str) -> None:
+    """A prediction that failed for good: the photo says why and is never silently dropped."""
+    Photo.objects.filter(id=photo_id, status=Photo.Status.QUEUED).update(
+        status=Photo.Status.FAILED, reason=reason[:2000], decided_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def review_decide(*, photo_id: int, expert, label_name: str | None = None, reject: bool = False,
+                  reason: str = "") -> Photo:
+    """An expert's final call. A second decision on the same photo raises ReviewConflict."""
+    label = None
+    if not reject:
+        label = Label.objects.filter(name=label_name).first()
+        if label is None:
+            raise UnknownLabel(f"Unknown label {label_name!r}.")
+    # Row lock: two experts deciding at once are serialised, and the second sees the new state.
+    photo = Photo.objects.select_for_update().get(id=photo_id)
+    if photo.status != Photo.Status.NEEDS_REVIEW:
+        raise ReviewConflict(f"This photo is no longer awaiting review (it is {photo.get_status_display()}).")
+    before = photo.status
+    photo.decide_by_expert(expert, label=label, reason=reason)
+    photo.save()
+    ReviewDecision.objects.create(
+        photo=photo, expert=expert, label=label, rejected=reject, reason=reason,
+        status_before=before, status_after=photo.status,
+    )
+    return photo
+
+
+IMPORT_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+@dataclass
+class ImportReport:
+    imported: list = field(default_factory=list)   # [(path, label)]
+    skipped: list = field(default_factory=list)    # [(path, why)]
+    refused: list = field(default_factory=list)    # [(path, why)]
+    labels_created: list = field(default_factory=list)
+
+    def summary(self):
+        return (f"Imported {len(self.imported)}, skipped {len(self.skipped)} duplicates, "
+                f"refused {len(self.refused)}; new labels: {', '.join(self.labels_created) or 'none'}.")
+
+
+def photo_import_one(*, owner, fileobj, label_name, synthetic=False, report: ImportReport, source_name: str):
+    """Import one labelled file: the shared step of `import_photos` and the site's bulk upload."""
+    from .image_checks import ImageRejected
+
+    data = fileobj.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if Photo.objects.filter(sha256=digest).exists():
+        report.skipped.append((source_name, "duplicate of a photo already stored"))
+        return None
+    label, created = Label.objects.get_or_create(name=label_name)
+    if created:
+        report.labels_created.append(label.name)
+    try:
+        photo = photo_upload(owner=owner, fileobj=io.BytesIO(data), synthetic=synthetic, label=label)
+    except ImageRejected as exc:
+        report.refused.append((source_name, exc.message))
+        return None
+    report.imported.append((source_name, label.name))
+    return photo
+
+
+def photos_import_folder(*, directory: Path, owner, synthetic=False) -> ImportReport:
+    """Import DIR/<label>/<file> the way fastai's parent_label reads a folder tree."""
+    report = ImportReport()
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a folder.")
+    for label_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
+        label_name = slugify(label_dir.name).replace("-", "_")
+        if not label_name:
+            report.refused.append((str(label_dir), "the folder name is not a usable label name"))
+            continue
+        for path in sorted(label_dir.iterdir()):
+            if not path.is_file():
+                continue
+            if path.suffix.lower() not in IMPORT_EXTENSIONS:
+                report.refused.append((str(path), "not a .jpg, .jpeg, .png or .webp file"))
+                continue
+            with open(path, "rb") as fh:
+                photo_import_one(owner=owner, fileobj=fh, label_name=label_name, synthetic=synthetic,
+                                 report=report, source_name=str(path))
+    return report

@@ -1,0 +1,28 @@
+import logging
+
+from celery import Task, shared_task
+from django.db import InterfaceError, OperationalError
+from kombu.exceptions import OperationalError as BrokerError
+
+from . import services
+
+logger = logging.getLogger(__name__)
+
+# Errors that pass when the database or broker comes back: retried with backoff.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerError, ConnectionError, TimeoutError)
+
+
+class PhotoTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        # After the last retry (or a permanent error) the photo says why, never stays queued.
+        photo_id = args[0] if args else kwargs.get("photo_id")
+        logger.error("Prediction for photo %s failed for good: %s", photo_id, exc)
+        services.photo_mark_failed(photo_id, f"Prediction failed: {exc}")
+
+
+@shared_task(
+    base=PhotoTask, bind=True, acks_late=True, autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True, retry_backoff_max=60, max_retries=5,
+)
+def photo_predict_task(self, photo_id):
+    services.photo_predict(photo_id)

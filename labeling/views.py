@@ -1,0 +1,94 @@
+import mimetypes
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpResponseForbidden
+from django.shortcuts import get_object_or_404, redirect, render
+
+from . import selectors, services
+from .forms import ReviewForm, UploadForm
+from .image_checks import ImageRejected
+from .models import is_expert
+
+
+def _expert_required(view):
+    @login_required
+    def wrapped(request, *args, **kwargs):
+        if not is_expert(request.user):
+            return HttpResponseForbidden("Only experts and staff can review photos.")
+        return view(request, *args, **kwargs)
+
+    wrapped.__name__ = view.__name__
+    return wrapped
+
+
+@login_required
+def home(request):
+    form = UploadForm()
+    if request.method == "POST":  # the no-JavaScript upload; the page itself uploads with fetch
+        form = UploadForm(request.POST, request.FILES)
+        if form.is_valid():
+            try:
+                photo = services.photo_upload(owner=request.user, fileobj=form.cleaned_data["image"])
+            except ImageRejected as exc:
+                form.add_error("image", exc.message)
+            else:
+                return redirect("photo-detail", pk=photo.pk)
+    photos = selectors.photos_visible_to(request.user).filter(owner=request.user)[:50]
+    return render(request, "labeling/home.html", {"form": form, "photos": photos})
+
+
+@login_required
+def photo_detail(request, pk):
+    photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
+    return render(request, "labeling/photo_detail.html", {"photo": photo})
+
+
+@login_required
+def photo_file(request, name):
+    """Photos are served only to those who may see them, never sniffed as another type."""
+    photo = get_object_or_404(selectors.photos_visible_to(request.user), image=f"photos/{name}")
+    content_type = mimetypes.guess_type(photo.image.name)[0] or "application/octet-stream"
+    try:
+        response = FileResponse(photo.image.open("rb"), content_type=content_type)
+    except FileNotFoundError:
+        raise Http404("The file is missing.") from None
+    response["Content-Disposition"] = f'inline; filename="photo-{photo.pk}.{photo.image.name.rsplit(".", 1)[-1]}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@_expert_required
+def review_queue(request):
+    return render(request, "labeling/review_queue.html", {"photos": selectors.review_queue()[:200]})
+
+
+@_expert_required
+def review_photo(request, pk):
+    photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
+    if request.method == "POST":
+        return _review_submit(request, photo)
+    labels = selectors.labels_all()
+    next_photo = selectors.review_queue().exclude(pk=photo.pk).first()
+    return render(request, "labeling/review_photo.html",
+                  {"photo": photo, "labels": labels, "next_photo": next_photo})
+
+
+def _review_submit(request, photo):
+    form = ReviewForm(request.POST)
+    if not form.is_valid() or not (form.cleaned_data["reject"] or form.cleaned_data["label"]):
+        messages.error(request, "Choose a label, or reject the photo.")
+        return redirect("review-photo", pk=photo.pk)
+    try:
+        services.review_decide(photo_id=photo.pk, expert=request.user, label_name=form.cleaned_data["label"] or None,
+                               reject=form.cleaned_data["reject"], reason=form.cleaned_data["reason"])
+    except services.UnknownLabel as exc:
+        messages.error(request, str(exc))
+        return redirect("review-photo", pk=photo.pk)
+    except services.ReviewConflict as exc:
+        messages.warning(request, f"Not saved: {exc} Another expert decided it first.")
+        return redirect("review-photo", pk=photo.pk)
+    messages.success(request, f"Decision saved for photo {photo.pk}.")
+    next_photo = selectors.review_queue().first()
+    return redirect("review-photo", pk=next_photo.pk) if next_photo else redirect("review-queue")

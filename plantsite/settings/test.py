@@ -1,0 +1,21 @@
+"""Settings for the test suite: real PostgreSQL and Redis on 127.0.0.1."""
+
+import os
+
+# Tests run against PostgreSQL unless told otherwise; set before base reads it.
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/plantsite")
+# Playwright's sync API runs an event loop in the test thread; the ORM calls made by the
+# live server and fixtures there are still synchronous and safe.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+from .base import *  # noqa: E402,F401,F403
+from .env import env_str  # noqa: E402
+
+DEBUG = False
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/15")
+CELERY_BROKER_URL = REDIS_URL
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}

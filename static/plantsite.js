@@ -1,0 +1,182 @@
+// Plantsite's pages: uploads with live results, keyboard review, live training progress.
+"use strict";
+
+const TERMINAL = ["final", "rejected", "failed"];
+const POLL_MS = 250;          // result appears as soon as it is stored
+const REVIEW_POLL_MS = 3000;  // an expert's decision can take minutes
+
+function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  if (match) return decodeURIComponent(match[1]);
+  const input = document.querySelector("input[name=csrfmiddlewaretoken]");
+  return input ? input.value : "";
+}
+
+function statusText(photo) {
+  switch (photo.status) {
+    case "queued": return "Predicting…";
+    case "needs_review": return "Awaiting expert";
+    case "final": return `${photo.final_label} (${photo.decided_by === "import" ? "imported" : photo.decided_by})`;
+    case "rejected": return "Rejected by expert";
+    default: return "Failed";
+  }
+}
+
+function renderPhoto(card, photo) {
+  card.dataset.status = photo.status;
+  const status = card.querySelector("[data-role=status]");
+  status.textContent = statusText(photo);
+  status.className = `status status-${photo.status}`;
+  const reason = card.querySelector("[data-role=reason]");
+  if (reason) reason.textContent = photo.reason || "";
+  const probs = card.querySelector("[data-role=probabilities]");
+  if (probs && photo.prediction) {
+    const rows = Object.entries(photo.prediction.probabilities)
+      .sort((a, b) => b[1] - a[1])
+      .map(([name, p]) => `<tr><th>${escapeHtml(name)}</th><td><meter min="0" max="1" value="${p}"></meter> ${p.toFixed(3)}</td></tr>`);
+    probs.innerHTML = `<table class="probs"><caption>Model version ${photo.prediction.model_version}</caption>${rows.join("")}</table>`;
+  }
+  if (!card.dataset.detail && photo.status === "failed") card.title = photo.reason || "";
+}
+
+function escapeHtml(text) {
+  const div = document.createElement("div");
+  div.textContent = text;
+  return div.innerHTML;
+}
+
+async function pollPhoto(card) {
+  const id = card.dataset.photoId;
+  while (!TERMINAL.includes(card.dataset.status)) {
+    const wait = card.dataset.status === "needs_review" ? REVIEW_POLL_MS : POLL_MS;
+    await new Promise((r) => setTimeout(r, wait));
+    try {
+      const response = await fetch(`/api/v1/photos/${id}/`, { headers: { Accept: "application/json" } });
+      if (!response.ok) continue;
+      renderPhoto(card, await response.json());
+    } catch (err) { /* network blip: try again at the next tick */ }
+  }
+}
+
+function photoCard(photo) {
+  const li = document.createElement("li");
+  li.className = "photo-card";
+  li.dataset.photoId = photo.id;
+  li.dataset.status = photo.status;
+  li.innerHTML = `<a href="/photos/${photo.id}/"><img alt="Photo ${photo.id}"></a><span data-role="status"></span>`;
+  li.querySelector("img").src = photo.image_url;
+  renderPhoto(li, photo);
+  return li;
+}
+
+async function uploadFile(form, file) {
+  const error = document.getElementById("upload-error");
+  const data = new FormData();
+  data.append("image", file);
+  const response = await fetch(form.dataset.api, {
+    method: "POST", body: data, headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const message = (body.image && body.image[0]) || body.detail || `Upload failed (${response.status}).`;
+    error.textContent = `${file.name}: ${message}`;
+    error.classList.remove("hidden");
+    return;
+  }
+  const list = document.getElementById("photo-list");
+  const empty = document.getElementById("no-photos");
+  if (empty) empty.remove();
+  const card = photoCard(body);
+  list.prepend(card);
+  pollPhoto(card);
+}
+
+function setUpUpload() {
+  const form = document.getElementById("upload-form");
+  if (!form) return;
+  const input = form.querySelector("input[type=file]");
+  const send = (files) => {
+    document.getElementById("upload-error").classList.add("hidden");
+    Array.from(files).forEach((file) => uploadFile(form, file));
+  };
+  input.addEventListener("change", () => { send(input.files); input.value = ""; });
+  form.addEventListener("dragover", (e) => { e.preventDefault(); form.classList.add("dragging"); });
+  form.addEventListener("dragleave", () => form.classList.remove("dragging"));
+  form.addEventListener("drop", (e) => {
+    e.preventDefault();
+    form.classList.remove("dragging");
+    send(e.dataTransfer.files);
+  });
+}
+
+function setUpReviewKeys() {
+  const form = document.getElementById("review-form");
+  if (!form) return;
+  document.addEventListener("keydown", (e) => {
+    if (e.target.tagName === "INPUT" || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === "n") {
+      const next = document.querySelector("a[href*='/review/']:not(.queue-item)");
+      if (next) window.location = next.href;
+      return;
+    }
+    const button = form.querySelector(`button[data-key="${e.key}"]`);
+    if (button) { e.preventDefault(); button.click(); }
+  });
+}
+
+function drawLossCurve(svg, history) {
+  const series = [["train_loss", "#2a7"], ["valid_loss", "#c52"]];
+  const values = history.flatMap((h) => series.map(([k]) => h[k])).filter((v) => typeof v === "number");
+  if (!values.length) return;
+  const max = Math.max(...values) * 1.1 || 1;
+  const n = Math.max(history.length - 1, 1);
+  svg.innerHTML = series.map(([key, colour]) => {
+    const points = history.map((h, i) => `${10 + (380 * i) / n},${140 - (130 * (h[key] || 0)) / max}`).join(" ");
+    return `<polyline fill="none" stroke="${colour}" stroke-width="2" points="${points}"><title>${key}</title></polyline>`;
+  }).join("") + `<text x="12" y="12" font-size="10">train (green) / valid (red) loss, max ${max.toFixed(2)}</text>`;
+}
+
+async function pollTrainingRun() {
+  const box = document.getElementById("training-run");
+  if (!box) return;
+  const set = (role, value) => { const el = box.querySelector(`[data-role=${role}]`); if (el) el.textContent = value; };
+  const done = ["succeeded", "failed", "cancelled"];
+  while (true) {
+    try {
+      const response = await fetch(box.dataset.api, { headers: { Accept: "application/json" } });
+      if (response.ok) {
+        const run = await response.json();
+        box.dataset.status = run.status;
+        set("status", run.status);
+        set("device", run.device);
+        set("epoch", run.epoch);
+        set("batch", run.batch);
+        set("total-batches", run.total_batches);
+        box.querySelector("[data-role=progress]").value = run.progress;
+        set("progress-text", `${Math.round(run.progress * 100)}%`);
+        set("log", run.log);
+        drawLossCurve(box.querySelector("[data-role=loss-curve]"), run.history || []);
+        const error = box.querySelector("[data-role=error]");
+        error.textContent = run.error;
+        error.classList.toggle("hidden", !run.error);
+        if (run.model_version) {
+          box.querySelector("[data-role=model-version]").innerHTML =
+            `Created <a href="/models/">model version ${run.model_version}</a>.`;
+        }
+        if (done.includes(run.status)) {
+          const cancel = box.querySelector("[data-role=cancel]");
+          if (cancel) cancel.closest("form").remove();
+          return;
+        }
+      }
+    } catch (err) { /* try again */ }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  setUpUpload();
+  setUpReviewKeys();
+  document.querySelectorAll(".photo-card[data-photo-id]").forEach(pollPhoto);
+  pollTrainingRun();
+});

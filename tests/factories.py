@@ -1,0 +1,83 @@
+import io
+
+import factory
+from django.contrib.auth.models import Group, User
+from django.core.files.base import ContentFile
+from PIL import Image
+
+from classifier.models import ModelVersion, TrainingRun
+from labeling.models import EXPERTS_GROUP, Label, Photo, Prediction
+
+
+def jpeg_bytes(size=(64, 48), colour=(40, 140, 60)):
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.PostGenerationMethodCall("set_password", "pw-for-tests-1")
+
+    @factory.post_generation
+    def expert(self, create, extracted, **kwargs):
+        if extracted:
+            self.groups.add(Group.objects.get_or_create(name=EXPERTS_GROUP)[0])
+        if create:
+            self.save()
+
+
+class LabelFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Label
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"label_{n}")
+
+
+class PhotoFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Photo
+
+    owner = factory.SubFactory(UserFactory)
+    image = factory.LazyFunction(lambda: ContentFile(jpeg_bytes(), name="photo.jpg"))
+    width = 64
+    height = 48
+    sha256 = factory.Sequence(lambda n: f"{n:064x}")
+
+
+class TrainingRunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = TrainingRun
+
+    status = TrainingRun.Status.SUCCEEDED
+    holds_slot = None
+
+
+class ModelVersionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ModelVersion
+
+    file = "missing.pkl"
+    sha256 = "0" * 64
+    size = 1
+    labels = ["monstera", "spider_plant"]
+    architecture = "resnet18"
+    image_size = 64
+    metrics = factory.LazyFunction(lambda: {"error_rate": 0.1, "per_label": {}, "confusion_matrix": []})
+
+
+class PredictionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Prediction
+
+    photo = factory.SubFactory(PhotoFactory, status=Photo.Status.NEEDS_REVIEW)
+    model_version = factory.SubFactory(ModelVersionFactory)
+    label = factory.SubFactory(LabelFactory, name="monstera")
+    confidence = 0.6
+    margin = 0.2
+    probabilities = factory.LazyFunction(lambda: {"monstera": 0.6, "spider_plant": 0.4})
