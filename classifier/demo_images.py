@@ -226,10 +226,12 @@ def _draw_pot(canvas: Image.Image, rng, base: np.ndarray, height: float) -> np.n
     shade = _mix(color, (0, 0, 0), 0.25)
     draw.polygon([(x - top_w, y), (x + top_w, y), (x + bottom_w, y + pot_h), (x - bottom_w, y + pot_h)], fill=color)
     # The far side of a lit pot is darker; a cheap hint of a round body.
-    draw.polygon([(x + top_w * 0.35, y), (x + top_w, y), (x + bottom_w, y + pot_h), (x + bottom_w * 0.35, y + pot_h)], fill=shade)
+    right = [(x + top_w * 0.35, y), (x + top_w, y), (x + bottom_w, y + pot_h), (x + bottom_w * 0.35, y + pot_h)]
+    draw.polygon(right, fill=shade)
     rim = height * 0.025
     draw.rectangle([x - top_w * 1.05, y - rim, x + top_w * 1.05, y + rim], fill=_mix(color, (255, 255, 255), 0.1))
-    draw.ellipse([x - top_w * 0.95, y - rim * 1.6, x + top_w * 0.95, y + rim * 0.4], fill=_jitter(rng, (60, 42, 30), 10))
+    soil = _jitter(rng, (60, 42, 30), 10)
+    draw.ellipse([x - top_w * 0.95, y - rim * 1.6, x + top_w * 0.95, y + rim * 0.4], fill=soil)
     return np.array([x, y - rim * 0.6])
 
 
@@ -313,7 +315,8 @@ def _monstera_leaf(canvas: Image.Image, rng, base, angle: float, length: float, 
             _cut_slit(cut, place, offset, p, m, slit_w, rng)
             if k + 1 < count and rng.random() < 0.75:
                 _cut_hole(cut, place, offset, edge, phis[k], phis[k + 1], side, length, rng)
-    ink.line(_pts(place(np.array([[0.0, 0.0], [tip * 0.97, 0.0]])) - offset), fill=vein, width=max(2, int(length * 0.018)))
+    midrib = place(np.array([[0.0, 0.0], [tip * 0.97, 0.0]])) - offset
+    ink.line(_pts(midrib), fill=vein, width=max(2, int(length * 0.018)))
     canvas.paste(leaf, (int(x0), int(y0)), mask)
 
 
@@ -323,7 +326,8 @@ def _cut_slit(cut, place, offset, p, m, width, rng):
     outside = p - direction * 0.06  # start beyond the edge so the cut opens cleanly
     end = p + (m - p) * rng.uniform(0.5, 0.8)
     normal = np.array([-direction[1], direction[0]])
-    slit = np.stack([outside + normal * width * 1.3, end + normal * width, end - normal * width, outside - normal * width * 1.3])
+    flare = width * 1.3  # slightly wider at the edge, where the tissue tore open
+    slit = np.stack([outside + normal * flare, end + normal * width, end - normal * width, outside - normal * flare])
     cut.polygon(_pts(place(slit) - offset), fill=0)
     cut.polygon(_pts(place(_ellipse_poly(end, width, width, 0.0, 10)) - offset), fill=0)
 
@@ -335,7 +339,8 @@ def _cut_hole(cut, place, offset, edge, phi_a, phi_b, side, length, rng):
     m = np.array([max(p[0] - 0.14, 0.05), 0.0])
     center = m + (p - m) * rng.uniform(0.2, 0.38)
     direction = p - m
-    hole = _ellipse_poly(center, rng.uniform(0.04, 0.07), rng.uniform(0.014, 0.024), math.atan2(direction[1], direction[0]))
+    along = math.atan2(direction[1], direction[0])
+    hole = _ellipse_poly(center, rng.uniform(0.04, 0.07), rng.uniform(0.014, 0.024), along)
     cut.polygon(_pts(place(hole) - offset), fill=0)
 
 
@@ -345,7 +350,9 @@ def _paint_monstera(canvas: Image.Image, rng, base, height: float, tilt: float) 
     count = int(rng.integers(3, 7))
     green = _jitter(rng, (24, 72, 34), 12)
     stalk = _mix(green, (150, 170, 90), 0.35)
-    fan = np.sort(rng.uniform(-1.1, 1.1, count)) + tilt
+    # Spread stalks evenly (with jitter) so the leaves fan out instead of piling up.
+    spread = rng.uniform(0.6, 1.1)
+    fan = np.linspace(-spread, spread, count) + rng.uniform(-0.2, 0.2, count) + tilt
     rng.shuffle(fan)  # draw order decides overlaps; do not always paint left to right
     for a in fan:
         reach = height * rng.uniform(0.25, 0.45)
@@ -370,7 +377,8 @@ def _spider_leaf(draw: ImageDraw.ImageDraw, rng, base, angle: float, length: flo
     heading = angle + side * rng.uniform(0.4, 2.0) * t**1.5
     step = length / (steps - 1)
     dx, dy = np.sin(heading) * step, -np.cos(heading) * step
-    path = np.asarray(base) + np.stack([np.concatenate([[0], np.cumsum(dx[:-1])]), np.concatenate([[0], np.cumsum(dy[:-1])])], axis=1)
+    steps_xy = np.stack([dx[:-1], dy[:-1]], axis=1)
+    path = np.asarray(base) + np.concatenate([[[0.0, 0.0]], np.cumsum(steps_xy, axis=0)])
     half = length * rng.uniform(0.026, 0.04) * (1 - t) ** 0.6 + 0.5
     outer, inner = (cream, green) if margins else (green, cream)
     draw.polygon(_pts(_strip(path, half)), fill=outer)
@@ -412,7 +420,8 @@ def _dieffenbachia_leaf(draw: ImageDraw.ImageDraw, rng, base, angle: float, leng
     inner = rng.uniform(0.62, 0.82)
     core = (u > 0.04) & (u < rng.uniform(0.8, 0.92))
     cu, cw = u[core], width[core] * inner
-    draw.polygon(_pts(_place(base, angle, length, np.concatenate([cu, cu[::-1]]), np.concatenate([cw, -cw[::-1]]))), fill=pale)
+    centre = _place(base, angle, length, np.concatenate([cu, cu[::-1]]), np.concatenate([cw, -cw[::-1]]))
+    draw.polygon(_pts(centre), fill=pale)
     _speckle(draw, rng, base, angle, length, u, width * inner, cream, green)
 
     # Lateral veins in green cross the pale centre and give it the feathered look.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -119,7 +120,8 @@ def _make_callback(on_progress, should_cancel):
             names = self.recorder.metric_names[1:-1]  # drop "epoch" and "time"
             values = self.recorder.values[-1] if self.recorder.values else []
             entry = {"epoch": self.done_epochs}
-            entry.update({n: (None if v is None else float(v)) for n, v in zip(names, values)})
+            # A diverged loss is NaN or inf, which JSON (and PostgreSQL's json type) cannot hold.
+            entry.update({n: _finite_or_none(v) for n, v in zip(names, values)})
             self.history.append(entry)
             on_progress(epoch=self.done_epochs, batch=self.n_iter, total_batches=self.n_iter,
                         fraction=min(0.99, self.done_epochs / max(1, self.total_epochs)), history=self.history)
@@ -127,6 +129,13 @@ def _make_callback(on_progress, should_cancel):
                 raise CancelFitException()
 
     return ProgressCallback()
+
+
+def _finite_or_none(value):
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 class TrainingCancelled(Exception):
@@ -141,7 +150,7 @@ def train(rows, options: TrainingOptions, export_path: Path, *, on_progress=lamb
     from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, DataBlock, ImageBlock,
                                    RandomResizedCrop, aug_transforms, error_rate, set_seed,
                                    vision_learner)
-    import fastai.vision.models as fvm
+    import fastai.vision.models.xresnet as fxr
     import torchvision.models as tvm
 
     log = []
@@ -165,7 +174,14 @@ def train(rows, options: TrainingOptions, export_path: Path, *, on_progress=lamb
         item_tfms=RandomResizedCrop(size, min_scale=0.5),
         batch_tfms=aug_transforms(),
     )
-    dls = dblock.dataloaders(df, bs=int(options.batch_size), num_workers=0, device=device)
+    # fastai drops the last incomplete training batch: with fewer training photos than the batch
+    # size there would be no batch at all, and the "trained" model would be the untrained one.
+    bs = int(options.batch_size)
+    n_train = len(df) - int(df.is_valid.astype(bool).sum())
+    if n_train < bs:
+        log.append(f"Batch size lowered from {bs} to {n_train}: the training split has only {n_train} photos.")
+        bs = n_train
+    dls = dblock.dataloaders(df, bs=bs, num_workers=0, device=device)
 
     pretrained = bool(options.pretrained) and options.architecture in PRETRAINABLE
     if pretrained:
@@ -178,7 +194,7 @@ def train(rows, options: TrainingOptions, export_path: Path, *, on_progress=lamb
             log.append(f"Loaded pretrained weights from {weights}.")
     elif options.pretrained:
         log.append(f"{options.architecture} has no pretrained weights; training from scratch.")
-    arch = getattr(tvm, options.architecture, None) or getattr(fvm, options.architecture)
+    arch = getattr(fxr, options.architecture) if options.architecture.startswith("x") else getattr(tvm, options.architecture)
     learn = vision_learner(dls, arch, pretrained=pretrained, metrics=error_rate)
     # fastai prints each epoch's row; keep it in the run's log instead of on stdout.
     learn.logger = lambda row: log.append("epoch " + " ".join(str(v) for v in row))

@@ -16,20 +16,33 @@ from labeling.services import photos_import_folder
 
 DEMO_PER_LABEL = 60
 # Small and quick on two CPU cores; an admin can train a bigger model from the site.
-STARTER_OPTIONS = {"architecture": "resnet18", "image_size": 96, "epochs": 6, "batch_size": 32,
+STARTER_OPTIONS = {"architecture": "resnet18", "image_size": 96, "epochs": 10, "batch_size": 16,
                    "learning_rate": 3e-3, "pretrained": True}
 ACCOUNTS = (("admin", {"is_staff": True, "is_superuser": True}), ("expert", {}), ("member", {}))
 
 
 class Command(BaseCommand):
-    help = "Create the demo labels, accounts, synthetic photos and starter model. Safe to run again."
+    help = ("Create the demo labels, accounts, synthetic photos and starter model. Safe to run again. "
+            "--per-label, --image-size and --epochs shrink the demo (the tests use 4 photos per label, "
+            "32 px and one epoch); they only matter on the run that creates the photos or the model.")
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--per-label", type=int, default=DEMO_PER_LABEL,
+                            help=f"Synthetic photos generated per label (default {DEMO_PER_LABEL}).")
+        parser.add_argument("--image-size", type=int, default=STARTER_OPTIONS["image_size"],
+                            help=f"Image size the starter model trains at (default {STARTER_OPTIONS['image_size']}).")
+        parser.add_argument("--epochs", type=int, default=STARTER_OPTIONS["epochs"],
+                            help=f"Epochs the starter model trains for (default {STARTER_OPTIONS['epochs']}).")
+
+    def handle(self, *args, per_label, image_size, epochs, **options):
+        if per_label < 1:
+            raise CommandError("--per-label must be at least 1.")
+        starter = {**STARTER_OPTIONS, "image_size": image_size, "epochs": epochs}
         for name in LABELS:
             Label.objects.get_or_create(name=name)
         admin = self._accounts()
-        self._photos(admin)
-        self._starter_model(admin)
+        self._photos(admin, per_label)
+        self._starter_model(admin, starter)
 
     def _accounts(self):
         created = []
@@ -53,21 +66,21 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {username:8} {password}")
         return User.objects.get(username="admin")
 
-    def _photos(self, admin):
+    def _photos(self, admin, per_label):
         if Photo.objects.filter(synthetic=True).exists():
             return
-        self.stdout.write(f"Generating {DEMO_PER_LABEL} synthetic photos per label...")
+        self.stdout.write(f"Generating {per_label} synthetic photos per label...")
         with tempfile.TemporaryDirectory() as tmp:
-            generate_dataset(Path(tmp), per_label=DEMO_PER_LABEL, size=256, seed=0)
+            generate_dataset(Path(tmp), per_label=per_label, size=256, seed=0)
             report = photos_import_folder(directory=Path(tmp), owner=admin, synthetic=True)
         self.stdout.write(report.summary())
 
-    def _starter_model(self, admin):
+    def _starter_model(self, admin, starter_options):
         if ModelVersion.objects.exists():
             return
         run = TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).first()
         if run is None:
-            run = classifier_services.training_run_start(user=admin, options=STARTER_OPTIONS, activate=True,
+            run = classifier_services.training_run_start(user=admin, options=starter_options, activate=True,
                                                          enqueue=False)
         self.stdout.write(f"Training the starter model (run {run.id}) through the training task...")
         started = time.monotonic()

@@ -1,0 +1,330 @@
+"""Who may do what: every URL of plantsite/urls.py for anonymous, member, expert and staff.
+
+Every client logs in with a session (force_login), the way the site's pages and their
+fetch() calls do. Tokens and CSRF are covered at the end of the file.
+"""
+
+import re
+from dataclasses import dataclass
+from unittest import mock
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import URLPattern, URLResolver, get_resolver
+from PIL import Image
+from rest_framework.test import APIClient
+
+from classifier.models import TrainingRun
+from labeling.models import Photo
+from tests.factories import (
+    LabelFactory,
+    ModelVersionFactory,
+    PhotoFactory,
+    PredictionFactory,
+    TrainingRunFactory,
+    jpeg_bytes,
+)
+
+ROLES = ("anonymous", "member", "expert", "staff")
+PASSWORD = "pw-for-tests-1"
+
+LOGIN = "login"          # 302 to /login/?next=<the url>          (login_required)
+ADMIN_LOGIN = "admin"    # 302 to /admin/login/?next=<the url>    (staff_member_required)
+
+
+@dataclass
+class World:
+    member: object
+    other_member: object
+    expert: object
+    staff: object
+    my_photo: Photo           # the member's, awaiting review
+    their_photo: Photo        # another member's
+    finished_run: TrainingRun
+    model_version: object
+
+    def queued_run(self):
+        return TrainingRunFactory(status=TrainingRun.Status.QUEUED, holds_slot=True)
+
+    def user(self, role):
+        return None if role == "anonymous" else getattr(self, role)
+
+
+@pytest.fixture
+def world(db, member, other_member, expert, staff, settings):
+    LabelFactory(name="monstera")
+    my_photo = PredictionFactory(photo__owner=member).photo
+    their_photo = PhotoFactory(owner=other_member)
+    version = ModelVersionFactory(metrics={"error_rate": 0.1, "confusion_png": "confusion.png"})
+    settings.MODEL_ROOT.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (4, 4)).save(settings.MODEL_ROOT / "confusion.png")
+    return World(member=member, other_member=other_member, expert=expert, staff=staff, my_photo=my_photo,
+                 their_photo=their_photo, finished_run=TrainingRunFactory(), model_version=version)
+
+
+@pytest.fixture(autouse=True)
+def nothing_leaves_the_process():
+    """No task reaches a broker, and the health check does not wait for absent workers."""
+    with mock.patch("classifier.services._enqueue_training") as enqueue_training, \
+            mock.patch("labeling.tasks.photo_predict_task.delay"), \
+            mock.patch("labeling.health._workers", return_value=["celery@test"]):
+        yield enqueue_training
+
+
+def client_for(user):
+    client = APIClient()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def jpeg_upload():
+    return {"image": SimpleUploadedFile("plant.jpg", jpeg_bytes(), content_type="image/jpeg")}
+
+
+TRAINING_FORM = {"architecture": "resnet18", "image_size": 32, "epochs": 1, "batch_size": 8, "learning_rate": ""}
+
+
+@dataclass
+class Case:
+    name: str            # the URL pattern's name
+    method: str
+    url: object          # World -> str
+    expected: dict       # role -> status, or LOGIN / ADMIN_LOGIN, or (302, location regex)
+    data: object = None  # None, or World -> request data
+    format: str = None
+
+
+def everyone(status):
+    return dict.fromkeys(ROLES, status)
+
+
+def logged_in(status, anonymous=LOGIN, **overrides):
+    return {"anonymous": anonymous, "member": status, "expert": status, "staff": status, **overrides}
+
+
+def experts_only(status, member=403, anonymous=LOGIN):
+    return {"anonymous": anonymous, "member": member, "expert": status, "staff": status}
+
+
+def staff_only(status, others=ADMIN_LOGIN, anonymous=None):
+    return {"anonymous": others if anonymous is None else anonymous, "member": others, "expert": others,
+            "staff": status}
+
+
+NO_CREDENTIALS = 401  # TokenAuthentication first: DRF answers with its challenge
+
+CASES = [
+    # --- pages ---------------------------------------------------------------
+    Case("home", "get", lambda w: "/", logged_in(200)),
+    Case("home", "post", lambda w: "/", logged_in((302, r"/photos/\d+/")), data=lambda w: jpeg_upload()),
+    Case("photo-detail", "get", lambda w: f"/photos/{w.my_photo.id}/", logged_in(200)),
+    Case("photo-detail", "get", lambda w: f"/photos/{w.their_photo.id}/", logged_in(200, member=404)),
+    Case("photo-file", "get", lambda w: f"/media/{w.my_photo.image.name}", logged_in(200)),
+    Case("photo-file", "get", lambda w: f"/media/{w.their_photo.image.name}", logged_in(200, member=404)),
+    Case("photo-file", "get", lambda w: "/media/photos/0123456789abcdef0123456789abcdef.jpg", logged_in(404)),
+    Case("review-queue", "get", lambda w: "/review/", experts_only(200)),
+    Case("review-photo", "get", lambda w: f"/review/{w.my_photo.id}/", experts_only(200)),
+    Case("review-photo", "post", lambda w: f"/review/{w.my_photo.id}/", experts_only((302, "/review/")),
+         data=lambda w: {"label": "monstera"}),
+    Case("training-runs", "get", lambda w: "/training/", staff_only(200)),
+    Case("training-runs", "post", lambda w: "/training/", staff_only((302, r"/training/\d+/")),
+         data=lambda w: TRAINING_FORM),
+    Case("training-run", "get", lambda w: f"/training/{w.finished_run.id}/", staff_only(200)),
+    Case("training-run-cancel", "post", lambda w: f"/training/{w.queued_run().id}/cancel/",
+         staff_only((302, r"/training/\d+/"))),
+    Case("training-run-cancel", "get", lambda w: f"/training/{w.finished_run.id}/cancel/", staff_only(405)),
+    Case("model-versions", "get", lambda w: "/models/", logged_in(200)),
+    Case("model-version-activate", "post", lambda w: f"/models/{w.model_version.id}/activate/",
+         staff_only((302, "/models/"))),
+    Case("model-version-confusion", "get", lambda w: f"/models/{w.model_version.id}/confusion.png", logged_in(200)),
+    Case("login", "get", lambda w: "/login/", everyone(200)),
+    Case("login", "post", lambda w: "/login/", everyone((302, "/")),
+         data=lambda w: {"username": "member", "password": PASSWORD}),
+    Case("logout", "post", lambda w: "/logout/", everyone((302, "/login/"))),
+    Case("logout", "get", lambda w: "/logout/", everyone(405)),
+    Case("admin:index", "get", lambda w: "/admin/", staff_only(200)),
+    Case("api-schema", "get", lambda w: "/api/schema/", everyone(200)),
+    Case("healthz", "get", lambda w: "/healthz", everyone(200)),
+    # --- API -----------------------------------------------------------------
+    Case("api-token", "post", lambda w: "/api/v1/auth/token/", everyone(200),
+         data=lambda w: {"username": "member", "password": PASSWORD}, format="json"),
+    Case("api-photos", "get", lambda w: "/api/v1/photos/", logged_in(200, anonymous=NO_CREDENTIALS)),
+    Case("api-photos", "post", lambda w: "/api/v1/photos/", logged_in(201, anonymous=NO_CREDENTIALS),
+         data=lambda w: jpeg_upload(), format="multipart"),
+    Case("api-photo", "get", lambda w: f"/api/v1/photos/{w.my_photo.id}/", logged_in(200, anonymous=NO_CREDENTIALS)),
+    Case("api-photo", "get", lambda w: f"/api/v1/photos/{w.their_photo.id}/",
+         logged_in(200, anonymous=NO_CREDENTIALS, member=404)),
+    Case("api-photo", "delete", lambda w: f"/api/v1/photos/{w.my_photo.id}/",
+         logged_in(405, anonymous=NO_CREDENTIALS)),
+    Case("api-photo-review", "post", lambda w: f"/api/v1/photos/{w.my_photo.id}/review/",
+         experts_only(200, anonymous=NO_CREDENTIALS), data=lambda w: {"label": "monstera"}, format="json"),
+    Case("api-review-queue", "get", lambda w: "/api/v1/review-queue/", experts_only(200, anonymous=NO_CREDENTIALS)),
+    Case("api-labels", "get", lambda w: "/api/v1/labels/", logged_in(200, anonymous=NO_CREDENTIALS)),
+    Case("api-training-runs", "get", lambda w: "/api/v1/training-runs/", staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-training-runs", "post", lambda w: "/api/v1/training-runs/", staff_only(202, others=403, anonymous=NO_CREDENTIALS),
+         data=lambda w: {"image_size": 32, "epochs": 1}, format="json"),
+    Case("api-training-run", "get", lambda w: f"/api/v1/training-runs/{w.finished_run.id}/",
+         staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-training-run-cancel", "post", lambda w: f"/api/v1/training-runs/{w.queued_run().id}/cancel/",
+         staff_only(202, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-training-run-cancel", "post", lambda w: f"/api/v1/training-runs/{w.finished_run.id}/cancel/",
+         staff_only(409, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-models", "get", lambda w: "/api/v1/models/", logged_in(200, anonymous=NO_CREDENTIALS)),
+    Case("api-model-activate", "post", lambda w: f"/api/v1/models/{w.model_version.id}/activate/",
+         staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
+]
+
+
+def _params():
+    for number, case in enumerate(CASES):
+        for role in ROLES:
+            yield pytest.param(case, role, id=f"{case.method.upper()} {case.name} #{number} as {role}")
+
+
+@pytest.mark.parametrize(("case", "role"), list(_params()))
+def test_the_permission_matrix(world, case, role):
+    url = case.url(world)
+    kwargs = {}
+    if case.data is not None:
+        kwargs["data"] = case.data(world)
+    if case.format is not None:
+        kwargs["format"] = case.format
+
+    response = getattr(client_for(world.user(role)), case.method)(url, **kwargs)
+
+    expected = case.expected[role]
+    if expected == LOGIN:
+        assert (response.status_code, response["Location"]) == (302, f"/login/?next={url}")
+    elif expected == ADMIN_LOGIN:
+        assert (response.status_code, response["Location"]) == (302, f"/admin/login/?next={url}")
+    elif isinstance(expected, tuple):
+        status, location = expected
+        assert response.status_code == status
+        assert re.fullmatch(location, response["Location"]), response["Location"]
+    else:
+        assert response.status_code == expected, getattr(response, "content", b"")[:300]
+
+
+def _named_patterns(resolver=None, namespace=""):
+    for pattern in (resolver or get_resolver()).url_patterns:
+        if isinstance(pattern, URLResolver):
+            if pattern.namespace == "admin":
+                continue  # the admin's own views are Django's; only its index is in the matrix
+            yield from _named_patterns(pattern, namespace)
+        elif isinstance(pattern, URLPattern) and pattern.name:
+            yield pattern.name
+
+
+def test_the_matrix_covers_every_named_url_of_the_site():
+    assert set(_named_patterns()) | {"admin:index"} == {case.name for case in CASES}
+
+
+# --- the messages behind the statuses -----------------------------------------
+
+
+def test_an_anonymous_api_request_is_told_that_credentials_are_missing(world):
+    response = client_for(None).get("/api/v1/photos/")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    assert response.json() == {"detail": "Authentication credentials were not provided."}
+
+
+def test_a_member_is_told_why_the_review_page_is_forbidden(world):
+    response = client_for(world.member).get("/review/")
+
+    assert response.content.decode() == "Only experts and staff can review photos."
+
+
+def test_a_forbidden_review_changes_nothing(world):
+    client_for(world.member).post(f"/review/{world.my_photo.id}/", {"label": "monstera"})
+    client_for(world.member).post(f"/api/v1/photos/{world.my_photo.id}/review/", {"label": "monstera"},
+                                  format="json")
+
+    world.my_photo.refresh_from_db()
+    assert world.my_photo.status == Photo.Status.NEEDS_REVIEW
+    assert world.my_photo.decisions.count() == 0
+
+
+def test_only_staff_can_activate_a_model(world):
+    other = ModelVersionFactory(is_active=True)
+
+    for role in ("member", "expert"):
+        assert client_for(world.user(role)).post(f"/api/v1/models/{world.model_version.id}/activate/").status_code == 403
+    world.model_version.refresh_from_db()
+    assert world.model_version.is_active is False
+
+    response = client_for(world.staff).post(f"/api/v1/models/{world.model_version.id}/activate/")
+
+    assert response.status_code == 200
+    assert response.json()["is_active"] is True
+    other.refresh_from_db()
+    assert other.is_active is False
+
+
+def test_a_staff_training_run_is_recorded_but_not_sent_before_commit(world, nothing_leaves_the_process,
+                                                                     django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client_for(world.staff).post("/api/v1/training-runs/", {"epochs": 1}, format="json")
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
+    assert len(callbacks) == 1
+    nothing_leaves_the_process.assert_not_called()
+    callbacks[0]()
+    nothing_leaves_the_process.assert_called_once_with(response.json()["id"])
+
+
+def test_a_member_cannot_start_a_training_run(world):
+    response = client_for(world.member).post("/api/v1/training-runs/", {"epochs": 1}, format="json")
+
+    assert response.status_code == 403
+    assert not TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).exists()
+
+
+# --- CSRF ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def csrf_client(member):
+    client = APIClient(enforce_csrf_checks=True)
+    assert client.login(username="member", password=PASSWORD)
+    return client
+
+
+def test_a_session_api_post_without_a_csrf_token_is_403(csrf_client):
+    response = csrf_client.post("/api/v1/photos/", jpeg_upload(), format="multipart")
+
+    assert response.status_code == 403
+    assert response.json()["detail"].startswith("CSRF Failed")
+    assert not Photo.objects.exists()
+
+
+def test_a_session_api_post_with_the_csrf_token_is_accepted(csrf_client):
+    csrf_client.get("/")  # the page sets the csrftoken cookie its script sends back
+    token = csrf_client.cookies["csrftoken"].value
+
+    response = csrf_client.post("/api/v1/photos/", jpeg_upload(), format="multipart", HTTP_X_CSRFTOKEN=token)
+
+    assert response.status_code == 201
+
+
+def test_a_token_authenticated_api_post_needs_no_csrf_token(member):
+    token = APIClient().post("/api/v1/auth/token/", {"username": "member", "password": PASSWORD},
+                             format="json").json()["token"]
+    client = APIClient(enforce_csrf_checks=True)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+
+    response = client.post("/api/v1/photos/", jpeg_upload(), format="multipart")
+
+    assert response.status_code == 201
+    assert Photo.objects.get().owner == member
+
+
+def test_a_page_form_post_without_a_csrf_token_is_403(csrf_client):
+    response = csrf_client.post("/", jpeg_upload())
+
+    assert response.status_code == 403
+    assert not Photo.objects.exists()
+

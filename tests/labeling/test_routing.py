@@ -1,0 +1,190 @@
+"""The routing rule (Photo.route) and the prediction step (services.photo_predict)."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from labeling import services
+from labeling.models import Label, Photo, Prediction
+from tests.factories import LabelFactory, PhotoFactory
+
+THRESHOLD = 0.8
+
+
+def _prediction(label, confidence):
+    # Photo.route reads only the label and the confidence of a prediction.
+    return SimpleNamespace(label=label, confidence=confidence)
+
+
+# --- Photo.route --------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("confidence", [0.8, 0.81, 0.95, 1.0])
+def test_a_prediction_at_or_above_the_threshold_is_final_by_the_model(confidence):
+    monstera = LabelFactory(name="monstera")
+    photo = PhotoFactory()
+
+    photo.route(_prediction(monstera, confidence), THRESHOLD)
+
+    assert photo.status == Photo.Status.FINAL
+    assert photo.final_label == monstera
+    assert photo.decided_by == Photo.DecidedBy.MODEL
+    assert photo.label_source == Photo.LabelSource.MODEL
+    assert photo.decided_at is not None
+    assert photo.reason == ""
+    assert photo.reviewed_by is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("confidence", [0.0, 0.5, 0.79, 0.7999999])
+def test_a_prediction_below_the_threshold_needs_review_with_a_reason(confidence):
+    monstera = LabelFactory(name="monstera")
+    photo = PhotoFactory()
+
+    photo.route(_prediction(monstera, confidence), THRESHOLD)
+
+    assert photo.status == Photo.Status.NEEDS_REVIEW
+    assert photo.final_label is None
+    assert photo.decided_by == ""
+    assert photo.decided_at is None
+    assert "below the 80% threshold" in photo.reason
+    assert "an expert will decide" in photo.reason
+
+
+@pytest.mark.django_db
+def test_a_routed_photo_can_be_saved_and_read_back():
+    monstera = LabelFactory(name="monstera")
+    photo = PhotoFactory()
+
+    photo.route(_prediction(monstera, 0.8), THRESHOLD)
+    photo.save()
+
+    photo.refresh_from_db()
+    assert (photo.status, photo.final_label.name, photo.decided_by) == ("final", "monstera", "model")
+
+
+# --- services.photo_predict ---------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_predicting_with_no_active_model_sends_the_photo_to_review_with_a_reason():
+    photo = PhotoFactory()
+
+    services.photo_predict(photo.id)
+
+    photo.refresh_from_db()
+    assert photo.status == Photo.Status.NEEDS_REVIEW
+    assert photo.reason == "No model is active yet: an expert will decide."
+    assert not Prediction.objects.filter(photo=photo).exists()
+
+
+@pytest.mark.django_db
+def test_predicting_a_missing_photo_does_nothing():
+    assert services.photo_predict(987654) is None
+    assert Prediction.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_predicting_stores_one_prediction_with_every_labels_probability_and_the_model_version(active_model):
+    photo = PhotoFactory()
+
+    returned = services.photo_predict(photo.id)
+
+    prediction = Prediction.objects.get(photo=photo)
+    assert prediction.model_version == active_model
+    assert set(prediction.probabilities) == set(active_model.labels)
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    top_label, top_p = max(prediction.probabilities.items(), key=lambda kv: kv[1])
+    second_p = sorted(prediction.probabilities.values(), reverse=True)[1]
+    assert prediction.label.name == top_label
+    assert prediction.confidence == pytest.approx(top_p)
+    assert prediction.margin == pytest.approx(top_p - second_p)
+    # The photo left the queue and was routed by the rule above.
+    photo.refresh_from_db()
+    assert returned.id == photo.id
+    if prediction.confidence >= THRESHOLD:
+        assert (photo.status, photo.final_label, photo.decided_by) == ("final", prediction.label, "model")
+    else:
+        assert photo.status == Photo.Status.NEEDS_REVIEW
+        assert "threshold" in photo.reason
+
+
+@pytest.mark.django_db
+def test_predicting_the_same_photo_twice_stores_exactly_one_prediction(active_model):
+    photo = PhotoFactory()
+
+    services.photo_predict(photo.id)
+    photo.refresh_from_db()
+    first = (photo.status, photo.decided_at, photo.reason)
+    services.photo_predict(photo.id)
+
+    assert Prediction.objects.filter(photo=photo).count() == 1
+    photo.refresh_from_db()
+    assert (photo.status, photo.decided_at, photo.reason) == first
+
+
+@pytest.mark.django_db
+def test_the_store_step_of_a_duplicated_task_leaves_the_first_prediction_alone(active_model):
+    # Two deliveries of the task can both compute probabilities before either stores them;
+    # the second store finds the photo no longer queued and changes nothing.
+    photo = PhotoFactory()
+    services._store_prediction(photo.id, active_model, {"monstera": 0.9, "spider_plant": 0.1})
+
+    services._store_prediction(photo.id, active_model, {"monstera": 0.1, "spider_plant": 0.9})
+
+    prediction = Prediction.objects.get(photo=photo)
+    assert prediction.label.name == "monstera"
+    assert prediction.confidence == pytest.approx(0.9)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", [Photo.Status.FINAL, Photo.Status.NEEDS_REVIEW, Photo.Status.REJECTED,
+                                    Photo.Status.FAILED])
+def test_a_photo_that_is_not_queued_is_left_alone(active_model, status):
+    photo = PhotoFactory(status=status, reason="as it was")
+
+    services.photo_predict(photo.id)
+
+    photo.refresh_from_db()
+    assert photo.status == status
+    assert photo.reason == "as it was"
+    assert not Prediction.objects.filter(photo=photo).exists()
+
+
+@pytest.mark.django_db
+def test_a_threshold_of_zero_makes_every_prediction_final_by_the_model(active_model, settings):
+    settings.CONFIDENCE_THRESHOLD = 0.0
+    photo = PhotoFactory()
+
+    services.photo_predict(photo.id)
+
+    photo.refresh_from_db()
+    assert photo.status == Photo.Status.FINAL
+    assert photo.decided_by == Photo.DecidedBy.MODEL
+    assert photo.final_label == photo.prediction.label
+
+
+@pytest.mark.django_db
+def test_a_threshold_of_one_sends_every_uncertain_prediction_to_review(active_model, settings):
+    settings.CONFIDENCE_THRESHOLD = 1.0
+    photo = PhotoFactory()
+
+    services.photo_predict(photo.id)
+
+    photo.refresh_from_db()
+    assert photo.prediction.confidence < 1.0  # an untrained tiny model is never certain
+    assert photo.status == Photo.Status.NEEDS_REVIEW
+    assert "below the 100% threshold" in photo.reason
+    assert photo.final_label is None
+
+
+@pytest.mark.django_db
+def test_a_predicted_label_the_site_did_not_know_yet_is_created(active_model):
+    photo = PhotoFactory()
+    Label.objects.filter(name__in=active_model.labels).delete()
+
+    services.photo_predict(photo.id)
+
+    photo.refresh_from_db()
+    assert Label.objects.filter(name=photo.prediction.label.name).exists()
