@@ -18,13 +18,14 @@ $(STAMP): requirements.txt
 	@touch $@
 
 run: $(STAMP)
+	@mkdir -p var
 	@scripts/ensure_redis
 	$(VENV)/bin/python manage.py migrate --noinput
 	$(VENV)/bin/python manage.py bootstrap_demo
 	@echo ""
 	@echo "Plantsite is starting at http://$(HOST):$(PORT)/"
 	@echo "Log in with one of the accounts in .demo-credentials (printed above on the first run)."
-	@echo "Press Ctrl-C to stop the web server and both workers."
+	@echo "Press Ctrl-C to stop the web server, both workers and the sweeper."
 	$(VENV)/bin/honcho start -f Procfile
 
 services:

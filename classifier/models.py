@@ -38,6 +38,8 @@ class TrainingRun(models.Model):
     log = models.TextField(blank=True)
     error = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Refreshed with every progress report: a running run whose heartbeat stops has lost its worker.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     model_version = models.OneToOneField(
         "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -17,6 +17,8 @@ from .training import TrainingCancelled, TrainingOptions, data_hash, is_validati
 
 logger = logging.getLogger(__name__)
 
+WORKER_LOST = "The worker running this training stopped before it finished."
+
 
 class TrainingRunConflict(Exception):
     """Another training run is queued or running."""
@@ -67,14 +69,15 @@ def training_rows():
 
 def training_run_execute(run_id: int) -> TrainingRun:
     """Run a queued training run to the end. Safe to run twice: only a queued run starts."""
+    now = timezone.now()
     claimed = TrainingRun.objects.filter(id=run_id, status=TrainingRun.Status.QUEUED).update(
-        status=TrainingRun.Status.RUNNING, started_at=timezone.now()
+        status=TrainingRun.Status.RUNNING, started_at=now, heartbeat_at=now
     )
     run = TrainingRun.objects.get(id=run_id)
     if not claimed:
         if run.status == TrainingRun.Status.RUNNING:
             # The broker redelivered the task: the worker that ran it died mid-run.
-            _finish(run, TrainingRun.Status.FAILED, "The worker running this training stopped before it finished.")
+            _finish(run, TrainingRun.Status.FAILED, WORKER_LOST)
         return run
     try:
         return _train(run)
@@ -100,7 +103,8 @@ def _train(run):
     confusion_png = settings.MODEL_ROOT / f"{stem}-confusion.png"
 
     def on_progress(*, epoch, batch, total_batches, fraction, history=None):
-        fields = {"epoch": epoch, "batch": batch, "total_batches": total_batches, "progress": fraction}
+        fields = {"epoch": epoch, "batch": batch, "total_batches": total_batches, "progress": fraction,
+                  "heartbeat_at": timezone.now()}
         if history is not None:
             fields["history"] = history
         TrainingRun.objects.filter(id=run.id).update(**fields)
@@ -163,3 +167,27 @@ def model_version_activate(*, version_id: int) -> ModelVersion:
     version.activated_at = timezone.now()
     version.save(update_fields=["is_active", "activated_at"])
     return version
+
+
+def training_runs_fail_orphaned() -> int:
+    """Called when the training worker starts: it runs one task at a time, so any run still
+    marked running lost its worker (killed, or the machine restarted)."""
+    return _fail_running(TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING))
+
+
+def training_runs_fail_stale(*, older_than) -> int:
+    """The sweeper's check: a running run whose heartbeat stopped has lost its worker."""
+    cutoff = timezone.now() - older_than
+    return _fail_running(TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff))
+
+
+def _fail_running(runs) -> int:
+    failed = 0
+    for run_id in runs.values_list("id", flat=True):
+        with transaction.atomic():
+            run = TrainingRun.objects.select_for_update().get(id=run_id)
+            if run.status == TrainingRun.Status.RUNNING:
+                _finish(run, TrainingRun.Status.FAILED, WORKER_LOST)
+                failed += 1
+                logger.warning("Training run %s marked failed: its worker is gone.", run_id)
+    return failed

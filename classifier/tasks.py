@@ -1,9 +1,31 @@
+import logging
+from datetime import timedelta
+
 from celery import shared_task
+from celery.signals import worker_ready
 from django.conf import settings
 
 from . import services
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True, time_limit=settings.TRAINING_HARD_TIME_LIMIT)
 def training_run_execute(run_id):
     services.training_run_execute(run_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def training_runs_sweep_task():
+    """Periodic: a run whose worker died is marked failed, not left running forever."""
+    services.training_runs_fail_stale(older_than=timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT))
+
+
+@worker_ready.connect
+def _fail_runs_orphaned_by_a_dead_worker(sender, **kwargs):
+    # The training worker runs one task at a time: when it (re)starts, no run can be running.
+    queues = {q.name for q in sender.task_consumer.queues} if getattr(sender, "task_consumer", None) else set()
+    if "training" in queues:
+        failed = services.training_runs_fail_orphaned()
+        if failed:
+            logger.warning("Marked %d training run(s) failed: their worker had died.", failed)

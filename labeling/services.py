@@ -191,3 +191,18 @@ def photos_import_folder(*, directory: Path, owner, synthetic=False) -> ImportRe
                 photo_import_one(owner=owner, fileobj=fh, label_name=label_name, synthetic=synthetic,
                                  report=report, source_name=str(path))
     return report
+
+
+def photos_requeue_stuck(*, older_than) -> int:
+    """Send again the photos that have waited in `queued` too long: a broker that lost the
+    message, or a worker killed while it held the task. Predicting is idempotent, so a
+    photo that was merely slow is not harmed by a second message."""
+    from .tasks import photo_predict_task
+
+    cutoff = timezone.now() - older_than
+    ids = list(Photo.objects.filter(status=Photo.Status.QUEUED, uploaded_at__lt=cutoff).values_list("id", flat=True))
+    for photo_id in ids:
+        photo_predict_task.delay(photo_id)
+    if ids:
+        logger.warning("Re-enqueued %d photos stuck in queued: %s", len(ids), ids[:20])
+    return len(ids)

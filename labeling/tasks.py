@@ -1,6 +1,8 @@
 import logging
+from datetime import timedelta
 
 from celery import Task, shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -26,3 +28,9 @@ class PhotoTask(Task):
 )
 def photo_predict_task(self, photo_id):
     services.photo_predict(photo_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def photos_sweep_task():
+    """Periodic: nothing stays queued forever."""
+    services.photos_requeue_stuck(older_than=timedelta(seconds=settings.SWEEP_QUEUED_AFTER_SECONDS))

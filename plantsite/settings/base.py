@@ -123,12 +123,21 @@ CELERY_TASK_DEFAULT_QUEUE = "inference"
 CELERY_TASK_ROUTES = {
     "labeling.tasks.*": {"queue": "inference"},
     "classifier.tasks.training_run_execute": {"queue": "training"},
+    "classifier.tasks.training_runs_sweep_task": {"queue": "inference"},
 }
 TRAINING_HARD_TIME_LIMIT = env_int("TRAINING_HARD_TIME_LIMIT", 6 * 3600, minimum=60)
 # The broker must not hand a long training task to a second worker while the first still
 # runs it: the visibility timeout outlasts the task's hard limit.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": TRAINING_HARD_TIME_LIMIT + 600}
 CELERY_TASK_ALWAYS_EAGER = False
+# The sweeper: photos queued longer than this are sent again; running training runs whose
+# heartbeat is older than TRAINING_HEARTBEAT_TIMEOUT are marked failed.
+SWEEP_QUEUED_AFTER_SECONDS = env_int("SWEEP_QUEUED_AFTER_SECONDS", 120, minimum=1)
+TRAINING_HEARTBEAT_TIMEOUT = env_int("TRAINING_HEARTBEAT_TIMEOUT", 600, minimum=10)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-queued-photos": {"task": "labeling.tasks.photos_sweep_task", "schedule": 30.0},
+    "sweep-training-runs": {"task": "classifier.tasks.training_runs_sweep_task", "schedule": 60.0},
+}
 
 # --- Plantsite ------------------------------------------------------------------------
 # A prediction at or above this confidence is saved at once; below it an expert decides.

@@ -1,0 +1,43 @@
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.utils import timezone
+
+from labeling import services
+from labeling.models import Photo
+from tests.factories import PhotoFactory
+
+
+@pytest.fixture
+def sent():
+    with mock.patch("labeling.tasks.photo_predict_task.delay") as delay:
+        yield delay
+
+
+def test_a_photo_queued_too_long_is_sent_again(db, sent):
+    stuck = PhotoFactory(status=Photo.Status.QUEUED, uploaded_at=timezone.now() - timedelta(minutes=10))
+
+    count = services.photos_requeue_stuck(older_than=timedelta(minutes=2))
+
+    assert count == 1
+    sent.assert_called_once_with(stuck.id)
+
+
+def test_a_recent_or_finished_photo_is_left_alone(db, sent):
+    PhotoFactory(status=Photo.Status.QUEUED, uploaded_at=timezone.now())
+    PhotoFactory(status=Photo.Status.FINAL, uploaded_at=timezone.now() - timedelta(hours=1))
+    PhotoFactory(status=Photo.Status.NEEDS_REVIEW, uploaded_at=timezone.now() - timedelta(hours=1))
+
+    assert services.photos_requeue_stuck(older_than=timedelta(minutes=2)) == 0
+    sent.assert_not_called()
+
+
+def test_the_periodic_sweep_uses_the_configured_threshold(db, sent, settings):
+    settings.SWEEP_QUEUED_AFTER_SECONDS = 30
+    stuck = PhotoFactory(status=Photo.Status.QUEUED, uploaded_at=timezone.now() - timedelta(seconds=45))
+    from labeling.tasks import photos_sweep_task
+
+    photos_sweep_task.apply()
+
+    sent.assert_called_once_with(stuck.id)
