@@ -1,7 +1,8 @@
+from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -9,12 +10,20 @@ from rest_framework.views import APIView
 from . import selectors, services
 from .image_checks import ImageRejected
 from .permissions import IsExpert
+from .throttling import UploadRateThrottle
 from .serializers import LabelSerializer, PhotoSerializer, PhotoUploadSerializer, ReviewSerializer
 
 
 class PhotoListCreateApi(generics.ListAPIView):
     serializer_class = PhotoSerializer
     parser_classes = [MultiPartParser, FormParser]
+
+    def get_throttles(self):
+        return [UploadRateThrottle()] if self.request.method == "POST" else []
+
+    def throttled(self, request, wait):
+        raise Throttled(wait, detail=UploadRateThrottle().wait_message() if wait is None else
+                        f"Too many uploads: at most {settings.UPLOAD_THROTTLE_RATE}. Try again in {int(wait) + 1} s.")
 
     def get_queryset(self):
         return selectors.photos_visible_to(self.request.user)

@@ -133,6 +133,11 @@ class Prediction(models.Model):
     probabilities = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now)
 
+    @property
+    def ranked(self):
+        """(label, probability) pairs, most likely first, for display."""
+        return sorted(self.probabilities.items(), key=lambda kv: kv[1], reverse=True)
+
 
 class ReviewDecision(models.Model):
     """Every expert decision is kept; a correction adds a record, nothing is overwritten."""

@@ -9,6 +9,7 @@ from . import selectors, services
 from .forms import ReviewForm, UploadForm
 from .image_checks import ImageRejected
 from .models import is_expert
+from .throttling import upload_allowed
 
 
 def _expert_required(view):
@@ -27,6 +28,10 @@ def home(request):
     form = UploadForm()
     if request.method == "POST":  # the no-JavaScript upload; the page itself uploads with fetch
         form = UploadForm(request.POST, request.FILES)
+        allowed, throttle = upload_allowed(request)
+        if not allowed:
+            form.add_error(None, throttle.wait_message())
+            return render(request, "labeling/home.html", {"form": form, "photos": []}, status=429)
         if form.is_valid():
             try:
                 photo = services.photo_upload(owner=request.user, fileobj=form.cleaned_data["image"])

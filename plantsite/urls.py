@@ -2,16 +2,16 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
-from rest_framework.authtoken.views import obtain_auth_token
 
 from classifier import api as classifier_api
 from classifier import views as classifier_views
 from labeling import api as labeling_api
+from labeling import auth as labeling_auth
 from labeling import views as labeling_views
 from labeling.health import healthz
 
 api_v1 = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", labeling_auth.TokenView.as_view(), name="api-token"),
     path("photos/", labeling_api.PhotoListCreateApi.as_view(), name="api-photos"),
     path("photos/<int:pk>/", labeling_api.PhotoDetailApi.as_view(), name="api-photo"),
     path("photos/<int:pk>/review/", labeling_api.ReviewDecideApi.as_view(), name="api-photo-review"),
@@ -36,7 +36,7 @@ urlpatterns = [
     path("models/", classifier_views.model_versions, name="model-versions"),
     path("models/<int:pk>/activate/", classifier_views.model_version_activate, name="model-version-activate"),
     path("models/<int:pk>/confusion.png", classifier_views.model_version_confusion, name="model-version-confusion"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", labeling_auth.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),

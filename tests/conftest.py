@@ -5,6 +5,16 @@ from .factories import UserFactory
 
 
 @pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Rate-limit counters start from zero in every test."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def media_root(settings, tmp_path):
     """Every test writes photos and models into its own temporary folder."""
     settings.MEDIA_ROOT = tmp_path / "media"

@@ -14,6 +14,8 @@ from .env import env_str  # noqa: E402
 DEBUG = False
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/15")
 CELERY_BROKER_URL = REDIS_URL
+# Per-test cache (cleared by a fixture) so that counters never leak between tests.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -1,3 +1,4 @@
+import os
 import secrets
 import tempfile
 import time
@@ -57,10 +58,11 @@ class Command(BaseCommand):
             created.append((username, password))
         if created:
             path = Path(settings.DEMO_CREDENTIALS_FILE)
-            with open(path, "a") as fh:
+            # Created owner-only from the start: the passwords are never readable by others.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a") as fh:
                 for username, password in created:
                     fh.write(f"{username} {password}\n")
-            path.chmod(0o600)
             self.stdout.write(self.style.SUCCESS("Demo accounts (passwords shown once, kept in " f"{path}):"))
             for username, password in created:
                 self.stdout.write(f"  {username:8} {password}")

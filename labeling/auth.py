@@ -1,0 +1,37 @@
+"""Login on the site and for API tokens, both rate-limited by LoginLimiter."""
+
+from django.contrib.auth import views as auth_views
+from django.shortcuts import render
+from rest_framework import status
+from rest_framework.authtoken.models import Token
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from .throttling import LoginLimiter
+
+
+class LoginView(auth_views.LoginView):
+    def post(self, request, *args, **kwargs):
+        limiter = LoginLimiter(request, request.POST.get("username"))
+        if limiter.blocked():
+            return render(request, self.template_name, {"form": self.get_form(), "rate_limited": limiter.message()},
+                          status=429)
+        response = super().post(request, *args, **kwargs)
+        if not request.user.is_authenticated:
+            limiter.record_failure()
+        return response
+
+
+class TokenView(ObtainAuthToken):
+    def post(self, request, *args, **kwargs):
+        username = request.data.get("username") if isinstance(request.data, dict) or hasattr(request.data, "getlist") else None
+        limiter = LoginLimiter(request, username)
+        if limiter.blocked():
+            return Response({"detail": limiter.message()}, status=status.HTTP_429_TOO_MANY_REQUESTS)
+        serializer = self.get_serializer(data=request.data)
+        if not serializer.is_valid():
+            limiter.record_failure()
+            raise ValidationError(serializer.errors)
+        token, _ = Token.objects.get_or_create(user=serializer.validated_data["user"])
+        return Response({"token": token.key})

@@ -1,0 +1,159 @@
+"""Settings are read strictly: a typo in an environment variable stops the process with a
+message naming it, and production refuses to start without its secrets but passes Django's
+deployment checks once they are given."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from plantsite.settings.env import env_bool, env_float, env_int, env_list, env_str
+
+VAR = "PLANTSITE_TEST_SETTING"
+STRONG_SECRET_KEY = "k3J9-pQ2_vX8mZ4tR7wY1nB6cL0sD5fG-hA2eU9iO3yT8rE4wQ7zX1cV6bN0mK5j"
+
+
+# --- the env helpers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw, expected", [("1", True), ("yes", True), (" TRUE ", True), ("on", True),
+                                           ("0", False), ("no", False), ("False", False), ("", False)])
+def test_env_bool_reads_the_usual_spellings(monkeypatch, raw, expected):
+    monkeypatch.setenv(VAR, raw)
+
+    assert env_bool(VAR, default=not expected) is expected
+
+
+def test_env_bool_falls_back_to_the_default_when_unset(monkeypatch):
+    monkeypatch.delenv(VAR, raising=False)
+
+    assert env_bool(VAR, default=True) is True
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "enabled", "tru"])
+def test_env_bool_refuses_anything_else_naming_the_variable(monkeypatch, raw):
+    monkeypatch.setenv(VAR, raw)
+
+    with pytest.raises(ImproperlyConfigured, match=f"{VAR}='{raw}' is not a boolean"):
+        env_bool(VAR)
+
+
+def test_env_int_parses_integers_and_uses_the_default_when_unset_or_empty(monkeypatch):
+    monkeypatch.setenv(VAR, "42")
+    assert env_int(VAR, 7) == 42
+    monkeypatch.setenv(VAR, "")
+    assert env_int(VAR, 7) == 7
+    monkeypatch.delenv(VAR)
+    assert env_int(VAR, 7) == 7
+
+
+@pytest.mark.parametrize("raw", ["12a", "1.5", "ten", "0x10"])
+def test_env_int_refuses_a_value_that_is_not_an_integer(monkeypatch, raw):
+    monkeypatch.setenv(VAR, raw)
+
+    with pytest.raises(ImproperlyConfigured, match=f"{VAR}='{raw}' is not an integer"):
+        env_int(VAR, 1)
+
+
+def test_env_int_refuses_a_value_below_its_minimum(monkeypatch):
+    monkeypatch.setenv(VAR, "-1")
+
+    with pytest.raises(ImproperlyConfigured, match=f"{VAR}=-1 must be at least 0"):
+        env_int(VAR, 1, minimum=0)
+
+
+def test_env_float_parses_numbers_within_bounds(monkeypatch):
+    monkeypatch.setenv(VAR, "0.75")
+
+    assert env_float(VAR, 0.5, minimum=0.0, maximum=1.0) == 0.75
+
+
+@pytest.mark.parametrize("raw", ["high", "0,8", "80%"])
+def test_env_float_refuses_a_value_that_is_not_a_number(monkeypatch, raw):
+    monkeypatch.setenv(VAR, raw)
+
+    with pytest.raises(ImproperlyConfigured, match=f"{VAR}='{raw}' is not a number"):
+        env_float(VAR, 0.5)
+
+
+@pytest.mark.parametrize("raw", ["1.5", "-0.1"])
+def test_env_float_refuses_a_value_outside_its_bounds(monkeypatch, raw):
+    monkeypatch.setenv(VAR, raw)
+
+    with pytest.raises(ImproperlyConfigured, match=f"{VAR}=.* must be between 0.0 and 1.0"):
+        env_float(VAR, 0.5, minimum=0.0, maximum=1.0)
+
+
+def test_env_str_refuses_a_missing_required_variable_naming_it(monkeypatch):
+    monkeypatch.delenv(VAR, raising=False)
+
+    with pytest.raises(ImproperlyConfigured, match=f"The environment variable {VAR} must be set"):
+        env_str(VAR, required=True)
+    monkeypatch.setenv(VAR, "")
+    with pytest.raises(ImproperlyConfigured, match=VAR):
+        env_str(VAR, required=True)
+
+
+def test_env_list_splits_on_commas_and_drops_blanks(monkeypatch):
+    monkeypatch.setenv(VAR, " a.example, b.example ,,")
+
+    assert env_list(VAR) == ["a.example", "b.example"]
+
+
+# --- production settings, in a fresh interpreter ----------------------------------------
+
+
+def run_with_production_settings(code_or_args, **env):
+    """Run Python with DJANGO_SETTINGS_MODULE=plantsite.settings.production and only the given
+    variables set: nothing is inherited from the test run (which sets DATABASE_URL and
+    DJANGO_ALLOW_ASYNC_UNSAFE for itself)."""
+    base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    base.update(DJANGO_SETTINGS_MODULE="plantsite.settings.production", **env)
+    args = ["-c", code_or_args] if isinstance(code_or_args, str) else code_or_args
+    return subprocess.run([sys.executable, *args], cwd=settings.BASE_DIR, env=base,
+                          capture_output=True, text=True, timeout=120)
+
+
+SETUP = "import django; django.setup()"
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    result = run_with_production_settings(SETUP, ALLOWED_HOSTS="plants.example.com")
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: The environment variable SECRET_KEY must be set." in result.stderr
+
+
+def test_production_refuses_to_start_without_allowed_hosts():
+    result = run_with_production_settings(SETUP, SECRET_KEY=STRONG_SECRET_KEY)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: The environment variable ALLOWED_HOSTS must be set." in result.stderr
+
+
+def test_production_refuses_to_start_with_a_malformed_setting_naming_it():
+    result = run_with_production_settings(SETUP, SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="plants.example.com",
+                                          CONFIDENCE_THRESHOLD="high")
+
+    assert result.returncode != 0
+    assert "CONFIDENCE_THRESHOLD='high' is not a number" in result.stderr
+
+
+def test_production_with_its_secrets_passes_the_deploy_checks_at_warning_level():
+    result = run_with_production_settings(["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                                          SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="plants.example.com",
+                                          DEBUG="true")
+
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_the_deploy_checks_fail_production_with_a_weak_secret_key():
+    result = run_with_production_settings(["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                                          SECRET_KEY="short", ALLOWED_HOSTS="plants.example.com")
+
+    assert result.returncode != 0
+    assert "security.W009" in result.stderr

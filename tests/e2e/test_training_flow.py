@@ -1,0 +1,90 @@
+"""A training run started over the API trains in a real worker, and its model then predicts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from classifier.demo_images import generate_dataset
+from classifier.models import ModelVersion
+from classifier.services import training_rows
+from labeling.services import photos_import_folder
+
+pytestmark = pytest.mark.integration
+
+FLOWERS = Path("/work/shared/data/flowers")
+OPTIONS = {"image_size": 32, "epochs": 1, "batch_size": 8, "pretrained": False, "activate": False}
+TRAINING_TIMEOUT = 120
+
+
+def import_generated_photos(directory: Path, owner, *, per_label, seed):
+    generate_dataset(directory, per_label=per_label, size=64, seed=seed)
+    report = photos_import_folder(directory=directory, owner=owner, synthetic=True)
+    assert not report.refused, report.summary()
+    return report
+
+
+def wait_for_run(api, run_id, timeout=TRAINING_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while True:
+        run = api.get(f"/api/v1/training-runs/{run_id}/").json()
+        if run["status"] in ("succeeded", "failed", "cancelled"):
+            return run
+        assert time.monotonic() < deadline, f"training run {run_id} is still {run['status']} after {timeout} s: {run}"
+        time.sleep(0.5)
+
+
+def test_a_training_run_started_over_the_api_trains_in_the_worker_and_its_activated_model_predicts_uploads(
+        start_worker, api_as, staff, member, tmp_path):
+    report = import_generated_photos(tmp_path / "data", staff, per_label=6, seed=0)
+    assert len(report.imported) == 18
+    # The validation split is fixed by photo id; ids differ from run to run, so make sure both
+    # splits have photos (18 photos leave both non-empty except about once in 50 runs).
+    for extra in range(1, 6):
+        if {valid for _, _, valid in training_rows()} == {True, False}:
+            break
+        import_generated_photos(tmp_path / f"extra-{extra}", staff, per_label=1, seed=100 + extra)
+    assert {valid for _, _, valid in training_rows()} == {True, False}
+    start_worker("training")
+    as_staff = api_as(staff)
+
+    started = as_staff.post("/api/v1/training-runs/", json=OPTIONS)
+    assert started.status_code == 202, started.text
+    run_id = started.json()["id"]
+    assert started.json()["status"] == "queued"
+
+    while_active = as_staff.post("/api/v1/training-runs/", json=OPTIONS)
+    assert while_active.status_code == 409, while_active.text
+    assert f"Training run {run_id} is still" in while_active.json()["detail"]
+
+    run = wait_for_run(as_staff, run_id)
+    assert run["status"] == "succeeded", run
+    assert run["progress"] == 1.0
+    assert run["error"] == ""
+    assert run["data_hash"] and len(run["history"]) == 1
+    version_id = run["model_version"]
+    assert version_id is not None
+
+    models = {m["id"]: m for m in as_staff.get("/api/v1/models/").json()["results"]}
+    version = models[version_id]
+    assert version["is_active"] is False  # "activate": false
+    assert version["training_run"] == run_id
+    assert version["labels"] == ["dieffenbachia", "monstera", "spider_plant"]
+    assert 0.0 <= version["metrics"]["error_rate"] <= 1.0
+    assert set(version["metrics"]["per_label"]) == set(version["labels"])
+    assert ModelVersion.objects.get(pk=version_id).path.is_file()
+
+    activated = as_staff.post(f"/api/v1/models/{version_id}/activate/")
+    assert activated.status_code == 200, activated.text
+    assert activated.json()["is_active"] is True
+
+    start_worker("inference")
+    as_member = api_as(member)
+    uploaded = as_member.upload(sorted((FLOWERS / "tulips").glob("*.jpg"))[0])
+    assert uploaded.status_code == 201, uploaded.text
+    photo = as_member.wait_for_photo(uploaded.json()["id"], timeout=60)
+    assert photo["status"] in ("final", "needs_review"), photo
+    assert photo["prediction"]["model_version"] == version_id
+    assert set(photo["prediction"]["probabilities"]) == set(version["labels"])

@@ -1,0 +1,107 @@
+from django.test import Client
+from rest_framework.test import APIClient
+
+from tests.factories import jpeg_bytes
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+PASSWORD = "pw-for-tests-1"
+
+
+def _fail_logins(client, username, times):
+    for _ in range(times):
+        client.post("/login/", {"username": username, "password": "wrong"})
+
+
+def test_logins_are_refused_with_429_after_too_many_failures_even_with_the_right_password(member, settings):
+    settings.LOGIN_MAX_FAILURES = 3
+    client = Client()
+    _fail_logins(client, "member", 3)
+
+    response = client.post("/login/", {"username": "member", "password": PASSWORD})
+
+    assert response.status_code == 429
+    assert b"Too many failed logins" in response.content
+    assert "_auth_user_id" not in client.session
+
+
+def test_the_limit_counts_per_user_across_addresses(member, settings):
+    settings.LOGIN_MAX_FAILURES = 2
+    _fail_logins(Client(REMOTE_ADDR="10.0.0.1"), "member", 1)
+    _fail_logins(Client(REMOTE_ADDR="10.0.0.2"), "member", 1)
+
+    response = Client(REMOTE_ADDR="10.0.0.3").post("/login/", {"username": "member", "password": PASSWORD})
+
+    assert response.status_code == 429
+
+
+def test_the_limit_counts_per_address_across_users(member, other_member, settings):
+    settings.LOGIN_MAX_FAILURES = 2
+    client = Client(REMOTE_ADDR="10.0.0.9")
+    _fail_logins(client, "someone", 1)
+    _fail_logins(client, "someone-else", 1)
+
+    response = client.post("/login/", {"username": "other", "password": PASSWORD})
+
+    assert response.status_code == 429
+
+
+def test_a_successful_login_below_the_limit_works(member, settings):
+    settings.LOGIN_MAX_FAILURES = 3
+    client = Client()
+    _fail_logins(client, "member", 2)
+
+    response = client.post("/login/", {"username": "member", "password": PASSWORD})
+
+    assert response.status_code == 302
+    assert client.session["_auth_user_id"] == str(member.pk)
+
+
+def test_the_token_endpoint_shares_the_login_limit(member, settings):
+    settings.LOGIN_MAX_FAILURES = 2
+    client = APIClient()
+    for _ in range(2):
+        assert client.post("/api/v1/auth/token/", {"username": "member", "password": "x"}).status_code == 400
+
+    response = client.post("/api/v1/auth/token/", {"username": "member", "password": PASSWORD})
+
+    assert response.status_code == 429
+    assert "Too many failed logins" in response.json()["detail"]
+
+
+def test_uploads_beyond_the_rate_get_429_with_a_message(api_for, member, settings, monkeypatch):
+    settings.UPLOAD_THROTTLE_RATE = "2/min"
+    monkeypatch.setattr("labeling.tasks.photo_predict_task.delay", lambda *a: None)
+    client = api_for(member)
+    statuses = []
+    for i in range(3):
+        image = SimpleUploadedFile(f"p{i}.jpg", jpeg_bytes(colour=(i, 100, 50)), content_type="image/jpeg")
+        response = client.post("/api/v1/photos/", {"image": image}, format="multipart")
+        statuses.append(response.status_code)
+
+    assert statuses == [201, 201, 429]
+    assert "Too many uploads" in response.json()["detail"]
+
+
+def test_the_upload_limit_is_per_user(api_for, member, other_member, settings, monkeypatch):
+    settings.UPLOAD_THROTTLE_RATE = "1/min"
+    monkeypatch.setattr("labeling.tasks.photo_predict_task.delay", lambda *a: None)
+
+    def upload(user):
+        image = SimpleUploadedFile("p.jpg", jpeg_bytes(), content_type="image/jpeg")
+        return api_for(user).post("/api/v1/photos/", {"image": image}, format="multipart").status_code
+
+    assert upload(member) == 201
+    assert upload(other_member) == 201
+    assert upload(member) == 429
+
+
+def test_the_page_upload_is_throttled_too(member, settings):
+    settings.UPLOAD_THROTTLE_RATE = "0/min"
+    client = Client()
+    client.force_login(member)
+    image = SimpleUploadedFile("p.jpg", jpeg_bytes(), content_type="image/jpeg")
+
+    response = client.post("/", {"image": image})
+
+    assert response.status_code == 429
+    assert b"Too many uploads" in response.content
