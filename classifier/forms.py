@@ -14,4 +14,7 @@ class TrainingForm(forms.Form):
                                      help_text="Leave empty to use the learning-rate finder.")
     pretrained = forms.BooleanField(required=False, initial=_DEFAULTS.pretrained,
                                     help_text="Use local pretrained weights when they are in the torch cache.")
+    cleaning_folds = forms.IntegerField(min_value=0, max_value=10, initial=0,
+                                        help_text="2 or more: a k-fold pass that gives every training photo an "
+                                                  "out-of-sample loss for the data cleaner (k extra fits).")
     activate = forms.BooleanField(required=False, initial=False, help_text="Activate the new version when it succeeds.")

@@ -87,3 +87,27 @@ class ModelVersion(models.Model):
     @property
     def error_rate(self):
         return self.metrics.get("error_rate")
+
+
+class PhotoLoss(models.Model):
+    """A photo's loss under a model version, from a model that did not train on it: the
+    validation split from the version itself, training photos from the k-fold cleaning pass."""
+
+    class Split(models.TextChoices):
+        TRAIN = "train"
+        VALID = "valid"
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="losses")
+    photo = models.ForeignKey("labeling.Photo", on_delete=models.CASCADE, related_name="losses")
+    split = models.CharField(max_length=8, choices=Split.choices)
+    label = models.CharField(max_length=64, help_text="The label the photo was trained with.")
+    loss = models.FloatField(null=True)
+    probabilities = models.JSONField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model_version", "photo"], name="one_loss_per_photo_and_version")]
+        indexes = [models.Index(fields=["model_version", "split", "label"])]
+
+    @property
+    def ranked(self):
+        return sorted(self.probabilities.items(), key=lambda kv: kv[1], reverse=True)

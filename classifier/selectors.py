@@ -15,3 +15,13 @@ def training_runs():
 
 def active_training_run():
     return TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE).first()
+
+
+def photo_losses(version, *, label=None, split=None):
+    """The cleaner's list: highest loss first. label and split are matched against fixed values only."""
+    qs = version.losses.select_related("photo", "photo__final_label").order_by("-loss", "photo_id")
+    if label:
+        qs = qs.filter(label=label)
+    if split:
+        qs = qs.filter(split=split)
+    return qs

@@ -11,6 +11,8 @@ class TrainingOptionsSerializer(serializers.Serializer):
     batch_size = serializers.IntegerField(min_value=1, max_value=512, required=False)
     learning_rate = serializers.FloatField(min_value=1e-7, max_value=9.99, required=False, allow_null=True)
     pretrained = serializers.BooleanField(required=False)
+    cleaning_folds = serializers.IntegerField(min_value=0, max_value=10, required=False,
+                                              help_text="0 (off) or 2-10: k-fold out-of-sample losses for cleaning.")
     activate = serializers.BooleanField(required=False, default=False,
                                         help_text="Activate the new version when the run succeeds.")
 

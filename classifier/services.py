@@ -12,7 +12,7 @@ from django.utils import timezone
 from labeling.models import Photo
 
 from .inference import file_sha256
-from .models import ModelVersion, TrainingRun
+from .models import ModelVersion, PhotoLoss, TrainingRun
 from .training import TrainingCancelled, TrainingOptions, data_hash, is_validation, train
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ def _enqueue_training(run_id):
 def training_rows():
     """The human-verified labelled photos (imports and expert decisions, not the model's own)."""
     photos = (
-        Photo.objects.filter(status=Photo.Status.FINAL, label_source__in=Photo.HUMAN_VERIFIED_SOURCES)
+        Photo.objects.filter(status=Photo.Status.FINAL, label_source__in=Photo.HUMAN_VERIFIED_SOURCES,
+                             excluded_from_training=False)
         .select_related("final_label").order_by("id")
     )
     return [[p.id, p.final_label.name, is_validation(p.id)] for p in photos]
@@ -101,6 +102,7 @@ def _train(run):
     stem = f"model-{run.id}-{uuid.uuid4().hex[:8]}"
     export_path = settings.MODEL_ROOT / f"{stem}.pkl"
     confusion_png = settings.MODEL_ROOT / f"{stem}-confusion.png"
+    top_losses_png = settings.MODEL_ROOT / f"{stem}-top-losses.png"
 
     def on_progress(*, epoch, batch, total_batches, fraction, history=None):
         fields = {"epoch": epoch, "batch": batch, "total_batches": total_batches, "progress": fraction,
@@ -112,15 +114,22 @@ def _train(run):
     def should_cancel():
         return TrainingRun.objects.filter(id=run.id, cancel_requested=True).exists()
 
-    result = train(fit_rows, options, export_path, on_progress=on_progress,
-                   should_cancel=should_cancel, confusion_png=confusion_png)
+    try:
+        result = train(fit_rows, options, export_path, on_progress=on_progress, should_cancel=should_cancel,
+                       confusion_png=confusion_png, top_losses_png=top_losses_png)
+    except BaseException:
+        for leftover in (export_path, confusion_png, top_losses_png):
+            leftover.unlink(missing_ok=True)  # no orphan files from a cancelled or failed run
+        raise
     with transaction.atomic():
         version = ModelVersion.objects.create(
             training_run=run, file=export_path.name, sha256=file_sha256(export_path),
             size=export_path.stat().st_size, labels=result.labels, architecture=options.architecture,
             image_size=options.image_size,
-            metrics={**result.metrics, "confusion_png": confusion_png.name, "pretrained": result.pretrained_used},
+            metrics={**result.metrics, "confusion_png": confusion_png.name, "top_losses_png": top_losses_png.name,
+                     "pretrained": result.pretrained_used},
         )
+        _store_losses(version, rows, result.out_of_sample)
         run.refresh_from_db()
         run.model_version = version
         run.metrics = result.metrics
@@ -132,6 +141,15 @@ def _train(run):
         if run.options.get("activate"):
             model_version_activate(version_id=version.id)
     return run
+
+
+def _store_losses(version, rows, out_of_sample):
+    PhotoLoss.objects.bulk_create([
+        PhotoLoss(model_version=version, photo_id=rows[i][0], label=rows[i][1],
+                  split=PhotoLoss.Split.VALID if rows[i][2] else PhotoLoss.Split.TRAIN,
+                  loss=loss, probabilities=probabilities)
+        for i, (loss, probabilities) in out_of_sample.items()
+    ])
 
 
 def _finish(run, status, error):

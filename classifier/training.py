@@ -27,6 +27,8 @@ class TrainingOptions:
     learning_rate: float | None = 2e-3  # None: use the learning-rate finder
     pretrained: bool = True
     seed: int = 42
+    # k >= 2 trains k extra models for out-of-sample losses of the training photos (cleaning).
+    cleaning_folds: int = 0
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -37,6 +39,8 @@ class TrainingOptions:
             raise ValueError("epochs must be between 1 and 100.")
         if not 1 <= int(self.batch_size) <= 512:
             raise ValueError("batch_size must be between 1 and 512.")
+        if int(self.cleaning_folds) not in (0, *range(2, 11)):
+            raise ValueError("cleaning_folds must be 0 (off) or between 2 and 10.")
         if self.learning_rate is not None and not 0 < float(self.learning_rate) < 10:
             raise ValueError("learning_rate must be a positive number below 10, or null for the finder.")
 
@@ -60,6 +64,8 @@ class TrainingResult:
     device: str
     pretrained_used: bool
     log: list[str] = field(default_factory=list)
+    # {row index: (loss, {label: p})} from a model that did not train on the row.
+    out_of_sample: dict = field(default_factory=dict)
 
 
 def is_validation(key: str, percent: int = 20) -> bool:
@@ -101,6 +107,16 @@ def _make_callback(on_progress, should_cancel):
             self.done_epochs = 0
             self.history = []
             self._last_report = 0.0
+            self._cancelled = False
+            self.record_history = True  # the loss curve shows the main fit, not the cleaning folds
+
+        def cancelled(self):
+            return self._cancelled
+
+        def _stop_if_cancelled(self):
+            if should_cancel():
+                self._cancelled = True
+                raise CancelFitException()
 
         def after_batch(self):
             if not self.training:
@@ -109,8 +125,7 @@ def _make_callback(on_progress, should_cancel):
             if now - self._last_report < 0.5:
                 return
             self._last_report = now
-            if should_cancel():
-                raise CancelFitException()
+            self._stop_if_cancelled()
             done = self.done_epochs + self.iter / max(1, self.n_iter)
             on_progress(epoch=self.done_epochs + 1, batch=self.iter + 1, total_batches=self.n_iter,
                         fraction=min(0.99, done / max(1, self.total_epochs)))
@@ -122,11 +137,11 @@ def _make_callback(on_progress, should_cancel):
             entry = {"epoch": self.done_epochs}
             # A diverged loss is NaN or inf, which JSON (and PostgreSQL's json type) cannot hold.
             entry.update({n: _finite_or_none(v) for n, v in zip(names, values)})
-            self.history.append(entry)
+            if self.record_history:
+                self.history.append(entry)
             on_progress(epoch=self.done_epochs, batch=self.n_iter, total_batches=self.n_iter,
                         fraction=min(0.99, self.done_epochs / max(1, self.total_epochs)), history=self.history)
-            if should_cancel():
-                raise CancelFitException()
+            self._stop_if_cancelled()
 
     return ProgressCallback()
 
@@ -143,8 +158,67 @@ class TrainingCancelled(Exception):
 
 
 def train(rows, options: TrainingOptions, export_path: Path, *, on_progress=lambda **kw: None,
-          should_cancel=lambda: False, confusion_png: Path | None = None) -> TrainingResult:
-    """Train on rows of (path, label, is_valid) and export the learner to export_path."""
+          should_cancel=lambda: False, confusion_png: Path | None = None,
+          top_losses_png: Path | None = None) -> TrainingResult:
+    """Train on rows of (path, label, is_valid) and export the learner to export_path.
+
+    The result carries, per row, the loss and probabilities from a model that did not train
+    on that row: the validation rows from this model and, with cleaning_folds >= 2, the
+    training rows from k-fold models (in-sample losses would hide label errors).
+    """
+    import torch
+
+    log = []
+    labels = sorted({label for _, label, _ in rows})
+    if len(labels) < 2:
+        raise ValueError("Training needs human-verified photos of at least two labels.")
+    if not any(valid for _, _, valid in rows):
+        raise ValueError("The validation split is empty; add more labelled photos.")
+    if all(valid for _, _, valid in rows):
+        raise ValueError("The training split is empty; add more labelled photos.")
+
+    device = pick_device()
+    folds = int(options.cleaning_folds)
+    fits = 1 + (folds if folds >= 2 else 0)
+    epochs_per_fit = options.epochs + (1 if _use_pretrained(options, []) else 0)
+    progress = _make_callback(on_progress, should_cancel)
+    progress.total_epochs = fits * epochs_per_fit
+
+    learn, pretrained = _fit(rows, labels, options, device, progress, log)
+    metrics = evaluate(learn, labels, confusion_png)
+    out_of_sample = _losses(learn, [i for i, r in enumerate(rows) if r[2]], labels)
+    if top_losses_png is not None:
+        _plot_top_losses(learn, top_losses_png)
+    learn.logger = print  # the export pickles the learner, and a closure does not pickle
+    learn.export(export_path)
+
+    if folds >= 2:
+        log.append(f"Cleaning pass: {folds}-fold out-of-sample losses for the training photos.")
+        progress.record_history = False
+        out_of_sample.update(_kfold_losses(rows, labels, options, device, progress, log, folds))
+    return TrainingResult(labels=labels, metrics=metrics, history=progress.history,
+                          device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(0),
+                          pretrained_used=pretrained, log=log, out_of_sample=out_of_sample)
+
+
+def _use_pretrained(options, log):
+    """Pretrained weights only from the local torch cache: nothing is downloaded."""
+    if not options.pretrained:
+        return False
+    if options.architecture not in PRETRAINABLE:
+        log.append(f"{options.architecture} has no pretrained weights; training from scratch.")
+        return False
+    weights = pretrained_weights_path(options.architecture)
+    if not weights.exists():
+        log.append(f"Pretrained weights for {options.architecture} are not in the local torch cache "
+                   f"({weights}); training from scratch instead.")
+        return False
+    log.append(f"Loaded pretrained weights from {weights}.")
+    return True
+
+
+def _fit(rows, labels, options, device, progress, log):
+    """Build the book's DataBlock and learner over rows, and train it. Returns (learner, pretrained)."""
     import pandas as pd
     import torch
     from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, DataBlock, ImageBlock,
@@ -153,18 +227,8 @@ def train(rows, options: TrainingOptions, export_path: Path, *, on_progress=lamb
     import fastai.vision.models.xresnet as fxr
     import torchvision.models as tvm
 
-    log = []
-    labels = sorted({label for _, label, _ in rows})
-    if len(labels) < 2:
-        raise ValueError("Training needs human-verified photos of at least two labels.")
-    df = pd.DataFrame(rows, columns=["path", "label", "is_valid"])
-    if not df.is_valid.any():
-        raise ValueError("The validation split is empty; add more labelled photos.")
-    if df.is_valid.all():
-        raise ValueError("The training split is empty; add more labelled photos.")
-
     set_seed(options.seed, reproducible=True)
-    device = pick_device()
+    df = pd.DataFrame(rows, columns=["path", "label", "is_valid"])
     size = int(options.image_size)
     dblock = DataBlock(
         blocks=(ImageBlock, CategoryBlock(vocab=labels)),
@@ -183,17 +247,7 @@ def train(rows, options: TrainingOptions, export_path: Path, *, on_progress=lamb
         bs = n_train
     dls = dblock.dataloaders(df, bs=bs, num_workers=0, device=device)
 
-    pretrained = bool(options.pretrained) and options.architecture in PRETRAINABLE
-    if pretrained:
-        weights = pretrained_weights_path(options.architecture)
-        if not weights.exists():
-            log.append(f"Pretrained weights for {options.architecture} are not in the local torch cache "
-                       f"({weights}); training from scratch instead.")
-            pretrained = False
-        else:
-            log.append(f"Loaded pretrained weights from {weights}.")
-    elif options.pretrained:
-        log.append(f"{options.architecture} has no pretrained weights; training from scratch.")
+    pretrained = _use_pretrained(options, log)
     arch = getattr(fxr, options.architecture) if options.architecture.startswith("x") else getattr(tvm, options.architecture)
     learn = vision_learner(dls, arch, pretrained=pretrained, metrics=error_rate)
     # fastai prints each epoch's row; keep it in the run's log instead of on stdout.
@@ -207,24 +261,45 @@ def train(rows, options: TrainingOptions, export_path: Path, *, on_progress=lamb
 
     lr = options.learning_rate
     if lr is None:
-        lr = float(learn.lr_find(show_plot=False).valley)
+        with learn.no_bar():
+            lr = float(learn.lr_find(show_plot=False).valley)
         log.append(f"Learning-rate finder suggests {lr:.2e}.")
-    progress = _make_callback(on_progress, should_cancel)
-    progress.total_epochs = options.epochs + (1 if pretrained else 0)
     with learn.no_bar():
         if pretrained:
             learn.fine_tune(options.epochs, base_lr=lr, cbs=[progress])
         else:
             learn.fit_one_cycle(options.epochs, lr, cbs=[progress])
-    if should_cancel():
+    if progress.cancelled():
         raise TrainingCancelled()
+    return learn, pretrained
 
-    metrics = evaluate(learn, labels, confusion_png)
-    learn.logger = print  # the export pickles the learner, and a closure does not pickle
-    learn.export(export_path)
-    return TrainingResult(labels=labels, metrics=metrics, history=progress.history,
-                          device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(0),
-                          pretrained_used=pretrained, log=log)
+
+def _losses(learn, row_indices, labels):
+    """{row index: (loss, {label: p})} for the learner's validation set, in row order."""
+    with learn.no_bar():
+        probs, _, losses = learn.get_preds(ds_idx=1, with_loss=True)
+    vocab = list(learn.dls.vocab)
+    return {
+        row: (_finite_or_none(loss), {vocab[j]: float(p[j]) for j in range(len(vocab))})
+        for row, loss, p in zip(row_indices, losses.tolist(), probs)
+    }
+
+
+def _kfold_losses(rows, labels, options, device, progress, log, folds):
+    """Out-of-sample losses for the training rows: each fold is predicted by a model trained
+    on the other folds. The frozen validation rows stay out of these fits."""
+    train_idx = [i for i, r in enumerate(rows) if not r[2]]
+    result = {}
+    for k in range(folds):
+        held_out = [i for n, i in enumerate(train_idx) if n % folds == k]
+        fold_rows = [(rows[i][0], rows[i][1], n % folds == k) for n, i in enumerate(train_idx)]
+        if len({label for _, label, valid in fold_rows if not valid}) < 2 or not held_out:
+            log.append(f"Fold {k + 1}: too few photos, skipped.")
+            continue
+        fold_options = TrainingOptions.from_dict({**options.as_dict(), "cleaning_folds": 0})
+        learn, _ = _fit(fold_rows, labels, fold_options, device, progress, log)
+        result.update(_losses(learn, held_out, labels))
+    return result
 
 
 def evaluate(learn, labels, confusion_png=None) -> dict:
@@ -254,6 +329,22 @@ def evaluate(learn, labels, confusion_png=None) -> dict:
         _plot_confusion(matrix, labels, confusion_png)
     return {"error_rate": error, "accuracy": 1.0 - error, "valid_count": total,
             "per_label": per_label, "confusion_matrix": matrix.tolist()}
+
+
+def _plot_top_losses(learn, path, k=9):
+    """The book's plot_top_losses for the validation set, saved as a picture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from fastai.interpret import ClassificationInterpretation
+
+    with learn.no_bar():
+        interp = ClassificationInterpretation.from_learner(learn)
+    k = min(k, len(interp.losses))
+    interp.plot_top_losses(k, nrows=max(1, int(k ** 0.5)))
+    plt.gcf().savefig(path, dpi=80, bbox_inches="tight")
+    plt.close("all")
 
 
 def _plot_confusion(matrix, labels, path):

@@ -3,10 +3,17 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
+
+from labeling import selectors as labeling_selectors
+from labeling import services as labeling_services
+from labeling.views import expert_required
 
 from . import selectors, services
 from .forms import TrainingForm
+from .models import PhotoLoss
 
 
 @staff_member_required
@@ -62,8 +69,45 @@ def model_version_activate(request, pk):
 
 @login_required
 def model_version_confusion(request, pk):
-    version = get_object_or_404(selectors.model_versions(), pk=pk)
-    name = version.metrics.get("confusion_png")
+    return _model_picture(get_object_or_404(selectors.model_versions(), pk=pk), "confusion_png")
+
+
+def _model_picture(version, key):
+    name = version.metrics.get(key)
     if not name or not (version.path.parent / name).exists():
-        raise Http404("No confusion-matrix picture for this version.")
+        raise Http404("No such picture for this version.")
     return FileResponse(open(version.path.parent / name, "rb"), content_type="image/png")
+
+
+@expert_required
+def model_version_cleaner(request, pk):
+    """The book's ImageClassifierCleaner: photos by loss, per label and split, with actions."""
+    version = get_object_or_404(selectors.model_versions(), pk=pk)
+    label = request.GET.get("label") if request.GET.get("label") in version.labels else ""
+    split = request.GET.get("split") if request.GET.get("split") in PhotoLoss.Split.values else ""
+    losses = selectors.photo_losses(version, label=label, split=split)[:100]
+    return render(request, "classifier/cleaner.html", {
+        "version": version, "losses": losses, "label": label, "split": split,
+        "splits": PhotoLoss.Split.values, "all_labels": labeling_selectors.labels_all(),
+        "has_train_losses": version.losses.filter(split=PhotoLoss.Split.TRAIN).exists(),
+    })
+
+
+@expert_required
+@require_POST
+def model_version_clean_photo(request, pk, photo_id):
+    version = get_object_or_404(selectors.model_versions(), pk=pk)
+    try:
+        labeling_services.photo_clean(photo_id=photo_id, user=request.user, action=request.POST.get("action", ""),
+                                      label_name=request.POST.get("label"), model_version=version)
+    except (labeling_services.CleaningError, labeling_services.UnknownLabel) as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Photo {photo_id}: {request.POST.get('action')} recorded.")
+    return redirect(request.POST.get("next") if url_has_allowed_host_and_scheme(
+        request.POST.get("next"), allowed_hosts={request.get_host()}) else reverse("model-version-cleaner", args=[pk]))
+
+
+@login_required
+def model_version_top_losses(request, pk):
+    return _model_picture(get_object_or_404(selectors.model_versions(), pk=pk), "top_losses_png")

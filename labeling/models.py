@@ -71,6 +71,8 @@ class Photo(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     reason = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Set by data cleaning: kept, shown, restorable, but left out of training runs.
+    excluded_from_training = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-uploaded_at", "-id"]
@@ -109,6 +111,14 @@ class Photo(models.Model):
     def route_to_review(self, reason):
         self.status = self.Status.NEEDS_REVIEW
         self.reason = reason
+
+    def relabel_by(self, user, label):
+        """A person corrects the label of a decided photo (data cleaning)."""
+        self.final_label = label
+        self.label_source = self.LabelSource.EXPERT
+        self.decided_by = self.DecidedBy.EXPERT
+        self.reviewed_by = user
+        self.decided_at = timezone.now()
 
     def decide_by_expert(self, expert, *, label=None, reason=""):
         """The expert's call is final: a label, or a rejection (not a plant / unusable)."""
@@ -149,6 +159,29 @@ class ReviewDecision(models.Model):
     reason = models.TextField(blank=True)
     status_before = models.CharField(max_length=16)
     status_after = models.CharField(max_length=16)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+
+class PhotoEvent(models.Model):
+    """Data-cleaning actions on a photo (keep, relabel, exclude, restore), kept for its history."""
+
+    class Action(models.TextChoices):
+        KEEP = "keep"
+        RELABEL = "relabel"
+        EXCLUDE = "exclude"
+        RESTORE = "restore"
+
+    photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="events")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    label_before = models.ForeignKey(Label, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    label_after = models.ForeignKey(Label, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    model_version = models.ForeignKey("classifier.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="+", help_text="The version whose losses the action was made from.")
+    note = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -6,6 +6,7 @@ import hashlib
 import io
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -15,7 +16,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from .image_checks import check_and_clean
-from .models import Label, Photo, Prediction, ReviewDecision, photo_file_name
+from .models import Label, Photo, PhotoEvent, Prediction, ReviewDecision, photo_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,19 @@ class UnknownLabel(Exception):
 def _enqueue_prediction(photo_id):
     from .tasks import photo_predict_task
 
+    def send():
+        try:
+            photo_predict_task.delay(photo_id)
+        except Exception:
+            # The row and its file are committed already: a broker that is briefly away must
+            # not turn the accepted upload into an error (nor delete its file). The photo stays
+            # queued and the sweeper (photos_requeue_stuck) sends it again.
+            logger.warning("Could not queue the prediction of photo %s; the sweeper will send it again.",
+                           photo_id, exc_info=True)
+
     # Only after the upload commits: the worker must find the row and the file, and a
     # rolled-back upload must enqueue nothing.
-    transaction.on_commit(lambda: photo_predict_task.delay(photo_id))
+    transaction.on_commit(send)
 
 
 def photo_upload(*, owner, fileobj, synthetic=False, label=None) -> Photo:
@@ -62,7 +73,14 @@ def photo_upload(*, owner, fileobj, synthetic=False, label=None) -> Photo:
 
 
 def photo_predict(photo_id: int) -> Photo | None:
-    """Predict a queued photo with the active model and route it. Safe to run twice."""
+    """Predict a queued photo with the active model and route it. Safe to run twice.
+
+    Other photos that have already waited INFERENCE_BATCH_WAIT seconds in `queued` are predicted
+    in the same batch (INFERENCE_BATCH_SIZE photos at most, oldest first). Nothing waits for a
+    batch to fill, so a lone photo is predicted at once, alone. Each photo's prediction is stored
+    on its own under its row lock, so the batch-mates' own tasks later find them done and leave
+    them alone, and a duplicated or concurrent task stores nothing twice.
+    """
     from classifier.inference import model_cache
     from classifier.selectors import active_model_version
 
@@ -73,8 +91,36 @@ def photo_predict(photo_id: int) -> Photo | None:
     if version is None:
         return _route_without_model(photo_id)
     model = model_cache.get(version.id, version.path, version.sha256, threads=settings.INFERENCE_THREADS)
+    mates = _batch_mates(photo)
+    if mates:
+        try:
+            batch = model.predict_paths([photo.image.path] + [m.image.path for m in mates])
+        except Exception:  # noqa: BLE001 - a batch-mate's broken file must not fail this photo
+            logger.warning("Batch prediction of photo %s with %s failed; predicting it alone.",
+                           photo_id, [m.id for m in mates], exc_info=True)
+            mates, batch = [], None
+        if batch is not None:
+            stored = _store_prediction(photo_id, version, batch[0])
+            for mate, probabilities in zip(mates, batch[1:]):
+                _store_prediction(mate.id, version, probabilities)
+            return stored
     probabilities = model.predict_paths([photo.image.path])[0]
     return _store_prediction(photo_id, version, probabilities)
+
+
+def _batch_mates(photo) -> list[Photo]:
+    """Queued photos that have waited long enough to be predicted along with `photo`.
+
+    Younger ones are left to their own task (another worker process may be about to start it).
+    """
+    size = int(getattr(settings, "INFERENCE_BATCH_SIZE", 1))
+    if size <= 1:
+        return []
+    cutoff = timezone.now() - timedelta(seconds=float(getattr(settings, "INFERENCE_BATCH_WAIT", 0.5)))
+    return list(
+        Photo.objects.filter(status=Photo.Status.QUEUED, uploaded_at__lte=cutoff)
+        .exclude(id=photo.id).order_by("uploaded_at", "id")[: size - 1]
+    )
 
 
 @transaction.atomic
@@ -206,3 +252,34 @@ def photos_requeue_stuck(*, older_than) -> int:
     if ids:
         logger.warning("Re-enqueued %d photos stuck in queued: %s", len(ids), ids[:20])
     return len(ids)
+
+
+class CleaningError(Exception):
+    pass
+
+
+@transaction.atomic
+def photo_clean(*, photo_id: int, user, action: str, label_name: str | None = None, model_version=None,
+                note: str = "") -> Photo:
+    """A data-cleaning action (the book's ImageClassifierCleaner): keep, relabel, exclude from
+    training, or restore. Each is recorded in the photo's history; nothing is deleted."""
+    photo = Photo.objects.select_for_update().get(id=photo_id)
+    before = photo.final_label
+    after = before
+    if action == PhotoEvent.Action.RELABEL:
+        after = Label.objects.filter(name=label_name).first()
+        if after is None:
+            raise UnknownLabel(f"Unknown label {label_name!r}.")
+        if photo.status != Photo.Status.FINAL:
+            raise CleaningError("Only photos with a final label can be relabelled here; review the others.")
+        photo.relabel_by(user, after)
+    elif action == PhotoEvent.Action.EXCLUDE:
+        photo.excluded_from_training = True
+    elif action == PhotoEvent.Action.RESTORE:
+        photo.excluded_from_training = False
+    elif action != PhotoEvent.Action.KEEP:
+        raise CleaningError(f"Unknown action {action!r}; use keep, relabel, exclude or restore.")
+    photo.save()
+    PhotoEvent.objects.create(photo=photo, user=user, action=action, label_before=before, label_after=after,
+                              model_version=model_version, note=note)
+    return photo

@@ -12,7 +12,7 @@ from .models import is_expert
 from .throttling import upload_allowed
 
 
-def _expert_required(view):
+def expert_required(view):
     @login_required
     def wrapped(request, *args, **kwargs):
         if not is_expert(request.user):
@@ -64,12 +64,12 @@ def photo_file(request, name):
     return response
 
 
-@_expert_required
+@expert_required
 def review_queue(request):
     return render(request, "labeling/review_queue.html", {"photos": selectors.review_queue()[:200]})
 
 
-@_expert_required
+@expert_required
 def review_photo(request, pk):
     photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
     if request.method == "POST":
@@ -97,3 +97,9 @@ def _review_submit(request, photo):
     messages.success(request, f"Decision saved for photo {photo.pk}.")
     next_photo = selectors.review_queue().first()
     return redirect("review-photo", pk=next_photo.pk) if next_photo else redirect("review-queue")
+
+
+@login_required
+def photo_history(request, pk):
+    photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
+    return render(request, "labeling/photo_history.html", {"photo": photo, "events": selectors.photo_history(photo)})

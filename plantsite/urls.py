@@ -35,6 +35,11 @@ urlpatterns = [
     path("training/<int:pk>/cancel/", classifier_views.training_run_cancel, name="training-run-cancel"),
     path("models/", classifier_views.model_versions, name="model-versions"),
     path("models/<int:pk>/activate/", classifier_views.model_version_activate, name="model-version-activate"),
+    path("models/<int:pk>/cleaner/", classifier_views.model_version_cleaner, name="model-version-cleaner"),
+    path("models/<int:pk>/cleaner/<int:photo_id>/", classifier_views.model_version_clean_photo,
+         name="model-version-clean-photo"),
+    path("models/<int:pk>/top-losses.png", classifier_views.model_version_top_losses, name="model-version-top-losses"),
+    path("photos/<int:pk>/history/", labeling_views.photo_history, name="photo-history"),
     path("models/<int:pk>/confusion.png", classifier_views.model_version_confusion, name="model-version-confusion"),
     path("login/", labeling_auth.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
@@ -43,3 +48,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("healthz", healthz, name="healthz"),
 ]
+
+# A database error raised outside a view (a middleware's session save) is a 503 too.
+handler500 = "labeling.middleware.server_error"

@@ -237,7 +237,7 @@ def test_the_api_accepts_a_run_with_202_and_queues_it_after_the_commit(db, staff
     assert response.status_code == 202, response.data
     run = TrainingRun.objects.get(id=response.data["id"])
     assert response.data["status"] == "queued"
-    assert run.options == {**TINY, "learning_rate": 2e-3, "seed": 42, "activate": True}
+    assert run.options == {**TINY, "learning_rate": 2e-3, "seed": 42, "cleaning_folds": 0, "activate": True}
     enqueue.assert_called_once_with(run.id)
 
 

@@ -55,9 +55,11 @@ def world(db, member, other_member, expert, staff, settings):
     LabelFactory(name="monstera")
     my_photo = PredictionFactory(photo__owner=member).photo
     their_photo = PhotoFactory(owner=other_member)
-    version = ModelVersionFactory(metrics={"error_rate": 0.1, "confusion_png": "confusion.png"})
+    version = ModelVersionFactory(metrics={"error_rate": 0.1, "confusion_png": "confusion.png",
+                                           "top_losses_png": "top-losses.png"})
     settings.MODEL_ROOT.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (4, 4)).save(settings.MODEL_ROOT / "confusion.png")
+    Image.new("RGB", (4, 4)).save(settings.MODEL_ROOT / "top-losses.png")
     return World(member=member, other_member=other_member, expert=expert, staff=staff, my_photo=my_photo,
                  their_photo=their_photo, finished_run=TrainingRunFactory(), model_version=version)
 
@@ -82,7 +84,7 @@ def jpeg_upload():
     return {"image": SimpleUploadedFile("plant.jpg", jpeg_bytes(), content_type="image/jpeg")}
 
 
-TRAINING_FORM = {"architecture": "resnet18", "image_size": 32, "epochs": 1, "batch_size": 8, "learning_rate": ""}
+TRAINING_FORM = {"architecture": "resnet18", "image_size": 32, "epochs": 1, "batch_size": 8, "learning_rate": "", "cleaning_folds": 0}
 
 
 @dataclass
@@ -138,6 +140,13 @@ CASES = [
     Case("model-version-activate", "post", lambda w: f"/models/{w.model_version.id}/activate/",
          staff_only((302, "/models/"))),
     Case("model-version-confusion", "get", lambda w: f"/models/{w.model_version.id}/confusion.png", logged_in(200)),
+    Case("model-version-top-losses", "get", lambda w: f"/models/{w.model_version.id}/top-losses.png",
+         logged_in(200)),
+    Case("model-version-cleaner", "get", lambda w: f"/models/{w.model_version.id}/cleaner/", experts_only(200)),
+    Case("model-version-clean-photo", "post", lambda w: f"/models/{w.model_version.id}/cleaner/{w.their_photo.id}/",
+         experts_only((302, r"/models/\d+/cleaner/")), data=lambda w: {"action": "keep"}),
+    Case("photo-history", "get", lambda w: f"/photos/{w.my_photo.id}/history/", logged_in(200)),
+    Case("photo-history", "get", lambda w: f"/photos/{w.their_photo.id}/history/", logged_in(200, member=404)),
     Case("login", "get", lambda w: "/login/", everyone(200)),
     Case("login", "post", lambda w: "/login/", everyone((302, "/")),
          data=lambda w: {"username": "member", "password": PASSWORD}),

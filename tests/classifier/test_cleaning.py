@@ -1,0 +1,117 @@
+"""Data cleaning as in the book's ImageClassifierCleaner: losses from models that did not
+train on the photo, actions recorded in the history, and the next run using the cleaned data."""
+
+import pytest
+from django.test import Client
+
+from classifier import services
+from classifier.models import PhotoLoss, TrainingRun
+from classifier.demo_images import generate_dataset
+from labeling import services as labeling_services
+from labeling.models import Photo, PhotoEvent
+
+TINY = {"image_size": 32, "epochs": 1, "batch_size": 8, "pretrained": False}
+
+
+@pytest.fixture
+def labelled_photos(db, staff, tmp_path, monkeypatch):
+    # A fixed split (every 4th photo validates) so that tiny sets never have an empty split.
+    monkeypatch.setattr("classifier.services.is_validation", lambda key: int(key) % 4 == 0)
+    generate_dataset(tmp_path / "data", per_label=6, size=64, seed=3)
+    labeling_services.photos_import_folder(directory=tmp_path / "data", owner=staff)
+    return list(Photo.objects.order_by("id"))
+
+
+def _train(staff, **options):
+    run = services.training_run_start(user=staff, options={**TINY, **options}, enqueue=False)
+    run = services.training_run_execute(run.id)
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    return run
+
+
+def test_a_run_stores_validation_losses_from_the_model_itself(labelled_photos, staff):
+    run = _train(staff)
+
+    losses = PhotoLoss.objects.filter(model_version=run.model_version)
+    valid_ids = {pid for pid, _, valid in run.data if valid}
+    assert {loss.photo_id for loss in losses} == valid_ids
+    assert all(loss.split == "valid" and loss.loss is not None for loss in losses)
+    assert all(abs(sum(loss.probabilities.values()) - 1) < 1e-4 for loss in losses)
+
+
+def test_a_k_fold_cleaning_pass_gives_every_training_photo_an_out_of_sample_loss(labelled_photos, staff):
+    run = _train(staff, cleaning_folds=2)
+
+    splits = dict(PhotoLoss.objects.filter(model_version=run.model_version).values_list("photo_id", "split"))
+    assert set(splits) == {pid for pid, _, _ in run.data}
+    assert {pid for pid, s in splits.items() if s == "train"} == {pid for pid, _, valid in run.data if not valid}
+    assert "2-fold" in run.log
+
+
+def test_excluding_a_photo_keeps_it_but_leaves_it_out_of_the_next_run(labelled_photos, staff):
+    first = _train(staff)
+    photo = labelled_photos[1]
+
+    labeling_services.photo_clean(photo_id=photo.id, user=staff, action="exclude", model_version=first.model_version)
+    second = _train(staff)
+
+    assert photo.id in {pid for pid, _, _ in first.data}
+    assert photo.id not in {pid for pid, _, _ in second.data}
+    assert Photo.objects.filter(id=photo.id).exists()
+    labeling_services.photo_clean(photo_id=photo.id, user=staff, action="restore")
+    assert photo.id in {row[0] for row in services.training_rows()}
+
+
+def test_relabelling_changes_the_label_the_next_run_trains_with(labelled_photos, staff):
+    photo = labelled_photos[0]
+    new_label = "spider_plant" if photo.final_label.name != "spider_plant" else "monstera"
+
+    labeling_services.photo_clean(photo_id=photo.id, user=staff, action="relabel", label_name=new_label)
+    run = _train(staff)
+
+    assert [pid_label for pid_label in run.data if pid_label[0] == photo.id][0][1] == new_label
+    photo.refresh_from_db()
+    assert photo.label_source == "expert" and photo.reviewed_by == staff
+
+
+def test_every_cleaning_action_is_in_the_photo_history(labelled_photos, staff):
+    photo = labelled_photos[2]
+    old = photo.final_label.name
+    for action, label in (("keep", None), ("exclude", None), ("restore", None), ("relabel", "dieffenbachia")):
+        labeling_services.photo_clean(photo_id=photo.id, user=staff, action=action, label_name=label)
+
+    assert list(PhotoEvent.objects.filter(photo=photo).values_list("action", flat=True)) == [
+        "keep", "exclude", "restore", "relabel"]
+    client = Client()
+    client.force_login(staff)
+    page = client.get(f"/photos/{photo.id}/history/").content.decode()
+    assert "exclude" in page and "restore" in page and f"{old} → dieffenbachia" in page
+
+
+def test_an_unknown_cleaning_action_is_refused(labelled_photos, staff):
+    with pytest.raises(labeling_services.CleaningError):
+        labeling_services.photo_clean(photo_id=labelled_photos[0].id, user=staff, action="delete")
+    assert not PhotoEvent.objects.exists()
+
+
+def test_the_cleaner_page_lists_photos_by_loss_and_records_actions(labelled_photos, staff, member):
+    run = _train(staff)
+    version = run.model_version
+    client = Client()
+    client.force_login(staff)
+
+    page = client.get(f"/models/{version.id}/cleaner/?split=valid")
+    assert page.status_code == 200
+    losses = [item.loss for item in page.context["losses"]]
+    assert losses == sorted(losses, reverse=True) and losses
+    target = page.context["losses"][0].photo_id
+    response = client.post(f"/models/{version.id}/cleaner/{target}/", {"action": "exclude"})
+    assert response.status_code == 302
+    assert Photo.objects.get(id=target).excluded_from_training
+    assert PhotoEvent.objects.get(photo_id=target).model_version == version
+
+    member_client = Client()
+    member_client.force_login(member)
+    assert member_client.get(f"/models/{version.id}/cleaner/").status_code == 403
+    assert client.get(f"/models/{version.id}/top-losses.png").status_code == 200
