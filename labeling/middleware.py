@@ -1,3 +1,13 @@
+import logging
+import sys
+
+from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse, JsonResponse
+from django.views import defaults
+
+logger = logging.getLogger(__name__)
+
+
 class SecurityHeadersMiddleware:
     """A Content-Security-Policy on every page: scripts and styles only from this site."""
 
@@ -14,3 +24,55 @@ class SecurityHeadersMiddleware:
         response.setdefault("Content-Security-Policy", self.POLICY)
         response.setdefault("X-Content-Type-Options", "nosniff")
         return response
+
+
+DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
+RETRY_AFTER_SECONDS = 10
+# Errors of a database that is down, restarting or unreachable: not bugs, and they pass.
+DATABASE_DOWN_ERRORS = (OperationalError, InterfaceError)
+
+_UNAVAILABLE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Temporarily unavailable - Plantsite</title></head>
+<body><h1>Temporarily unavailable</h1>
+<p>The database is unavailable; try again shortly.</p></body></html>
+"""
+
+
+def database_unavailable_response(request):
+    """503 with Retry-After: JSON for the API, a plain page (no template, no database) otherwise."""
+    if request.path.startswith("/api/"):
+        response = JsonResponse({"detail": DATABASE_UNAVAILABLE}, status=503)
+    else:
+        response = HttpResponse(_UNAVAILABLE_PAGE, status=503, content_type="text/html; charset=utf-8")
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+class DatabaseUnavailableMiddleware:
+    """A database that is briefly away is a 503 with a clear message, not a 500.
+
+    `process_exception` sees what views raise, which covers the lazy session and user lookups
+    (they run in the view, on first use of request.user). What an other middleware raises
+    after the view (the session save) reaches `server_error`, the project's handler500.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, DATABASE_DOWN_ERRORS):
+            logger.warning("Database unavailable during %s %s: %s", request.method, request.path,
+                           str(exception).strip()[:300])
+            return database_unavailable_response(request)
+        return None
+
+
+def server_error(request):
+    """handler500: a database error raised outside a view is still a 503, anything else a 500."""
+    exception = sys.exc_info()[1]
+    if isinstance(exception, DATABASE_DOWN_ERRORS):
+        return database_unavailable_response(request)
+    return defaults.server_error(request)

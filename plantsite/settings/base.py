@@ -29,6 +29,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A database that is briefly away: 503 + Retry-After instead of a 500 (see handler500 too).
+    "labeling.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -155,6 +157,10 @@ UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 40_000_000, minimum=1)
 MODEL_ROOT = Path(env_str("MODEL_ROOT", str(MEDIA_ROOT / "models")))
 # Threads per inference worker process (threads × processes should match the cores).
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 1, minimum=1)
+# Queued photos that have waited INFERENCE_BATCH_WAIT seconds are predicted together with the
+# photo a task is predicting, up to INFERENCE_BATCH_SIZE in one batch (1: no batching).
+INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 16, minimum=1)
+INFERENCE_BATCH_WAIT = env_float("INFERENCE_BATCH_WAIT", 0.5, minimum=0.0)
 DEMO_CREDENTIALS_FILE = Path(env_str("DEMO_CREDENTIALS_FILE", str(BASE_DIR / ".demo-credentials")))
 
 LOGGING = {
