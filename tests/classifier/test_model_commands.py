@@ -1,0 +1,61 @@
+import pytest
+from django.core.management import CommandError, call_command
+
+from classifier.inference import file_sha256
+from classifier.models import ModelVersion, TrainingRun
+from classifier.demo_images import generate_dataset
+from labeling.services import photos_import_folder
+
+
+def test_predict_prints_the_label_and_every_probability_per_file(active_model, tmp_path, capsys):
+    items = generate_dataset(tmp_path, per_label=1, size=64, seed=7)
+
+    call_command("predict", *[str(p) for p, _ in items], "--batch-size", "2")
+
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    for line, (path, _) in zip(lines, items):
+        name, top, listing = line.split("\t")
+        assert name == str(path)
+        assert top in active_model.labels
+        assert sorted(part.split("=")[0] for part in listing.split()) == sorted(active_model.labels)
+
+
+def test_predict_without_an_active_model_says_so(db, tmp_path):
+    with pytest.raises(CommandError, match="No model version is active"):
+        call_command("predict", str(tmp_path / "x.jpg"))
+
+
+def test_export_model_copies_the_verified_file(active_model, tmp_path):
+    call_command("export_model", str(active_model.id), str(tmp_path))
+
+    exported = next(tmp_path.glob("plantsite-v*.pkl"))
+    assert file_sha256(exported) == active_model.sha256
+
+
+def test_export_model_refuses_a_tampered_file(active_model, tmp_path):
+    with open(active_model.path, "ab") as fh:
+        fh.write(b"x")
+
+    with pytest.raises(CommandError, match="does not match"):
+        call_command("export_model", str(active_model.id), str(tmp_path / "out.pkl"))
+    assert not (tmp_path / "out.pkl").exists()
+
+
+def test_train_runs_the_training_task_and_can_activate_the_result(db, staff, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("classifier.services.is_validation", lambda key: int(key) % 4 == 0)
+    generate_dataset(tmp_path / "data", per_label=5, size=64, seed=2)
+    photos_import_folder(directory=tmp_path / "data", owner=staff)
+
+    call_command("train", "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--no-pretrained",
+                 "--activate", "--user", "staff")
+
+    run = TrainingRun.objects.get()
+    assert run.status == "succeeded" and run.started_by == staff
+    assert ModelVersion.objects.get(is_active=True) == run.model_version
+    assert "created model version" in capsys.readouterr().out
+
+
+def test_train_refuses_bad_options(db):
+    with pytest.raises(CommandError, match="image_size"):
+        call_command("train", "--image-size", "4")
