@@ -20,6 +20,10 @@ class Label(models.Model):
     name = models.SlugField(max_length=64, unique=True)
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # A label in use is retired, never deleted: its photos and decisions keep pointing at it.
+    retired = models.BooleanField(default=False)
+    # A few photos shown to labellers and experts as what this label looks like.
+    examples = models.ManyToManyField("Photo", blank=True, related_name="example_of")
 
     class Meta:
         ordering = ["name"]
@@ -44,15 +48,24 @@ class Photo(models.Model):
         MODEL = "model"
         EXPERT = "expert"
         IMPORT = "import"
+        CONSENSUS = "consensus"
 
     class LabelSource(models.TextChoices):
-        IMPORT = "import"
-        EXPERT = "expert"
-        MODEL = "model"
+        IMPORT = "import"        # arrived labelled (import_photos, bulk upload with a label)
+        CONSENSUS = "consensus"  # enough labellers agreed
+        EXPERT = "expert"        # an expert decided (review, adjudication, cleaning)
+        AUDIT = "audit"          # an expert confirmed or corrected an audited auto-accept
+        MODEL = "model"          # auto-accepted, never checked by a person
+
+    class ReviewKind(models.TextChoices):
+        """Why a photo is in the expert queue."""
+        UNCERTAIN = "uncertain"        # the model was not sure enough (or no model is active)
+        AUDIT = "audit"                # a random sample of what the model would have auto-accepted
+        ADJUDICATION = "adjudication"  # labellers disagreed
 
     TERMINAL = (Status.FINAL, Status.REJECTED, Status.FAILED)
     # Sources a person vouched for: the only ones retraining uses by default.
-    HUMAN_VERIFIED_SOURCES = (LabelSource.IMPORT, LabelSource.EXPERT)
+    HUMAN_VERIFIED_SOURCES = (LabelSource.IMPORT, LabelSource.CONSENSUS, LabelSource.EXPERT, LabelSource.AUDIT)
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="photos")
     image = models.FileField(upload_to="photos/", max_length=255)
@@ -73,6 +86,12 @@ class Photo(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     # Set by data cleaning: kept, shown, restorable, but left out of training runs.
     excluded_from_training = models.BooleanField(default=False)
+    review_kind = models.CharField(max_length=16, choices=ReviewKind.choices, blank=True)
+    # The review claim: a lease, so that two experts never work the same photo and a lapsed
+    # claim returns the photo to the queue.
+    claimed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    claim_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-uploaded_at", "-id"]
@@ -108,8 +127,9 @@ class Photo(models.Model):
                 f"The model is {prediction.confidence:.0%} sure, below the {threshold:.0%} threshold: an expert will decide."
             )
 
-    def route_to_review(self, reason):
+    def route_to_review(self, reason, kind=ReviewKind.UNCERTAIN):
         self.status = self.Status.NEEDS_REVIEW
+        self.review_kind = kind
         self.reason = reason
 
     def relabel_by(self, user, label):
@@ -154,6 +174,9 @@ class ReviewDecision(models.Model):
 
     photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="decisions")
     expert = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # review / audit / adjudication as the photo's review_kind was, or correction of an earlier decision.
+    kind = models.CharField(max_length=16, default="uncertain")
+    label_before = models.ForeignKey(Label, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     label = models.ForeignKey(Label, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     rejected = models.BooleanField(default=False)
     reason = models.TextField(blank=True)
@@ -186,3 +209,28 @@ class PhotoEvent(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+
+
+class LabelVote(models.Model):
+    """One labeller's label for a photo in the shared workspace (label null: not a plant / unusable)."""
+
+    photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="votes")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="label_votes")
+    label = models.ForeignKey(Label, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["photo", "user"], name="one_vote_per_labeller")]
+
+
+class LabellingAssignment(models.Model):
+    """A photo served to a labeller: a short lease so that two labellers working at once are
+    served different photos while others are available."""
+
+    photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="assignments")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["photo", "user"], name="one_assignment_per_labeller")]

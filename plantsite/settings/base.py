@@ -161,6 +161,15 @@ INFERENCE_THREADS = env_int("INFERENCE_THREADS", 1, minimum=1)
 # photo a task is predicting, up to INFERENCE_BATCH_SIZE in one batch (1: no batching).
 INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 16, minimum=1)
 INFERENCE_BATCH_WAIT = env_float("INFERENCE_BATCH_WAIT", 0.5, minimum=0.0)
+# Shared labelling: how many labellers see each photo, whether they see the model's guess,
+# and how long a served photo is held for one labeller.
+LABELLING_OVERLAP = env_int("LABELLING_OVERLAP", 2, minimum=1)
+LABELLING_SHOW_MODEL_GUESS = env_bool("LABELLING_SHOW_MODEL_GUESS", False)
+LABELLING_LEASE_SECONDS = env_int("LABELLING_LEASE_SECONDS", 300, minimum=1)
+# Review: how long an expert's claim on a photo lasts; the fraction of would-be auto-accepted
+# predictions that go to review as an audit.
+REVIEW_CLAIM_SECONDS = env_int("REVIEW_CLAIM_SECONDS", 600, minimum=1)
+AUDIT_FRACTION = env_float("AUDIT_FRACTION", 0.05, minimum=0.0, maximum=1.0)
 DEMO_CREDENTIALS_FILE = Path(env_str("DEMO_CREDENTIALS_FILE", str(BASE_DIR / ".demo-credentials")))
 
 LOGGING = {
