@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export PORT HOST
 
-.PHONY: run test venv services clean
+.PHONY: run test venv services clean gpu-check
 
 venv: $(STAMP)
 
@@ -33,6 +33,9 @@ services:
 
 test: $(STAMP) services
 	$(VENV)/bin/python -m pytest
+
+gpu-check: $(STAMP)
+	$(VENV)/bin/python scripts/gpu_check --require-gpu
 
 clean:
 	rm -rf $(VENV) var media db.sqlite3
