@@ -33,13 +33,22 @@ class LoadedModel:
     sha256: str
     learner: object
     labels: list[str]
+    # classifier.fastpath.FastPredictor built from the learner; None when the learner uses a
+    # transform the fast path cannot reproduce, and then fastai's own get_preds is used.
+    predictor: object = None
 
     def predict_paths(self, paths) -> list[dict[str, float]]:
-        """Probabilities for every label, per image, computed as one batch."""
+        """Probabilities for every label, per image, computed in batches."""
+        paths = [str(p) for p in paths]
+        if self.predictor is not None:
+            return self.predictor.as_dicts(self.predictor.predict_paths(paths))
+        return self._predict_paths_with_fastai(paths)
+
+    def _predict_paths_with_fastai(self, paths):
         import torch
 
         learn = self.learner
-        dl = learn.dls.test_dl([str(p) for p in paths], num_workers=0)
+        dl = learn.dls.test_dl(paths, num_workers=0)
         with torch.inference_mode(), learn.no_bar():
             probs, _ = learn.get_preds(dl=dl)
         vocab = list(learn.dls.vocab)
@@ -47,22 +56,27 @@ class LoadedModel:
 
 
 class ModelCache:
-    """One loaded model per process; swapped when another version becomes active."""
+    """The models a process uses, loaded once: the active version and, in shadow mode, the
+    shadow one. The least recently used is dropped when another version is asked for."""
 
-    def __init__(self):
+    def __init__(self, capacity: int = 2):
         self._lock = threading.Lock()
-        self._loaded: LoadedModel | None = None
+        self._capacity = capacity
+        self._loaded: dict[int, LoadedModel] = {}
 
     def get(self, version_id: int, path: Path, sha256: str, threads: int = 1) -> LoadedModel:
         with self._lock:
-            if self._loaded and self._loaded.version_id == version_id and self._loaded.sha256 == sha256:
-                return self._loaded
-            self._loaded = self._load(version_id, Path(path), sha256, threads)
-            return self._loaded
+            model = self._loaded.pop(version_id, None)
+            if model is None or model.sha256 != sha256:
+                model = self._load(version_id, Path(path), sha256, threads)
+            self._loaded[version_id] = model  # re-inserted last: the most recently used
+            while len(self._loaded) > self._capacity:
+                self._loaded.pop(next(iter(self._loaded)))
+            return model
 
     def clear(self):
         with self._lock:
-            self._loaded = None
+            self._loaded.clear()
 
     @staticmethod
     def _load(version_id, path, sha256, threads):
@@ -79,8 +93,22 @@ class ModelCache:
         torch.set_num_threads(threads)
         learner = load_learner(path, cpu=True)
         learner.model.eval()
+        predictor = _fast_predictor(learner, version_id)
         logger.info("Loaded model version %s from %s.", version_id, path)
-        return LoadedModel(version_id, sha256, learner, list(learner.dls.vocab))
+        return LoadedModel(version_id, sha256, learner, list(learner.dls.vocab), predictor)
+
+
+def _fast_predictor(learner, version_id):
+    """The fast path when it reproduces this learner's validation transforms, else None."""
+    from .fastpath import FastPredictor, UnsupportedLearner
+
+    try:
+        predictor = FastPredictor.from_learner(learner)
+    except UnsupportedLearner as exc:
+        logger.warning("Model version %s is predicted with fastai's slower get_preds: %s", version_id, exc)
+        return None
+    logger.info("Model version %s fast path: %s.", version_id, "; ".join(predictor.notes))
+    return predictor
 
 
 model_cache = ModelCache()

@@ -71,7 +71,7 @@ def test_a_tampered_file_is_refused_and_the_refusal_is_logged_as_an_error(tamper
     assert len(refusals) == 1
     assert "Refusing model version 7" in refusals[0].getMessage()
     assert str(tampered_copy) in refusals[0].getMessage()
-    assert cache._loaded is None
+    assert cache._loaded == {}
 
 
 def test_the_same_version_is_served_from_the_cache_without_loading_again(model_copy):
@@ -93,6 +93,19 @@ def test_the_cache_swaps_models_when_another_version_is_requested(model_copy):
     assert second is not first
     assert second.version_id == 2
     assert cache.get(2, model_copy, sha256) is second
+
+
+def test_the_cache_holds_the_active_and_the_shadow_model_and_drops_the_least_recently_used(model_copy):
+    cache = ModelCache(capacity=2)
+    sha256 = file_sha256(model_copy)
+    first = cache.get(1, model_copy, sha256)
+    second = cache.get(2, model_copy, sha256)
+    assert cache.get(1, model_copy, sha256) is first  # both held: no reload
+
+    cache.get(3, model_copy, sha256)  # version 2 was used least recently
+
+    assert set(cache._loaded) == {1, 3}
+    assert cache.get(2, model_copy, sha256) is not second
 
 
 def test_the_cache_checks_the_file_again_when_the_recorded_sha256_changes(model_copy):
