@@ -23,10 +23,17 @@ class LoginView(auth_views.LoginView):
         return response
 
 
+def _username_of(data):
+    """The username a token request names, for the login limiter. A JSON body can carry any
+    type there (a list, an object, a number): only a string names a user; the serializer
+    answers 400 for the rest."""
+    value = data.get("username") if hasattr(data, "get") else None
+    return value if isinstance(value, str) else None
+
+
 class TokenView(ObtainAuthToken):
     def post(self, request, *args, **kwargs):
-        username = request.data.get("username") if isinstance(request.data, dict) or hasattr(request.data, "getlist") else None
-        limiter = LoginLimiter(request, username)
+        limiter = LoginLimiter(request, _username_of(request.data))
         if limiter.blocked():
             return Response({"detail": limiter.message()}, status=status.HTTP_429_TOO_MANY_REQUESTS)
         serializer = self.get_serializer(data=request.data)

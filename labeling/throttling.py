@@ -1,8 +1,23 @@
 """Limits on logins and uploads, counted in the shared cache so that every web process agrees."""
 
+import hashlib
+import logging
+
 from django.conf import settings
 from django.core.cache import cache
+from redis.exceptions import RedisError
 from rest_framework.throttling import UserRateThrottle
+
+logger = logging.getLogger(__name__)
+
+# The counters live in Redis. When it is briefly away the limits are not enforced (logged),
+# rather than every upload and login failing: Redis is also the broker, and the sweeper
+# re-sends what was accepted meanwhile.
+CACHE_ERRORS = (RedisError, ConnectionError, TimeoutError, OSError)
+
+
+def _cache_down(what):
+    logger.warning("The cache is unavailable: %s is not rate-limited until it is back.", what, exc_info=True)
 
 
 class UploadRateThrottle(UserRateThrottle):
@@ -12,6 +27,13 @@ class UploadRateThrottle(UserRateThrottle):
 
     def get_rate(self):
         return settings.UPLOAD_THROTTLE_RATE
+
+    def allow_request(self, request, view):
+        try:
+            return super().allow_request(request, view)
+        except CACHE_ERRORS:
+            _cache_down("uploading")
+            return True
 
     def wait_message(self):
         wait = self.wait()
@@ -30,20 +52,30 @@ class LoginLimiter:
     attempt for either is refused until the window passes, right password or not."""
 
     def __init__(self, request, username):
-        self.keys = [f"login-fail:user:{(username or '').strip().lower()}",
+        # The username is the client's text, of any length and any characters: the key holds
+        # its digest, so that it stays short and valid for every cache backend.
+        user = hashlib.sha256((username or "").strip().lower().encode("utf-8", "surrogatepass")).hexdigest()
+        self.keys = [f"login-fail:user:{user}",
                      f"login-fail:addr:{request.META.get('REMOTE_ADDR', '')}"]
 
     def blocked(self):
-        return any((cache.get(key) or 0) >= settings.LOGIN_MAX_FAILURES for key in self.keys)
+        try:
+            return any((cache.get(key) or 0) >= settings.LOGIN_MAX_FAILURES for key in self.keys)
+        except CACHE_ERRORS:
+            _cache_down("logging in")
+            return False
 
     def record_failure(self):
-        for key in self.keys:
-            if cache.add(key, 1, settings.LOGIN_FAILURE_WINDOW):
-                continue
-            try:
-                cache.incr(key)
-            except ValueError:  # expired between add and incr
-                cache.add(key, 1, settings.LOGIN_FAILURE_WINDOW)
+        try:
+            for key in self.keys:
+                if cache.add(key, 1, settings.LOGIN_FAILURE_WINDOW):
+                    continue
+                try:
+                    cache.incr(key)
+                except ValueError:  # expired between add and incr
+                    cache.add(key, 1, settings.LOGIN_FAILURE_WINDOW)
+        except CACHE_ERRORS:
+            _cache_down("logging in")
 
     @staticmethod
     def message():

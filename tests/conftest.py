@@ -1,3 +1,8 @@
+import shutil
+import socket
+import subprocess
+import time
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -95,3 +100,64 @@ def active_model(db, settings, tiny_model_file):
     )
     yield version
     model_cache.clear()
+
+
+REDIS_START_TIMEOUT = 10  # seconds until a private redis-server must answer a ping
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """`private_redis(appendonly="no", maxmemory_policy="allkeys-lru", extra=[...])` starts a
+    redis-server of the test's own on a free 127.0.0.1 port and returns its URL; every one
+    started is stopped at teardown. The shared Redis is never reconfigured."""
+    import redis
+
+    started = []
+
+    def start(*, appendonly="yes", maxmemory_policy="noeviction", extra=()):
+        port = _free_port()
+        directory = tmp_path / f"redis-{port}"
+        directory.mkdir()
+        config = directory / "redis.conf"
+        config.write_text("\n".join([
+            "bind 127.0.0.1", f"port {port}", f'dir "{directory}"', 'save ""', "daemonize no",
+            f'logfile "{directory / "redis.log"}"', f"appendonly {appendonly}",
+            f"maxmemory-policy {maxmemory_policy}", *extra, "",
+        ]))
+        process = subprocess.Popen([shutil.which("redis-server") or "redis-server", str(config)],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(process)
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + REDIS_START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"redis-server exited with {process.returncode}: "
+                            f"{(directory / 'redis.log').read_text(errors='replace')}")
+            try:
+                redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+                return url
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"redis-server on port {port} did not answer in {REDIS_START_TIMEOUT} s")
+                time.sleep(0.05)
+
+    yield start
+    for process in started:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def closed_port():
+    """A 127.0.0.1 port with nothing listening on it."""
+    return _free_port()

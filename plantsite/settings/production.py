@@ -19,3 +19,6 @@ SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# The broker's Redis must keep queued tasks across restarts and never evict them:
+# `check --deploy` warns unless it runs with appendonly yes and maxmemory-policy noeviction.
+REDIS_REQUIRE_DURABLE = env_bool("REDIS_REQUIRE_DURABLE", True)

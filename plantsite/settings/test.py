@@ -9,13 +9,16 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/plants
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 from .base import *  # noqa: E402,F401,F403
-from .env import env_str  # noqa: E402
+from .env import env_float, env_str  # noqa: E402
 
 DEBUG = False
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/15")
 CELERY_BROKER_URL = REDIS_URL
 # Per-test cache (cleared by a fixture) so that counters never leak between tests.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# No random audits unless a test asks for them: routing tests must be deterministic. The
+# audit tests (and worker processes started with AUDIT_FRACTION in their environment) set it.
+AUDIT_FRACTION = env_float("AUDIT_FRACTION", 0.0, minimum=0.0, maximum=1.0)
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -142,18 +142,51 @@ def test_production_refuses_to_start_with_a_malformed_setting_naming_it():
     assert "CONFIDENCE_THRESHOLD='high' is not a number" in result.stderr
 
 
-def test_production_with_its_secrets_passes_the_deploy_checks_at_warning_level():
-    result = run_with_production_settings(["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                                          SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="plants.example.com",
-                                          DEBUG="true")
+DEPLOY_CHECK = ["manage.py", "check", "--deploy", "--fail-level", "WARNING"]
+
+
+def test_production_with_its_secrets_and_a_durable_redis_passes_the_deploy_checks_at_warning_level(private_redis):
+    broker = private_redis(appendonly="yes", maxmemory_policy="noeviction")
+
+    result = run_with_production_settings(DEPLOY_CHECK, SECRET_KEY=STRONG_SECRET_KEY,
+                                          ALLOWED_HOSTS="plants.example.com", DEBUG="true", REDIS_URL=broker)
 
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
 
 
+def test_the_deploy_checks_fail_production_whose_broker_redis_could_lose_tasks(private_redis):
+    broker = private_redis(appendonly="no", maxmemory_policy="allkeys-lru")
+
+    result = run_with_production_settings(DEPLOY_CHECK, SECRET_KEY=STRONG_SECRET_KEY,
+                                          ALLOWED_HOSTS="plants.example.com", REDIS_URL=broker)
+
+    assert result.returncode != 0
+    assert "plantsite.W001" in result.stderr and "plantsite.W002" in result.stderr
+    assert "--appendonly yes --maxmemory-policy noeviction" in result.stderr
+
+
+def test_production_may_opt_out_of_the_durable_redis_check(private_redis):
+    broker = private_redis(appendonly="no", maxmemory_policy="allkeys-lru")
+
+    result = run_with_production_settings(DEPLOY_CHECK, SECRET_KEY=STRONG_SECRET_KEY,
+                                          ALLOWED_HOSTS="plants.example.com", REDIS_URL=broker,
+                                          REDIS_REQUIRE_DURABLE="0")
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_deploy_checks_fail_production_whose_broker_cannot_be_reached(closed_port):
+    result = run_with_production_settings(DEPLOY_CHECK, SECRET_KEY=STRONG_SECRET_KEY,
+                                          ALLOWED_HOSTS="plants.example.com",
+                                          REDIS_URL=f"redis://127.0.0.1:{closed_port}/0")
+
+    assert result.returncode != 0
+    assert "plantsite.W003" in result.stderr
+
+
 def test_the_deploy_checks_fail_production_with_a_weak_secret_key():
-    result = run_with_production_settings(["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                                          SECRET_KEY="short", ALLOWED_HOSTS="plants.example.com")
+    result = run_with_production_settings(DEPLOY_CHECK, SECRET_KEY="short", ALLOWED_HOSTS="plants.example.com")
 
     assert result.returncode != 0
     assert "security.W009" in result.stderr

@@ -75,9 +75,8 @@ class CeleryWorker:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
-    def start(self):
-        from plantsite.celery import app
-
+    def start(self, wait: bool = True):
+        """Start the process; with `wait`, return once the worker answers a ping."""
         command = [str(CELERY), "-A", "plantsite", "worker", "-Q", self.queue, "-c", "1", "--pool", "prefork",
                    "-n", self.name, "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
         with open(self.log_path, "wb") as log:
@@ -85,6 +84,11 @@ class CeleryWorker:
             self.process = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
+        return self.wait_until_ready() if wait else self
+
+    def wait_until_ready(self):
+        from plantsite.celery import app
+
         deadline = time.monotonic() + WORKER_START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -139,6 +143,9 @@ def _wait_for_database_sessions_to_end(application_names):
 def start_worker(request, transactional_db, media_root, settings, tmp_path):
     """Start real Celery workers: `start_worker("inference", CONFIDENCE_THRESHOLD="1.0")`.
 
+    `wait=False` returns as soon as the process is started (`worker.wait_until_ready()` waits
+    later), for a test that must watch the worker from its first moment.
+
     The broker's database is flushed first (no task left over from another test), every
     worker is stopped at teardown, and a failed test prints the workers' logs.
     """
@@ -149,7 +156,7 @@ def start_worker(request, transactional_db, media_root, settings, tmp_path):
     redis.Redis.from_url(broker_url).flushdb()
     workers: list[CeleryWorker] = []
 
-    def start(queue: str, **env_overrides) -> CeleryWorker:
+    def start(queue: str, *, wait: bool = True, **env_overrides) -> CeleryWorker:
         worker_env = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "PYTEST_CURRENT_TEST")}
         unique = f"e2e-{queue}-{uuid.uuid4().hex[:8]}"
         worker_env.update(
@@ -166,7 +173,7 @@ def start_worker(request, transactional_db, media_root, settings, tmp_path):
         worker_env.update({k: str(v) for k, v in env_overrides.items()})
         worker = CeleryWorker(queue, unique, worker_env, tmp_path / f"celery-{unique}.log")
         workers.append(worker)
-        return worker.start()
+        return worker.start(wait=wait)
 
     yield start
 

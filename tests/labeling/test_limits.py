@@ -68,6 +68,23 @@ def test_the_token_endpoint_shares_the_login_limit(member, settings):
     assert "Too many failed logins" in response.json()["detail"]
 
 
+def test_failures_for_a_long_username_of_any_characters_are_counted_under_a_short_cache_key(db, settings):
+    from django.core.cache import cache
+
+    settings.LOGIN_MAX_FAILURES = 2
+    username = "\u00e9\U0001f331 x\n" * 2000
+    client = APIClient(REMOTE_ADDR="10.0.0.7")
+    for _ in range(2):
+        assert client.post("/api/v1/auth/token/", {"username": username, "password": "x"},
+                           format="json").status_code == 400
+
+    response = APIClient(REMOTE_ADDR="10.0.0.8").post("/api/v1/auth/token/", {"username": username, "password": "x"},
+                                                      format="json")
+
+    assert response.status_code == 429
+    assert all(len(key) < 100 for key in cache._cache)
+
+
 def test_uploads_beyond_the_rate_get_429_with_a_message(api_for, member, settings, monkeypatch):
     settings.UPLOAD_THROTTLE_RATE = "2/min"
     monkeypatch.setattr("labeling.tasks.photo_predict_task.delay", lambda *a: None)
@@ -105,3 +122,23 @@ def test_the_page_upload_is_throttled_too(member, settings):
 
     assert response.status_code == 429
     assert b"Too many uploads" in response.content
+
+
+def test_with_the_cache_down_logins_and_uploads_still_work_and_it_is_logged(member, api_for, settings, caplog,
+                                                                             monkeypatch):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:1/0"}}  # nothing listens there
+    from django.core.cache import caches
+
+    monkeypatch.setattr("labeling.throttling.cache", caches.create_connection("default"))
+    monkeypatch.setattr("rest_framework.throttling.SimpleRateThrottle.cache",
+                        caches.create_connection("default"))
+    monkeypatch.setattr("labeling.tasks.photo_predict_task.delay", lambda *a: None)
+
+    login = Client().post("/login/", {"username": "member", "password": PASSWORD})
+    image = SimpleUploadedFile("p.jpg", jpeg_bytes(), content_type="image/jpeg")
+    upload = api_for(member).post("/api/v1/photos/", {"image": image}, format="multipart")
+
+    assert login.status_code == 302
+    assert upload.status_code == 201
+    assert "not rate-limited" in caplog.text
