@@ -140,6 +140,9 @@ CASES = [
     Case("model-version-activate", "post", lambda w: f"/models/{w.model_version.id}/activate/",
          staff_only((302, "/models/"))),
     Case("model-version-confusion", "get", lambda w: f"/models/{w.model_version.id}/confusion.png", logged_in(200)),
+    Case("model-version-shadow", "post", lambda w: f"/models/{w.model_version.id}/shadow/",
+         staff_only((302, "/models/")), data=lambda w: {"enabled": "1"}),
+    Case("model-versions-compare", "get", lambda w: "/models/compare/", logged_in(200)),
     Case("model-version-top-losses", "get", lambda w: f"/models/{w.model_version.id}/top-losses.png",
          logged_in(200)),
     Case("model-version-cleaner", "get", lambda w: f"/models/{w.model_version.id}/cleaner/", experts_only(200)),
@@ -180,10 +183,108 @@ CASES = [
     Case("api-training-run-cancel", "post", lambda w: f"/api/v1/training-runs/{w.finished_run.id}/cancel/",
          staff_only(409, others=403, anonymous=NO_CREDENTIALS)),
     Case("api-models", "get", lambda w: "/api/v1/models/", logged_in(200, anonymous=NO_CREDENTIALS)),
+    Case("api-model-shadow", "post", lambda w: f"/api/v1/models/{w.model_version.id}/shadow/",
+         staff_only(200, others=403, anonymous=NO_CREDENTIALS), data=lambda w: {"enabled": True}, format="json"),
+    Case("api-models-compare", "get", lambda w: "/api/v1/models/compare/?a=0&b=0",
+         logged_in(404, anonymous=NO_CREDENTIALS)),
     Case("api-model-activate", "post", lambda w: f"/api/v1/models/{w.model_version.id}/activate/",
          staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
 ]
 
+
+def _decided_photo(w):
+    """A member's photo the model auto-accepted as monstera: one an expert may correct."""
+    monstera = LabelFactory(name="monstera")
+    LabelFactory(name="spider_plant")
+    return PhotoFactory(owner=w.member, status=Photo.Status.FINAL, final_label=monstera,
+                        label_source=Photo.LabelSource.MODEL, decided_by=Photo.DecidedBy.MODEL)
+
+
+# Review: claims, the queue's "Start reviewing", corrections, history and audits (labeling/review*.py).
+CASES += [
+    Case("review-claim-next", "post", lambda w: "/review/claim-next/", experts_only((302, r"/review/\d+/"))),
+    Case("review-claim-next", "get", lambda w: "/review/claim-next/", experts_only(405)),
+    Case("review-audits", "get", lambda w: "/review/audits/", experts_only(200)),
+    Case("photo-correct", "post", lambda w: f"/photos/{_decided_photo(w).id}/correct/",
+         experts_only((302, r"/photos/\d+/history/")), data=lambda w: {"label": "spider_plant"}),
+    Case("photo-correct", "get", lambda w: f"/photos/{_decided_photo(w).id}/correct/", experts_only(405)),
+    Case("api-photo-claim", "post", lambda w: f"/api/v1/photos/{w.my_photo.id}/claim/",
+         experts_only(200, anonymous=NO_CREDENTIALS)),
+    Case("api-photo-claim", "post", lambda w: f"/api/v1/photos/{w.their_photo.id}/claim/",
+         experts_only(409, anonymous=NO_CREDENTIALS)),  # queued: not awaiting review
+    Case("api-photo-claim", "delete", lambda w: f"/api/v1/photos/{w.my_photo.id}/claim/",
+         experts_only(204, anonymous=NO_CREDENTIALS)),
+    Case("api-review-claim-next", "post", lambda w: "/api/v1/review-queue/claim-next/",
+         experts_only(200, anonymous=NO_CREDENTIALS)),
+    Case("api-photo-correct", "post", lambda w: f"/api/v1/photos/{_decided_photo(w).id}/correct/",
+         experts_only(200, anonymous=NO_CREDENTIALS), data=lambda w: {"label": "spider_plant"}, format="json"),
+    Case("api-photo-history", "get", lambda w: f"/api/v1/photos/{w.my_photo.id}/history/",
+         logged_in(200, anonymous=NO_CREDENTIALS)),
+    Case("api-photo-history", "get", lambda w: f"/api/v1/photos/{w.their_photo.id}/history/",
+         logged_in(200, anonymous=NO_CREDENTIALS, member=404)),
+    Case("api-audit-stats", "get", lambda w: "/api/v1/audits/stats/", experts_only(200, anonymous=NO_CREDENTIALS)),
+]
+
+
+# --- shared labelling, labels, bulk upload, export, team ----------------------------------------
+
+
+def _served_photo(w):
+    """A photo needing labels, served to every logged-in role (each role's test votes on its own)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from labeling.models import LabellingAssignment
+
+    photo = PhotoFactory(owner=w.other_member, status=Photo.Status.NEEDS_REVIEW, review_kind="uncertain")
+    for user in (w.member, w.other_member, w.expert, w.staff):
+        LabellingAssignment.objects.create(photo=photo, user=user, expires_at=timezone.now() + timedelta(minutes=5))
+    return photo
+
+
+def _unused_label(w):
+    return LabelFactory(name="unused_label")
+
+
+CASES += [
+    Case("labelling", "get", lambda w: "/label/", logged_in(200)),
+    Case("labelling", "post", lambda w: "/label/", logged_in((302, "/label/")),
+         data=lambda w: {"photo": _served_photo(w).id, "label": "monstera"}),
+    Case("labelling-photo-file", "get", lambda w: f"/label/photos/{_served_photo(w).id}/image", logged_in(200)),
+    Case("labelling-photo-file", "get", lambda w: f"/label/photos/{w.their_photo.id}/image",
+         logged_in(200, member=404)),
+    Case("labels", "get", lambda w: "/labels/", staff_only(200)),
+    Case("labels", "post", lambda w: "/labels/", staff_only((302, r"/labels/\d+/")), data=lambda w: {"name": "fern"}),
+    Case("label-edit", "get", lambda w: f"/labels/{_unused_label(w).id}/", staff_only(200)),
+    Case("label-edit", "post", lambda w: f"/labels/{_unused_label(w).id}/", staff_only((302, r"/labels/\d+/")),
+         data=lambda w: {"action": "retire"}),
+    Case("bulk-upload", "get", lambda w: "/import/", staff_only(200)),
+    Case("export", "get", lambda w: "/export/", staff_only(200)),
+    Case("team", "get", lambda w: "/team/", logged_in(200)),
+    Case("api-labels", "post", lambda w: "/api/v1/labels/", staff_only(201, others=403, anonymous=NO_CREDENTIALS),
+         data=lambda w: {"name": "fern"}, format="json"),
+    Case("api-label", "get", lambda w: f"/api/v1/labels/{_unused_label(w).id}/",
+         staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-label", "patch", lambda w: f"/api/v1/labels/{_unused_label(w).id}/",
+         staff_only(200, others=403, anonymous=NO_CREDENTIALS), data=lambda w: {"retired": True}, format="json"),
+    Case("api-label", "delete", lambda w: f"/api/v1/labels/{_unused_label(w).id}/",
+         staff_only(204, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-label", "delete", lambda w: f"/api/v1/labels/{w.my_photo.prediction.label_id}/",
+         staff_only(409, others=403, anonymous=NO_CREDENTIALS)),  # in use: retire it instead
+    Case("api-labelling-next", "get", lambda w: "/api/v1/labelling/next/", logged_in(200, anonymous=NO_CREDENTIALS)),
+    Case("api-labelling-skip", "post", lambda w: "/api/v1/labelling/skip/", logged_in(200, anonymous=NO_CREDENTIALS),
+         data=lambda w: {"photo": _served_photo(w).id}, format="json"),
+    Case("api-photo-labels", "post", lambda w: f"/api/v1/photos/{_served_photo(w).id}/labels/",
+         logged_in(201, anonymous=NO_CREDENTIALS), data=lambda w: {"label": "monstera"}, format="json"),
+    Case("api-photo-labels", "post", lambda w: f"/api/v1/photos/{w.their_photo.id}/labels/",
+         logged_in(409, anonymous=NO_CREDENTIALS, member=404), data=lambda w: {"label": "monstera"}, format="json"),
+    Case("api-imports", "post", lambda w: "/api/v1/imports/", staff_only(201, others=403, anonymous=NO_CREDENTIALS),
+         data=lambda w: {**jpeg_upload(), "label": "monstera"}, format="multipart"),
+    Case("api-export-dataset", "get", lambda w: "/api/v1/exports/dataset.zip",
+         staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-team-stats", "get", lambda w: "/api/v1/team/stats/", logged_in(200, anonymous=NO_CREDENTIALS)),
+]
 
 def _params():
     for number, case in enumerate(CASES):

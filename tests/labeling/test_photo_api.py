@@ -189,9 +189,12 @@ def test_labels_are_listed_by_name_without_pagination(api_for, member):
     response = api_for(member).get("/api/v1/labels/")
 
     assert response.status_code == 200
-    assert response.json() == [
-        {"id": monstera.id, "name": "monstera", "description": ""},
-        {"id": spider.id, "name": "spider_plant", "description": "Chlorophytum comosum"},
+    # Since labels can be retired and have example photos, each also says whether it is retired
+    # and which photos are its examples.
+    assert [{k: row[k] for k in ("id", "name", "description", "retired", "examples")} for row in response.json()] == [
+        {"id": monstera.id, "name": "monstera", "description": "", "retired": False, "examples": []},
+        {"id": spider.id, "name": "spider_plant", "description": "Chlorophytum comosum", "retired": False,
+         "examples": []},
     ]
 
 
@@ -226,6 +229,14 @@ def test_a_wrong_password_gets_400_and_no_token(member):
     assert response.status_code == 400
     assert "token" not in response.json()
     assert response.json()["non_field_errors"] == ["Unable to log in with provided credentials."]
+
+
+@pytest.mark.parametrize("body", [{"username": ["member"], "password": "x"}, {"username": {"a": 1}, "password": "x"},
+                                  {"username": 7, "password": "x"}, ["member", "x"], "member"])
+def test_a_token_request_whose_username_is_not_a_string_gets_400_not_a_server_error(db, body):
+    response = APIClient().post("/api/v1/auth/token/", body, format="json")
+
+    assert response.status_code == 400
 
 
 def test_an_unknown_token_is_refused_with_401_invalid_token(db):

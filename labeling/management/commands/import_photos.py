@@ -1,11 +1,17 @@
+import tempfile
+import zipfile
+from pathlib import Path
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from labeling.export import safe_extract
 from labeling.services import photos_import_folder
 
 
 class Command(BaseCommand):
-    help = "Import labelled photos from DIR/<label>/<file> (the layout fastai's parent_label reads)."
+    help = ("Import labelled photos from DIR/<label>/<file> (the layout fastai's parent_label reads), such as an "
+            "unzipped export (or its zip): the manifest.csv of an export restores each label's source, who and when.")
 
     def add_arguments(self, parser):
         parser.add_argument("directory")
@@ -18,7 +24,16 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"No user {owner!r}." if owner else "No staff user to own the photos; pass --owner.")
         try:
-            report = photos_import_folder(directory=directory, owner=user, synthetic=synthetic)
+            if str(directory).lower().endswith(".zip") and Path(directory).is_file():
+                # An export's zip (manage.py export_dataset, the site's export): unzipped, then imported.
+                with tempfile.TemporaryDirectory(prefix="import-") as unzipped:
+                    try:
+                        safe_extract(directory, unzipped)
+                    except (ValueError, zipfile.BadZipFile) as exc:
+                        raise CommandError(f"{directory}: {exc}") from None
+                    report = photos_import_folder(directory=unzipped, owner=user, synthetic=synthetic)
+            else:
+                report = photos_import_folder(directory=directory, owner=user, synthetic=synthetic)
         except FileNotFoundError as exc:
             raise CommandError(str(exc)) from None
         for path, why in report.refused:

@@ -1,0 +1,244 @@
+"""The labelled data set as a zip: one folder per label and a manifest.csv.
+
+The layout is the one fastai's ImageDataLoaders.from_folder and parent_label read, and the one
+`manage.py import_photos` imports:
+
+    <label>/photo-<id>.<ext>    the stored (cleaned) photo file, byte for byte
+    manifest.csv                file, label, source, who, when, agreement
+
+By default only labels a person vouched for (imports, consensus, expert decisions and audits)
+are exported; include_model adds the model's own auto-accepted labels. Photos excluded from
+training by data cleaning are left out. Importing the folder into an empty site gives back the
+same labelled set, and the manifest's source, who and when are restored (see restore_provenance).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.text import slugify
+
+from . import selectors
+from .models import LabelVote, Photo
+
+MANIFEST = "manifest.csv"
+MANIFEST_FIELDS = ["file", "label", "source", "who", "when", "agreement"]
+_DECIDED_BY_FOR_SOURCE = {
+    Photo.LabelSource.IMPORT: Photo.DecidedBy.IMPORT,
+    Photo.LabelSource.CONSENSUS: Photo.DecidedBy.CONSENSUS,
+    Photo.LabelSource.EXPERT: Photo.DecidedBy.EXPERT,
+    Photo.LabelSource.AUDIT: Photo.DecidedBy.EXPERT,
+    Photo.LabelSource.MODEL: Photo.DecidedBy.MODEL,
+}
+
+
+@dataclass
+class ExportSummary:
+    counts: Counter = field(default_factory=Counter)  # label -> photos written
+    missing: list = field(default_factory=list)       # photo ids whose file is gone
+
+    @property
+    def total(self):
+        return sum(self.counts.values())
+
+    def describe(self):
+        labels = ", ".join(f"{name} {n}" for name, n in sorted(self.counts.items())) or "none"
+        text = f"Exported {self.total} photos ({labels})."
+        if self.missing:
+            text += f" {len(self.missing)} photos were left out because their file is missing: {self.missing[:20]}."
+        return text
+
+
+def _who(photo, votes) -> str:
+    source = photo.label_source
+    if source == Photo.LabelSource.CONSENSUS:
+        return ";".join(v.user.username for v in votes)
+    if source in (Photo.LabelSource.EXPERT, Photo.LabelSource.AUDIT):
+        return photo.reviewed_by.username if photo.reviewed_by_id else ""
+    if source == Photo.LabelSource.MODEL:
+        prediction = getattr(photo, "prediction", None)
+        return f"model v{prediction.model_version_id}" if prediction else "model"
+    return photo.owner.username
+
+
+def _agreement(photo, votes) -> str:
+    if not votes:
+        return ""
+    agreeing = sum(1 for v in votes if v.label_id == photo.final_label_id)
+    return f"{agreeing}/{len(votes)}"
+
+
+def _votes_by_photo(photo_ids):
+    votes = {}
+    for vote in LabelVote.objects.filter(photo_id__in=photo_ids).select_related("user").order_by("created_at", "id"):
+        votes.setdefault(vote.photo_id, []).append(vote)
+    return votes
+
+
+def export_dataset(fileobj, *, include_model=False) -> ExportSummary:
+    """Write the zip into `fileobj` (a file opened for binary writing)."""
+    summary = ExportSummary()
+    manifest = io.StringIO()
+    writer = csv.DictWriter(manifest, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    photos = selectors.dataset_photos(include_model=include_model)
+    with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        chunk = []
+        for photo in photos.iterator(chunk_size=500):
+            chunk.append(photo)
+            if len(chunk) == 500:
+                _write_chunk(archive, writer, chunk, summary)
+                chunk = []
+        _write_chunk(archive, writer, chunk, summary)
+        # Photos are compressed already; the manifest is text.
+        archive.writestr(MANIFEST, manifest.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+    return summary
+
+
+def _write_chunk(archive, writer, photos, summary):
+    votes = _votes_by_photo([p.id for p in photos])
+    for photo in photos:
+        label = photo.final_label.name
+        extension = PurePosixPath(photo.image.name).suffix.lower() or ".jpg"
+        name = f"{label}/photo-{photo.id}{extension}"
+        try:
+            with photo.image.open("rb") as source, archive.open(name, "w", force_zip64=True) as target:
+                while block := source.read(1024 * 1024):
+                    target.write(block)
+        except FileNotFoundError:
+            summary.missing.append(photo.id)
+            continue
+        photo_votes = votes.get(photo.id, [])
+        writer.writerow({
+            "file": name, "label": label, "source": photo.label_source, "who": _who(photo, photo_votes),
+            "when": photo.decided_at.isoformat() if photo.decided_at else "",
+            "agreement": _agreement(photo, photo_votes),
+        })
+        summary.counts[label] += 1
+
+
+def export_dataset_to_path(path, *, include_model=False) -> ExportSummary:
+    """Write the zip to `path`, whole or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as fh:
+            summary = export_dataset(fh, include_model=include_model)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    return summary
+
+
+def export_dataset_tempfile(*, include_model=False):
+    """The zip in an anonymous temporary file (gone once closed), rewound, and its summary."""
+    fh = tempfile.TemporaryFile()
+    try:
+        summary = export_dataset(fh, include_model=include_model)
+        fh.seek(0)
+    except BaseException:
+        fh.close()
+        raise
+    return fh, summary
+
+
+def export_file_name():
+    return f"plantsite-dataset-{timezone.now():%Y%m%d-%H%M%S}.zip"
+
+
+# --- reading an export back -----------------------------------------------------------------
+
+
+def read_manifest(directory) -> dict:
+    """{relative file path: manifest row} from DIR/manifest.csv, or {} when there is none.
+
+    A manifest that cannot be read is ignored: the folders alone still give the labels.
+    """
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+    return {row["file"]: row for row in rows if isinstance(row.get("file"), str) and row["file"]}
+
+
+def _label_slug(name) -> str:
+    return slugify(name or "").replace("-", "_")
+
+
+def manifest_label_name(row, folder_label_name) -> str:
+    """The label's exact name from the manifest when it is the folder's (a name the folder name
+    spells differently, such as one with a hyphen, comes back as it was); else the folder's."""
+    if row and row.get("label") and _label_slug(row["label"]) == folder_label_name:
+        return row["label"]
+    return folder_label_name
+
+
+def restore_provenance(photo, row) -> Photo:
+    """Give an imported photo back the source, decider and time its manifest row records."""
+    source = row.get("source") or ""
+    if source not in _DECIDED_BY_FOR_SOURCE:
+        return photo
+    photo.label_source = source
+    photo.decided_by = _DECIDED_BY_FOR_SOURCE[source]
+    when = _parse_when(row.get("when"))
+    if when is not None:
+        photo.decided_at = when
+    who = (row.get("who") or "").strip()
+    if source in (Photo.LabelSource.EXPERT, Photo.LabelSource.AUDIT) and who:
+        photo.reviewed_by = get_user_model().objects.filter(username=who).first()
+    details = [f"{source}"]
+    if who:
+        details.append(f"by {who}")
+    if row.get("agreement"):
+        details.append(f"agreement {row['agreement']}")
+    photo.reason = ("Imported from an export: " + " ".join(details) + ".") if source != Photo.LabelSource.IMPORT else ""
+    photo.save(update_fields=["label_source", "decided_by", "decided_at", "reviewed_by", "reason"])
+    return photo
+
+
+def _parse_when(text):
+    if not text:
+        return None
+    try:
+        when = parse_datetime(text)
+    except ValueError:
+        return None
+    if when is None:
+        return None
+    if timezone.is_naive(when):
+        when = timezone.make_aware(when, timezone.get_default_timezone())
+    return when
+
+
+def safe_extract(zip_path, target) -> Path:
+    """Unzip an export into `target`, refusing members that would land outside it."""
+    target = Path(target).resolve()
+    with zipfile.ZipFile(zip_path) as archive:
+        for member in archive.infolist():
+            destination = (target / member.filename).resolve()
+            if destination != target and target not in destination.parents:
+                raise ValueError(f"{member.filename!r} would be written outside the folder.")
+            if member.is_dir():
+                destination.mkdir(parents=True, exist_ok=True)
+                continue
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as source, open(destination, "wb") as out:
+                while block := source.read(1024 * 1024):
+                    out.write(block)
+    return target

@@ -1,0 +1,315 @@
+"""Writes for the shared labelling workspace, label management and the site's bulk upload.
+
+Labelling. Any member labels photos that have no verified label yet (see
+selectors.photos_needing_labels), one at a time. The server decides who labels what:
+`labelling_next` serves the most informative photo (the smallest top-2 margin of the model, no
+prediction first) that the labeller has not labelled, passing over photos another labeller holds
+a live assignment on (a lease of LABELLING_LEASE_SECONDS) while any other is available. The
+candidate row is locked with SKIP LOCKED and checked again once locked, so two labellers asking
+at the same moment are served different photos. Each photo gets up to LABELLING_OVERLAP votes;
+with the last one the photo is decided: all the same label → final, source consensus; all "not
+a plant / unusable" → rejected; otherwise it goes to the experts as an adjudication.
+
+Labels. A label in use is retired, never deleted; a retired label is hidden from the buttons
+(selectors.labels_all) and kept on the photos decided with it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import ProtectedError, RestrictedError
+from django.utils import timezone
+
+from . import selectors
+from .image_checks import ImageRejected
+from .models import Label, LabellingAssignment, LabelVote, Photo
+from .services import ImportReport, UnknownLabel, photo_import_one
+
+UNUSABLE = "not a plant / unusable"
+MAX_EXAMPLES = 6
+LABEL_NAME_RE = re.compile(r"^[a-z0-9_]{1,64}$")
+LABEL_NAME_RULE = "Use 1 to 64 lowercase letters, digits or underscores (the folder name of an export)."
+
+
+class LabellingConflict(Exception):
+    """The vote cannot be taken (a 409): already labelled, enough votes, or not served to you."""
+
+
+class LabelInUse(Exception):
+    """The label is used by photos, votes, decisions or models: retire it instead (a 409)."""
+
+
+class LabelError(ValueError):
+    """A label change that is not valid (a 400)."""
+
+
+# --- serving photos -------------------------------------------------------------------------
+
+
+def lease() -> timedelta:
+    return timedelta(seconds=settings.LABELLING_LEASE_SECONDS)
+
+
+def _lock_first(qs):
+    """Lock the first row of `qs`, passing over rows another transaction holds (PostgreSQL)."""
+    if connection.features.has_select_for_update_skip_locked:
+        qs = qs.select_for_update(skip_locked=True, of=("self",))
+    return qs.values_list("id", "skipped", "busy").first()
+
+
+def _before_assign(photo_id):
+    """A hook between locking a candidate and recording its assignment (tests widen the race here)."""
+
+
+def labelling_next(user, *, exclude_ids=()) -> Photo | None:
+    """The photo `user` should label now, or None when there is nothing left for them.
+
+    A live assignment of theirs is served again (a reload does not skip a photo). Otherwise the
+    best candidate is locked, checked again with a fresh read (a concurrent labeller may have
+    taken it between our read and our lock), and assigned to `user` until now + the lease.
+    """
+    with transaction.atomic():
+        now = timezone.now()
+        # Housekeeping: the user's lapsed or skipped leases on photos that need no more labels.
+        (LabellingAssignment.objects.filter(user=user, expires_at__lte=now)
+         .exclude(photo__in=selectors.photos_needing_labels().values("id")).delete())
+        mine = (LabellingAssignment.objects.filter(user=user, expires_at__gt=now)
+                .filter(photo__in=selectors.labelling_candidates(user, now=now, exclude_ids=exclude_ids)
+                        .values("id"))
+                .order_by("-expires_at", "-id").first())
+        if mine is not None:
+            LabellingAssignment.objects.filter(id=mine.id).update(expires_at=now + lease())
+            return Photo.objects.get(id=mine.photo_id)
+        for _ in range(20):  # each retry means another labeller changed a candidate meanwhile
+            candidates = selectors.labelling_candidates(user, now=now, exclude_ids=exclude_ids)
+            row = _lock_first(candidates)
+            if row is None:
+                return None
+            photo_id, skipped, busy = row
+            # Read again: a statement that starts after we hold the lock sees every commit made
+            # before we got it, such as another labeller's assignment.
+            fresh = candidates.filter(id=photo_id).values_list("skipped", "busy").first()
+            if fresh != (skipped, busy):
+                continue  # taken or finished meanwhile: its rank changed, look again
+            _before_assign(photo_id)
+            # The user's other live assignments end: one photo at a time.
+            LabellingAssignment.objects.filter(user=user, expires_at__gt=now).exclude(photo_id=photo_id).update(
+                expires_at=now)
+            LabellingAssignment.objects.update_or_create(photo_id=photo_id, user=user,
+                                                         defaults={"expires_at": now + lease()})
+            return Photo.objects.get(id=photo_id)
+    return None
+
+
+def labelling_skip(user, photo_id, *, serve_next=True) -> Photo | None:
+    """Release the user's assignment on a photo and serve another one (never the same at once).
+
+    The released assignment is kept, expired: it ranks the photo last for this labeller, so
+    it comes back to them only when nothing else is left.
+    """
+    LabellingAssignment.objects.filter(photo_id=photo_id, user=user).update(expires_at=timezone.now())
+    return labelling_next(user, exclude_ids=[photo_id]) if serve_next else None
+
+
+# --- votes ------------------------------------------------------------------------------------
+
+
+def _vote_label(label_name, unusable):
+    if unusable:
+        return None
+    label = Label.objects.filter(name=label_name).first() if label_name else None
+    if label is None:
+        raise UnknownLabel(f"Unknown label {label_name!r}.")
+    if label.retired:
+        raise UnknownLabel(f"The label {label.name!r} is retired; choose another one.")
+    return label
+
+
+def _describe(votes) -> str:
+    counts = Counter(v.label.name if v.label_id else UNUSABLE for v in votes)
+    return ", ".join(f"{name} ×{n}" for name, n in sorted(counts.items()))
+
+
+def label_vote(*, photo_id: int, user, label_name: str | None = None, unusable: bool = False) -> LabelVote:
+    """Record one labeller's answer for a photo; the LABELLING_OVERLAP-th answer decides it.
+
+    Raises UnknownLabel (unknown or retired label), LabellingConflict (a second vote of the
+    same labeller, a photo that has all its votes or a verified label, a photo never served to
+    this labeller) and Photo.DoesNotExist.
+    """
+    label = _vote_label(label_name, unusable)
+    overlap = settings.LABELLING_OVERLAP
+    with transaction.atomic():
+        # Row lock: votes on one photo are serialised, so exactly one of them is the last.
+        photo = Photo.objects.select_for_update().get(id=photo_id)
+        votes = list(LabelVote.objects.filter(photo=photo).select_related("label", "user"))
+        if any(v.user_id == user.pk for v in votes):
+            raise LabellingConflict("You have already labelled this photo.")
+        if not selectors.photo_needs_labels(photo, n_votes=len(votes), overlap=overlap):
+            if len(votes) >= overlap:
+                raise LabellingConflict(f"This photo already has its {overlap} labels.")
+            raise LabellingConflict("This photo no longer needs labels (it has a verified label or is "
+                                    f"{photo.get_status_display().lower()}).")
+        if not LabellingAssignment.objects.filter(photo=photo, user=user).exists():
+            raise LabellingConflict("This photo was not served to you; ask for the next photo to label.")
+        try:
+            with transaction.atomic():
+                vote = LabelVote.objects.create(photo=photo, user=user, label=label)
+        except IntegrityError:
+            raise LabellingConflict("You have already labelled this photo.") from None
+        LabellingAssignment.objects.filter(photo=photo, user=user).delete()
+        votes.append(vote)
+        if len(votes) >= overlap:
+            _settle(photo, votes)
+    return vote
+
+
+def _settle(photo, votes):
+    answers = {v.label_id for v in votes}
+    if len(answers) == 1:
+        label = votes[0].label
+        reason = "" if label is not None else f"{len(votes)} labellers agreed: {UNUSABLE}."
+        photo.decide_by_consensus(label, reason=reason)
+    else:
+        photo.route_to_adjudication(
+            f"The {len(votes)} labellers disagreed ({_describe(votes)}): an expert will adjudicate.")
+    photo.save()
+    # Lapsed leases go; a live one stays until its holder answers (a 409 that says why, not a 404).
+    LabellingAssignment.objects.filter(photo=photo, expires_at__lte=timezone.now()).delete()
+
+
+# --- label management -----------------------------------------------------------------------
+
+
+def _check_name(name):
+    if not isinstance(name, str) or not LABEL_NAME_RE.match(name):
+        raise LabelError(f"{name!r} is not a usable label name. {LABEL_NAME_RULE}")
+
+
+def _example_photos(label, photo_ids):
+    ids = []
+    for value in photo_ids:
+        try:
+            ids.append(int(value))
+        except (TypeError, ValueError):
+            raise LabelError(f"{value!r} is not a photo id.") from None
+    ids = list(dict.fromkeys(ids))
+    if len(ids) > MAX_EXAMPLES:
+        raise LabelError(f"Choose at most {MAX_EXAMPLES} example photos.")
+    photos = {p.id: p for p in Photo.objects.filter(id__in=ids)}
+    missing = [i for i in ids if i not in photos]
+    if missing:
+        raise LabelError(f"No photo with id {', '.join(map(str, missing))}.")
+    unusable = [i for i in ids if photos[i].status in (Photo.Status.REJECTED, Photo.Status.FAILED)]
+    if unusable:
+        raise LabelError(f"Photo {', '.join(map(str, unusable))} is rejected or failed: not a good example.")
+    return [photos[i] for i in ids]
+
+
+@transaction.atomic
+def label_create(*, name: str, description: str = "", example_ids=()) -> Label:
+    _check_name(name)
+    if Label.objects.filter(name=name).exists():
+        raise LabelError(f"A label named {name!r} exists already.")
+    label = Label.objects.create(name=name, description=description or "")
+    if example_ids:
+        label.examples.set(_example_photos(label, example_ids))
+    return label
+
+
+@transaction.atomic
+def label_update(*, label_id: int, description=None, retired=None, example_ids=None) -> Label:
+    """Change what may change: the description, the examples, retired or not (never the name:
+    predictions, models and exports refer to labels by name)."""
+    label = Label.objects.select_for_update().get(id=label_id)
+    if description is not None:
+        label.description = description
+    if retired is not None:
+        label.retired = bool(retired)
+    label.save()
+    if example_ids is not None:
+        label.examples.set(_example_photos(label, example_ids))
+    return label
+
+
+@transaction.atomic
+def label_delete(*, label_id: int) -> None:
+    """Delete a label nothing uses yet; a label in use raises LabelInUse (retire it instead)."""
+    label = Label.objects.select_for_update().get(id=label_id)
+    usage = {k: v for k, v in selectors.label_usage(label).items() if v}
+    if usage:
+        what = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in usage.items())
+        raise LabelInUse(f"The label {label.name!r} is in use ({what}): retire it instead of deleting it.")
+    try:
+        with transaction.atomic():
+            label.examples.clear()
+            label.delete()
+    except (ProtectedError, RestrictedError):
+        raise LabelInUse(f"The label {label.name!r} is in use: retire it instead of deleting it.") from None
+
+
+# --- the site's bulk upload -----------------------------------------------------------------
+
+
+@dataclass
+class BulkResult:
+    result: str           # accepted | duplicate | refused
+    reason: str
+    photo: Photo | None   # the new photo, or the one it duplicates
+
+
+def _lock_digest(digest):
+    """Two uploads of the same bytes at once: the second waits, then finds the first."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"photo-import:{digest}"])
+
+
+def bulk_import_one(*, owner, fileobj, file_name: str, label: Label | None) -> BulkResult:
+    """One file of the site's bulk upload, through the same photo_import_one as `import_photos`.
+
+    With a label the photo is stored as labelled (an import); without, it is predicted like any
+    upload. Either way a file whose bytes are already stored is a duplicate.
+    """
+    import hashlib
+
+    max_bytes = settings.UPLOAD_MAX_BYTES
+    try:
+        fileobj.seek(0)
+    except (AttributeError, OSError, ValueError):
+        pass
+    data = fileobj.read(max_bytes + 1)  # check_and_clean refuses what is over the limit
+    digest = hashlib.sha256(data).hexdigest()
+    report = ImportReport()
+    with transaction.atomic():
+        _lock_digest(digest)
+        try:
+            photo = photo_import_one(owner=owner, fileobj=io.BytesIO(data), label_name=label.name if label else None,
+                                     report=report, source_name=file_name)
+        except ImageRejected as exc:  # raised only if photo_import_one lets it through
+            return BulkResult("refused", exc.message, None)
+    if photo is not None:
+        return BulkResult("accepted", "", photo)
+    if report.skipped:
+        existing = Photo.objects.filter(sha256=digest).order_by("id").first()
+        return BulkResult("duplicate", report.skipped[0][1], existing)
+    why = report.refused[0][1] if report.refused else "The file was not imported."
+    return BulkResult("refused", why, None)
+
+
+def bulk_upload_labels():
+    """The labels a bulk upload may give (retired ones are not)."""
+    return selectors.labels_all()
+
+
+__all__ = [
+    "BulkResult", "LabelError", "LabelInUse", "LabellingConflict", "UNUSABLE", "bulk_import_one",
+    "label_create", "label_delete", "label_update", "label_vote", "labelling_next", "labelling_skip",
+]

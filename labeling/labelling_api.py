@@ -1,0 +1,213 @@
+"""REST API of the labelling workspace, label management, bulk upload, export and team stats."""
+
+from django.http import FileResponse, Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import export, labelling, selectors
+from .labelling_serializers import (
+    ExportQuerySerializer,
+    ImportResultSerializer,
+    ImportSerializer,
+    LabelCreateSerializer,
+    LabelFullSerializer,
+    LabellingPhotoSerializer,
+    LabelUpdateSerializer,
+    SkipSerializer,
+    TeamStatsSerializer,
+    VoteResultSerializer,
+    VoteSerializer,
+)
+from .models import Label, Photo
+from .serializers import PhotoSerializer
+from .services import UnknownLabel
+
+
+class StaffWrites(IsAuthenticated):
+    """Everyone logged in reads; staff write."""
+
+    message = "Only staff can manage labels."
+
+    def has_permission(self, request, view):
+        if not super().has_permission(request, view):
+            return False
+        return request.method in ("GET", "HEAD", "OPTIONS") or request.user.is_staff
+
+
+def _conflict(message):
+    return Response({"detail": str(message)}, status=status.HTTP_409_CONFLICT)
+
+
+def _served(request, photo):
+    if photo is None:
+        return Response(status=status.HTTP_204_NO_CONTENT)
+    photo = Photo.objects.select_related("prediction__label").get(pk=photo.pk)
+    return Response(LabellingPhotoSerializer(photo, context={"request": request}).data)
+
+
+# --- labels ---------------------------------------------------------------------------------
+
+
+class LabelListCreateApi(generics.ListAPIView):
+    """Every label, retired ones included (flagged); staff create them."""
+
+    serializer_class = LabelFullSerializer
+    pagination_class = None
+    permission_classes = [StaffWrites]
+
+    def get_queryset(self):
+        return selectors.labels_including_retired().prefetch_related("examples")
+
+    @extend_schema(request=LabelCreateSerializer, responses={201: LabelFullSerializer})
+    def post(self, request):
+        body = LabelCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            label = labelling.label_create(**{("example_ids" if k == "examples" else k): v
+                                              for k, v in body.validated_data.items()})
+        except labelling.LabelError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+        return Response(LabelFullSerializer(label).data, status=status.HTTP_201_CREATED)
+
+
+class LabelDetailApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    def _label(self, pk):
+        label = Label.objects.filter(pk=pk).first()
+        if label is None:
+            raise Http404("No such label.")
+        return label
+
+    @extend_schema(responses={200: LabelFullSerializer})
+    def get(self, request, pk):
+        return Response(LabelFullSerializer(self._label(pk)).data)
+
+    @extend_schema(request=LabelUpdateSerializer, responses={200: LabelFullSerializer})
+    def patch(self, request, pk):
+        label = self._label(pk)
+        body = LabelUpdateSerializer(data=request.data, context={"label": label})
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            label = labelling.label_update(label_id=label.id, description=data.get("description"),
+                                           retired=data.get("retired"), example_ids=data.get("examples"))
+        except labelling.LabelError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+        return Response(LabelFullSerializer(label).data)
+
+    @extend_schema(responses={204: None, 409: OpenApiResponse(description="The label is in use: retire it.")})
+    def delete(self, request, pk):
+        label = self._label(pk)
+        try:
+            labelling.label_delete(label_id=label.id)
+        except labelling.LabelInUse as exc:
+            return _conflict(exc)
+        except Label.DoesNotExist:
+            raise Http404("No such label.") from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- the labelling workspace ----------------------------------------------------------------
+
+
+class LabellingNextApi(APIView):
+    @extend_schema(responses={200: LabellingPhotoSerializer,
+                              204: OpenApiResponse(description="Nothing left for you to label.")})
+    def get(self, request):
+        """The photo you should label now (held for you for LABELLING_LEASE_SECONDS), or 204."""
+        return _served(request, labelling.labelling_next(request.user))
+
+
+class LabellingSkipApi(APIView):
+    @extend_schema(request=SkipSerializer, responses={200: LabellingPhotoSerializer,
+                                                      204: OpenApiResponse(description="Nothing else to label.")})
+    def post(self, request):
+        """Give a served photo back without labelling it, and get another one."""
+        body = SkipSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return _served(request, labelling.labelling_skip(request.user, body.validated_data["photo"]))
+
+
+class PhotoLabelsApi(APIView):
+    @extend_schema(request=VoteSerializer, responses={
+        201: VoteResultSerializer, 409: OpenApiResponse(description="Already labelled by you, has all its "
+                                                                    "labels or a verified one, or not served to you.")})
+    def post(self, request, pk):
+        """Your label for a photo served to you: {label} or {unusable: true}."""
+        if not selectors.photo_visible_to_labeller(request.user, pk):
+            raise Http404("No such photo.")
+        body = VoteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            vote = labelling.label_vote(photo_id=pk, user=request.user, label_name=data.get("label"),
+                                        unusable=data["unusable"])
+        except UnknownLabel as exc:
+            raise ValidationError({"label": [str(exc)]}) from None
+        except labelling.LabellingConflict as exc:
+            return _conflict(exc)
+        except Photo.DoesNotExist:
+            raise Http404("No such photo.") from None
+        return Response(VoteResultSerializer(vote).data, status=status.HTTP_201_CREATED)
+
+
+# --- bulk upload, export, team --------------------------------------------------------------
+
+
+class ImportApi(APIView):
+    permission_classes = [IsAdminUser]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(request={"multipart/form-data": ImportSerializer},
+                   responses={201: ImportResultSerializer, 200: ImportResultSerializer, 400: ImportResultSerializer})
+    def post(self, request):
+        """One file of a bulk upload: 201 accepted, 200 duplicate (with the photo it duplicates),
+        400 refused with the reason. Without a label the model predicts it."""
+        body = ImportSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        label = None
+        name = body.validated_data["label"]
+        if name:
+            label = labelling.bulk_upload_labels().filter(name=name).first()
+            if label is None:
+                raise ValidationError({"label": [f"Unknown or retired label {name!r}."]})
+        upload = body.validated_data["image"]
+        result = labelling.bulk_import_one(owner=request.user, fileobj=upload, file_name=upload.name or "file",
+                                           label=label)
+        photo = None
+        if result.photo is not None:
+            photo = PhotoSerializer(selectors.photos_visible_to(request.user).get(pk=result.photo.pk),
+                                    context={"request": request}).data
+        code = {"accepted": status.HTTP_201_CREATED, "duplicate": status.HTTP_200_OK}.get(
+            result.result, status.HTTP_400_BAD_REQUEST)
+        return Response({"result": result.result, "reason": result.reason, "photo": photo}, status=code)
+
+
+class ExportDatasetApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(parameters=[ExportQuerySerializer],
+                   responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    def get(self, request):
+        """The labelled data set as a zip: a folder per label and manifest.csv."""
+        query = ExportQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        fh, _summary = export.export_dataset_tempfile(include_model=query.validated_data["include_model"])
+        response = FileResponse(fh, as_attachment=True, filename=export.export_file_name(),
+                                content_type="application/zip")
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class TeamStatsApi(APIView):
+    @extend_schema(responses={200: TeamStatsSerializer})
+    def get(self, request):
+        """Per labeller and per label: labels given, agreement (kappa), accuracy against experts."""
+        return Response(TeamStatsSerializer(selectors.team_stats()).data)

@@ -1,0 +1,194 @@
+"""Pages of the labelling workspace, label management, bulk upload, export and the team page."""
+
+import mimetypes
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from . import labelling, selectors
+from .models import Label, Photo
+from .services import UnknownLabel
+
+
+def _examples_for(labels):
+    examples = selectors.label_examples(labels)
+    return [(label, examples.get(label.id, [])) for label in labels]
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def labelling_page(request):
+    """One photo at a time, served by the server; a button and a key per label."""
+    if request.method == "POST":
+        return _labelling_submit(request)
+    photo = labelling.labelling_next(request.user)
+    if photo is not None:
+        photo = Photo.objects.select_related("prediction__label").get(pk=photo.pk)
+    labels = list(selectors.labels_all())
+    guess = None
+    if photo is not None and settings.LABELLING_SHOW_MODEL_GUESS:
+        guess = getattr(photo, "prediction", None)
+    return render(request, "labeling/labelling.html", {
+        "photo": photo, "labels_with_examples": _examples_for(labels), "guess": guess,
+        "overlap": settings.LABELLING_OVERLAP,
+    })
+
+
+def _labelling_submit(request):
+    try:
+        photo_id = int(request.POST.get("photo", ""))
+    except ValueError:
+        messages.error(request, "No photo given.")
+        return redirect("labelling")
+    if request.POST.get("skip"):
+        labelling.labelling_skip(request.user, photo_id, serve_next=False)
+        messages.info(request, f"Skipped photo {photo_id}.")
+        return redirect("labelling")
+    unusable = bool(request.POST.get("unusable"))
+    label_name = request.POST.get("label") or None
+    if not unusable and not label_name:
+        messages.error(request, "Choose a label, 'not a plant / unusable', or skip.")
+        return redirect("labelling")
+    if not selectors.photo_visible_to_labeller(request.user, photo_id):
+        raise Http404("No such photo.")
+    try:
+        labelling.label_vote(photo_id=photo_id, user=request.user, label_name=None if unusable else label_name,
+                             unusable=unusable)
+    except UnknownLabel as exc:
+        messages.error(request, str(exc))
+    except labelling.LabellingConflict as exc:
+        messages.warning(request, f"Not saved: {exc}")
+    except Photo.DoesNotExist:
+        raise Http404("No such photo.") from None
+    else:
+        answer = labelling.UNUSABLE if unusable else label_name
+        messages.success(request, f"Saved: {answer} for photo {photo_id}.")
+    return redirect("labelling")
+
+
+@login_required
+def labelling_photo_file(request, pk):
+    """A photo served to a labeller (or one they labelled, or a label's example)."""
+    if not selectors.photo_visible_to_labeller(request.user, pk):
+        raise Http404("No such photo.")
+    photo = get_object_or_404(Photo, pk=pk)
+    content_type = mimetypes.guess_type(photo.image.name)[0] or "application/octet-stream"
+    try:
+        response = FileResponse(photo.image.open("rb"), content_type=content_type)
+    except FileNotFoundError:
+        raise Http404("The file is missing.") from None
+    response["Content-Disposition"] = f'inline; filename="photo-{photo.pk}.{photo.image.name.rsplit(".", 1)[-1]}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+# --- label management -----------------------------------------------------------------------
+
+
+class LabelCreateForm(forms.Form):
+    name = forms.RegexField(regex=r"^[a-z0-9_]{1,64}$", max_length=64, error_messages={
+        "invalid": labelling.LABEL_NAME_RULE}, help_text=labelling.LABEL_NAME_RULE)
+    description = forms.CharField(required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class LabelEditForm(forms.Form):
+    description = forms.CharField(required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 3}))
+    example_ids = forms.CharField(required=False, max_length=500, label="Add example photos by id",
+                                  help_text="Photo ids, separated by commas or spaces; they join the ticked photos "
+                                            f"below (up to {labelling.MAX_EXAMPLES} examples in all).")
+
+
+def _parse_ids(text):
+    return [part for part in text.replace(",", " ").split() if part]
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def labels_page(request):
+    form = LabelCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            label = labelling.label_create(name=form.cleaned_data["name"], description=form.cleaned_data["description"])
+        except labelling.LabelError as exc:
+            form.add_error("name", str(exc))
+        else:
+            messages.success(request, f"Label {label.name} created.")
+            return redirect("label-edit", pk=label.pk)
+    labels = list(selectors.labels_with_counts().prefetch_related("examples"))
+    return render(request, "labeling/labels.html", {"labels": labels, "form": form},
+                  status=400 if form.errors else 200)
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def label_edit(request, pk):
+    label = get_object_or_404(Label, pk=pk)
+    examples = list(label.examples.all())
+    form = LabelEditForm(initial={"description": label.description})
+    if request.method == "POST":
+        action = request.POST.get("action", "save")
+        if action in ("retire", "unretire"):
+            labelling.label_update(label_id=label.id, retired=action == "retire")
+            messages.success(request, f"Label {label.name} {'retired' if action == 'retire' else 'back in use'}.")
+            return redirect("label-edit", pk=label.pk)
+        if action == "delete":
+            try:
+                labelling.label_delete(label_id=label.id)
+            except labelling.LabelInUse as exc:
+                messages.error(request, str(exc))
+                return redirect("label-edit", pk=label.pk)
+            messages.success(request, f"Label {label.name} deleted.")
+            return redirect("labels")
+        form = LabelEditForm(request.POST)
+        if form.is_valid():
+            ids = request.POST.getlist("example") + _parse_ids(form.cleaned_data["example_ids"])
+            try:
+                labelling.label_update(label_id=label.id, description=form.cleaned_data["description"],
+                                       example_ids=list(dict.fromkeys(ids)))
+            except labelling.LabelError as exc:
+                form.add_error("example_ids", str(exc))
+            else:
+                messages.success(request, f"Label {label.name} saved.")
+                return redirect("label-edit", pk=label.pk)
+    usage = selectors.label_usage(label)
+    # The current examples first (ticked), then this label's photos to pick from.
+    example_ids = {p.id for p in examples}
+    candidates = examples + [p for p in Photo.objects.filter(final_label=label, status=Photo.Status.FINAL)
+                             .order_by("-decided_at", "-id")[:48] if p.id not in example_ids]
+    return render(request, "labeling/label_edit.html", {
+        "label": label, "form": form, "examples": examples, "example_ids": example_ids,
+        "candidates": candidates, "usage": usage, "in_use": any(usage.values()),
+        "max_examples": labelling.MAX_EXAMPLES,
+    }, status=400 if form.errors else 200)
+
+
+# --- bulk upload, export, team --------------------------------------------------------------
+
+
+@staff_member_required
+def bulk_upload(request):
+    return render(request, "labeling/bulk_upload.html", {"labels": labelling.bulk_upload_labels()})
+
+
+@staff_member_required
+def export_page(request):
+    verified = selectors.dataset_counts()
+    with_model = selectors.dataset_counts(include_model=True)
+    rows = [(name, verified.get(name, 0), n) for name, n in with_model.items()]
+    return render(request, "labeling/export.html", {
+        "rows": rows, "verified_total": sum(verified.values()), "with_model_total": sum(with_model.values()),
+    })
+
+
+@login_required
+def team_page(request):
+    stats = selectors.team_stats()
+    return render(request, "labeling/team.html", {"stats": stats, "overlap": settings.LABELLING_OVERLAP,
+                                                  "unusable": labelling.UNUSABLE})

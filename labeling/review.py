@@ -1,0 +1,293 @@
+"""Expert review: claims on queue items, decisions, corrections and the audit sample.
+
+Claims. An expert claims a photo when they open it (or ask for the next one). The claim is a
+lease of REVIEW_CLAIM_SECONDS: while it lasts the photo is hidden from the other experts'
+queues and their decisions on it are refused (ClaimConflict, a 409). A lapsed claim simply
+stops counting, so the photo is back in the queue without any clean-up job. An expert holds one
+claim at a time: claiming a photo returns the one they held before to the queue. A decision
+releases the claim.
+
+Audits. A random AUDIT_FRACTION of the predictions that would have been auto-accepted go to
+the queue as audits instead. The uploader sees "awaiting expert", like any review, and not the
+model's guess. The expert's decision on an audit is recorded with kind "audit" and, with a
+label, label_source "audit"; the measured accuracy of auto-accepted predictions is the share
+of audited photos whose label (after any later correction) is the model's top label, with a
+Wilson 95% interval.
+
+Corrections. A decided photo (final or rejected, by a person, an import or the model) can be
+corrected by an expert: a new ReviewDecision of kind "correction" with the label before; the
+earlier records stay as they were.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from .models import Label, Photo, ReviewDecision, is_expert
+from .services import ReviewConflict, UnknownLabel
+
+CORRECTION = "correction"
+AUDIT_REASON = "Picked at random for an expert's check: an expert will decide."
+Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+# The draw that picks audits. Tests seed it (or pass their own Random) to be deterministic.
+_audit_rng = random.Random()
+
+
+class ClaimConflict(ReviewConflict):
+    """Another expert holds a live claim on the photo."""
+
+    def __init__(self, photo):
+        self.holder = photo.claimed_by.username if photo.claimed_by_id else ""
+        self.expires_at = photo.claim_expires_at
+        super().__init__(
+            f"Photo {photo.pk} is being reviewed by {self.holder} until "
+            f"{timezone.localtime(self.expires_at):%H:%M:%S}; it returns to the queue if they leave it."
+        )
+
+
+class CorrectionError(Exception):
+    """The correction would change nothing."""
+
+
+# --- the audit sample ---------------------------------------------------------------
+
+
+def audit_draw(rng=None) -> bool:
+    """True with probability AUDIT_FRACTION."""
+    fraction = float(settings.AUDIT_FRACTION)
+    if fraction <= 0:
+        return False
+    return (rng or _audit_rng).random() < fraction
+
+
+def route_prediction(photo, prediction, threshold, *, rng=None):
+    """Photo.route, except that a random AUDIT_FRACTION of the predictions it would accept go to
+    review as audits. Only would-be-accepted predictions take part in the draw. The reason the
+    uploader reads names no label."""
+    if prediction.confidence >= threshold and audit_draw(rng):
+        photo.route_to_review(AUDIT_REASON, kind=Photo.ReviewKind.AUDIT)
+    else:
+        photo.route(prediction, threshold)
+    return photo
+
+
+def prediction_hidden_from(photo, user) -> bool:
+    """While an audit is pending, its uploader (anyone but an expert) is not shown the model's guess."""
+    return (photo.status == Photo.Status.NEEDS_REVIEW and photo.review_kind == Photo.ReviewKind.AUDIT
+            and not is_expert(user))
+
+
+# --- claims -------------------------------------------------------------------------
+
+
+def claim_lease() -> timedelta:
+    return timedelta(seconds=settings.REVIEW_CLAIM_SECONDS)
+
+
+def claimable_by(expert, now) -> Q:
+    """Rows `expert` may claim: unclaimed, lapsed, or already theirs."""
+    return (Q(claimed_by__isnull=True) | Q(claim_expires_at__isnull=True) | Q(claim_expires_at__lte=now)
+            | Q(claimed_by=expert))
+
+
+def held_by_other(photo, expert, now=None) -> bool:
+    now = now or timezone.now()
+    return bool(photo.claimed_by_id and photo.claimed_by_id != expert.pk and photo.claim_expires_at
+                and photo.claim_expires_at > now)
+
+
+def _take(photo_id, expert, now) -> bool:
+    """The conditional UPDATE that claims a row. Two experts racing for one row: the second
+    UPDATE waits for the first to commit, re-reads the row and no longer matches."""
+    taken = (Photo.objects.filter(id=photo_id, status=Photo.Status.NEEDS_REVIEW)
+             .filter(claimable_by(expert, now))
+             .update(claimed_by=expert, claim_expires_at=now + claim_lease()))
+    if taken:
+        # One claim per expert: the photo they held before goes back to the queue.
+        Photo.objects.filter(claimed_by=expert).exclude(id=photo_id).update(claimed_by=None, claim_expires_at=None)
+    return bool(taken)
+
+
+def review_claim(photo_id: int, expert) -> Photo:
+    """Claim (or renew the claim on) one photo awaiting review.
+
+    Raises ClaimConflict while another expert's claim is live, ReviewConflict when the photo no
+    longer awaits review, Photo.DoesNotExist when there is no such photo.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        if _take(photo_id, expert, now):
+            return Photo.objects.select_related("claimed_by").get(id=photo_id)
+    photo = Photo.objects.select_related("claimed_by").get(id=photo_id)
+    if photo.status != Photo.Status.NEEDS_REVIEW:
+        raise ReviewConflict(f"This photo is no longer awaiting review (it is {photo.get_status_display()}).")
+    raise ClaimConflict(photo)
+
+
+def review_claim_next(expert, *, ordering=None, label=None) -> Photo | None:
+    """Claim the first photo of `expert`'s queue (see selectors.review_queue), or None.
+
+    Experts asking at the same moment get different photos: the candidate row is locked with
+    SKIP LOCKED, so a row another expert is claiming right now is passed over, not waited for.
+    """
+    from . import selectors
+
+    ordering = ordering or selectors.REVIEW_DEFAULT_ORDERING
+    for _ in range(5):  # a candidate lost to a concurrent single-photo claim: look again
+        with transaction.atomic():
+            now = timezone.now()
+            candidate = (
+                selectors.review_queue(ordering=ordering, label=label, viewer=expert, now=now)
+                .select_related(None)
+                .select_for_update(skip_locked=True, of=("self",))
+                .values_list("id", flat=True)
+                .first()
+            )
+            if candidate is None:
+                return None
+            if _take(candidate, expert, now):
+                return Photo.objects.select_related("claimed_by").get(id=candidate)
+    return None
+
+
+def review_release(photo_id: int, expert) -> bool:
+    """Give a claim back. Only its holder can; a live claim of another expert is a ClaimConflict."""
+    released = Photo.objects.filter(id=photo_id, claimed_by=expert).update(claimed_by=None, claim_expires_at=None)
+    if released:
+        return True
+    photo = Photo.objects.select_related("claimed_by").get(id=photo_id)
+    if held_by_other(photo, expert):
+        raise ClaimConflict(photo)
+    return False
+
+
+# --- decisions and corrections ------------------------------------------------------
+
+
+def _label_or_raise(label_name, reject):
+    if reject:
+        return None
+    label = Label.objects.filter(name=label_name).first() if label_name else None
+    if label is None:
+        raise UnknownLabel(f"Unknown label {label_name!r}.")
+    return label
+
+
+@transaction.atomic
+def review_decide(*, photo_id: int, expert, label_name: str | None = None, reject: bool = False,
+                  reason: str = "") -> Photo:
+    """An expert's call on a photo awaiting review: a label, or a rejection.
+
+    A second decision raises ReviewConflict; a decision on a photo another expert has a live
+    claim on raises ClaimConflict. The claim is released.
+    """
+    label = _label_or_raise(label_name, reject)
+    # Row lock: two experts deciding at once are serialised, and the second sees the new state.
+    photo = Photo.objects.select_for_update().get(id=photo_id)
+    if photo.status != Photo.Status.NEEDS_REVIEW:
+        raise ReviewConflict(f"This photo is no longer awaiting review (it is {photo.get_status_display()}).")
+    if held_by_other(photo, expert):
+        photo = Photo.objects.select_related("claimed_by").get(id=photo_id)
+        raise ClaimConflict(photo)
+    before, label_before = photo.status, photo.final_label
+    kind = photo.review_kind or Photo.ReviewKind.UNCERTAIN
+    photo.decide_by_expert(expert, label=label, reason=reason)
+    if kind == Photo.ReviewKind.AUDIT and label is not None:
+        photo.label_source = Photo.LabelSource.AUDIT
+    photo.claimed_by = None
+    photo.claim_expires_at = None
+    photo.save()
+    ReviewDecision.objects.create(
+        photo=photo, expert=expert, kind=kind, label_before=label_before, label=label, rejected=reject,
+        reason=reason, status_before=before, status_after=photo.status,
+    )
+    return photo
+
+
+@transaction.atomic
+def review_correct(*, photo_id: int, expert, label_name: str | None = None, reject: bool = False,
+                   reason: str = "") -> Photo:
+    """Correct a decided photo (final or rejected). Adds a "correction" decision recording the
+    label and state before; nothing earlier is changed or removed."""
+    label = _label_or_raise(label_name, reject)
+    photo = Photo.objects.select_for_update().get(id=photo_id)
+    if photo.status not in (Photo.Status.FINAL, Photo.Status.REJECTED):
+        raise ReviewConflict(f"Only a decided photo can be corrected; this one is {photo.get_status_display()}"
+                             + (": review it instead." if photo.status == Photo.Status.NEEDS_REVIEW else "."))
+    if reject and photo.status == Photo.Status.REJECTED:
+        raise CorrectionError("Nothing to correct: the photo is already rejected.")
+    if label is not None and photo.status == Photo.Status.FINAL and photo.final_label_id == label.id:
+        raise CorrectionError(f"Nothing to correct: the photo is already labelled {label.name}.")
+    before, label_before = photo.status, photo.final_label
+    photo.decide_by_expert(expert, label=label, reason=reason)
+    photo.save()
+    ReviewDecision.objects.create(
+        photo=photo, expert=expert, kind=CORRECTION, label_before=label_before, label=label, rejected=reject,
+        reason=reason, status_before=before, status_after=photo.status,
+    )
+    return photo
+
+
+# --- audit statistics ---------------------------------------------------------------
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
+    """The Wilson score interval for a binomial proportion (None when n is 0)."""
+    if n <= 0:
+        return None
+    if not 0 <= successes <= n:
+        raise ValueError("successes must be between 0 and n")
+    p = successes / n
+    z2 = z * z
+    denominator = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denominator
+    # At 0 or n successes a bound is exactly 0 or 1; rounding must not move it off.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
+
+
+@dataclass
+class AuditStats:
+    audited: int
+    correct: int
+    accuracy: float | None
+    ci_low: float | None
+    ci_high: float | None
+    fraction_setting: float
+
+
+def audited_photos():
+    """Photos whose audit an expert has decided, each once."""
+    return Photo.objects.filter(decisions__kind=Photo.ReviewKind.AUDIT).distinct()
+
+
+def audit_stats() -> AuditStats:
+    """Measured accuracy of auto-accepted predictions: an audited photo counts as correct when
+    its label (the expert's, or a later correction's) is the model's top label."""
+    photos = audited_photos()
+    audited = photos.count()
+    correct = photos.filter(status=Photo.Status.FINAL, final_label=F("prediction__label")).count()
+    interval = wilson_interval(correct, audited)
+    return AuditStats(
+        audited=audited, correct=correct, accuracy=correct / audited if audited else None,
+        ci_low=interval[0] if interval else None, ci_high=interval[1] if interval else None,
+        fraction_setting=float(settings.AUDIT_FRACTION),
+    )
+
+
+def recent_audits(limit=100):
+    """The latest decided audits, newest first, for the audits page."""
+    return (ReviewDecision.objects.filter(kind=Photo.ReviewKind.AUDIT)
+            .select_related("photo__prediction__label", "photo__final_label", "label", "expert")
+            .order_by("-created_at", "-id")[:limit])

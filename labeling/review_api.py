@@ -1,0 +1,116 @@
+"""The review API beyond the queue and the decision: claims, corrections, audits, history."""
+
+from dataclasses import asdict
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import review, selectors, services
+from .api import _query
+from .permissions import IsExpert
+from .serializers import (
+    AuditStatsSerializer,
+    CorrectionSerializer,
+    HistoryEventSerializer,
+    PhotoSerializer,
+    ReviewPhotoSerializer,
+    ReviewQueueQuerySerializer,
+)
+
+CONFLICT = OpenApiResponse(description="Another expert holds a live claim on the photo, or it is not awaiting review.")
+
+
+def _conflict(exc):
+    return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+
+
+def _review_photo(request, pk):
+    photo = selectors.photos_visible_to(request.user).select_related("claimed_by").get(pk=pk)
+    return Response(ReviewPhotoSerializer(photo, context={"request": request}).data)
+
+
+class PhotoClaimApi(APIView):
+    """Claim a photo awaiting review for REVIEW_CLAIM_SECONDS (renewing your own claim), or give it back."""
+
+    permission_classes = [IsExpert]
+
+    @extend_schema(request=None, responses={200: ReviewPhotoSerializer, 409: CONFLICT})
+    def post(self, request, pk):
+        get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
+        try:
+            review.review_claim(pk, request.user)
+        except services.ReviewConflict as exc:  # ClaimConflict included
+            return _conflict(exc)
+        return _review_photo(request, pk)
+
+    @extend_schema(request=None, responses={204: None, 409: CONFLICT})
+    def delete(self, request, pk):
+        get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
+        try:
+            review.review_release(pk, request.user)
+        except review.ClaimConflict as exc:
+            return _conflict(exc)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ReviewClaimNextApi(APIView):
+    """Claim the first photo of the queue (same ordering and label filter as the queue): 204 when it is empty."""
+
+    permission_classes = [IsExpert]
+
+    @extend_schema(request=None, parameters=[ReviewQueueQuerySerializer],
+                   responses={200: ReviewPhotoSerializer, 204: OpenApiResponse(description="Nothing to review.")})
+    def post(self, request):
+        query = _query(ReviewQueueQuerySerializer, request)
+        photo = review.review_claim_next(request.user, ordering=query["ordering"], label=query.get("label"))
+        if photo is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return _review_photo(request, photo.pk)
+
+
+class PhotoCorrectApi(APIView):
+    """Correct a decided photo: a new record is added; earlier decisions stay as they were."""
+
+    permission_classes = [IsExpert]
+
+    @extend_schema(request=CorrectionSerializer, responses={200: PhotoSerializer, 409: CONFLICT})
+    def post(self, request, pk):
+        get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
+        body = CorrectionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            review.review_correct(photo_id=pk, expert=request.user, label_name=data.get("label"),
+                                  reject=data["reject"], reason=data["reason"])
+        except services.UnknownLabel as exc:
+            raise ValidationError({"label": [str(exc)]}) from None
+        except review.CorrectionError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+        except services.ReviewConflict as exc:
+            return _conflict(exc)
+        photo = selectors.photos_visible_to(request.user).get(pk=pk)
+        return Response(PhotoSerializer(photo, context={"request": request}).data)
+
+
+class PhotoHistoryApi(APIView):
+    """Everything that happened to a photo, oldest first: upload, prediction, every decision and correction, cleaning."""
+
+    @extend_schema(request=None, responses={200: HistoryEventSerializer(many=True)})
+    def get(self, request, pk):
+        photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
+        events = selectors.photo_history(photo, show_prediction=not review.prediction_hidden_from(photo, request.user))
+        return Response(HistoryEventSerializer(events, many=True).data)
+
+
+class AuditStatsApi(APIView):
+    """Measured accuracy of auto-accepted predictions, from the audit sample, with a Wilson 95% interval."""
+
+    permission_classes = [IsExpert]
+
+    @extend_schema(request=None, responses={200: AuditStatsSerializer})
+    def get(self, request):
+        return Response(AuditStatsSerializer(asdict(review.audit_stats())).data)

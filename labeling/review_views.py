@@ -1,0 +1,135 @@
+"""The review pages: the queue, "Start reviewing", a photo under review, corrections, the audits."""
+
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from . import review, selectors, services
+from .forms import ReviewForm
+from .serializers import ReviewQueueQuerySerializer
+from .views import expert_required
+
+# The queue's ordering and label filter, kept for the expert's session so that "next photo"
+# after a decision comes from the same view of the queue they started from.
+QUEUE_PARAMS = "review_queue_params"
+
+
+def queue_params(request, data=None):
+    """(params, errors): the queue's ordering and label filter. From `data` (the page's query or
+    form, checked against the allow-list) they are remembered for the session; without data
+    they are the remembered ones, or the defaults."""
+    defaults = {"ordering": selectors.REVIEW_DEFAULT_ORDERING, "label": ""}
+    query = ReviewQueueQuerySerializer(data=request.session.get(QUEUE_PARAMS, {}) if data is None else data)
+    if not query.is_valid():
+        request.session.pop(QUEUE_PARAMS, None)
+        return defaults, ({} if data is None else query.errors)
+    params = {"ordering": query.validated_data["ordering"], "label": query.validated_data.get("label", "")}
+    if data is not None:
+        request.session[QUEUE_PARAMS] = {key: value for key, value in params.items() if value}
+    return params, {}
+
+
+def redirect_to_next(request, *, say_when_empty=False):
+    """Claim the next photo of the expert's queue and open it; back to the queue when it is empty."""
+    params, _ = queue_params(request)
+    photo = review.review_claim_next(request.user, ordering=params["ordering"], label=params["label"] or None)
+    if photo is None:
+        if say_when_empty:
+            messages.info(request, "Nothing to review right now.")
+        return redirect("review-queue")
+    return redirect("review-photo", pk=photo.pk)
+
+
+ORDERING_CHOICES = (("uncertainty", "most uncertain first"), ("age", "oldest first"))
+
+
+@expert_required
+def review_queue(request):
+    """The queue, without the photos other experts hold; ?ordering=uncertainty|age&label=<name>."""
+    params, errors = queue_params(request, request.GET)
+    photos = selectors.review_queue(ordering=params["ordering"], label=params["label"] or None, viewer=request.user)
+    ordering_text = dict(ORDERING_CHOICES).get(params["ordering"], params["ordering"])
+    return render(request, "labeling/review_queue.html", {
+        "photos": photos[:200], "count": photos.count(), "params": params, "errors": errors,
+        "ordering_choices": ORDERING_CHOICES, "ordering_text": ordering_text, "labels": selectors.labels_all(),
+    }, status=400 if errors else 200)
+
+
+@expert_required
+def review_photo(request, pk):
+    """Opening a photo awaiting review claims it; one another expert holds shows who, not the form."""
+    photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
+    if request.method == "POST":
+        return _review_submit(request, photo)
+    held = None
+    if photo.status == photo.Status.NEEDS_REVIEW:
+        try:
+            review.review_claim(photo.pk, request.user)
+        except review.ClaimConflict as exc:
+            held = exc
+        except services.ReviewConflict:
+            pass  # decided a moment ago: the page says so
+        photo = selectors.photos_visible_to(request.user).select_related("claimed_by").get(pk=pk)
+    params, _ = queue_params(request)
+    next_photo = (selectors.review_queue(ordering=params["ordering"], label=params["label"] or None,
+                                         viewer=request.user).exclude(pk=photo.pk).first())
+    return render(request, "labeling/review_photo.html", {
+        "photo": photo, "labels": selectors.labels_all(), "next_photo": next_photo, "held": held,
+    })
+
+
+def _review_submit(request, photo):
+    form = ReviewForm(request.POST)
+    if not form.is_valid() or not (form.cleaned_data["reject"] or form.cleaned_data["label"]):
+        messages.error(request, "Choose a label, or reject the photo.")
+        return redirect("review-photo", pk=photo.pk)
+    try:
+        services.review_decide(photo_id=photo.pk, expert=request.user, label_name=form.cleaned_data["label"] or None,
+                               reject=form.cleaned_data["reject"], reason=form.cleaned_data["reason"])
+    except services.UnknownLabel as exc:
+        messages.error(request, str(exc))
+        return redirect("review-photo", pk=photo.pk)
+    except review.ClaimConflict as exc:
+        messages.warning(request, f"Not saved: {exc}")
+        return redirect("review-queue")
+    except services.ReviewConflict as exc:
+        messages.warning(request, f"Not saved: {exc} Another expert decided it first.")
+        return redirect("review-photo", pk=photo.pk)
+    messages.success(request, f"Decision saved for photo {photo.pk}.")
+    return redirect_to_next(request)
+
+
+@expert_required
+@require_POST
+def review_claim_next(request):
+    """The queue's "Start reviewing" button."""
+    _, errors = queue_params(request, request.POST)
+    if errors:
+        messages.error(request, " ".join(str(m) for ms in errors.values() for m in ms))
+        return redirect("review-queue")
+    return redirect_to_next(request, say_when_empty=True)
+
+
+@expert_required
+@require_POST
+def photo_correct(request, pk):
+    """The correction form on a photo's history page."""
+    photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
+    form = ReviewForm(request.POST)
+    if not form.is_valid() or bool(form.cleaned_data["reject"]) == bool(form.cleaned_data["label"]):
+        messages.error(request, "Choose a new label, or reject the photo.")
+        return redirect("photo-history", pk=photo.pk)
+    try:
+        review.review_correct(photo_id=photo.pk, expert=request.user, label_name=form.cleaned_data["label"] or None,
+                              reject=form.cleaned_data["reject"], reason=form.cleaned_data["reason"])
+    except (services.UnknownLabel, review.CorrectionError, services.ReviewConflict) as exc:
+        messages.error(request, f"Not corrected: {exc}")
+    else:
+        messages.success(request, f"Correction saved for photo {photo.pk}.")
+    return redirect("photo-history", pk=photo.pk)
+
+
+@expert_required
+def review_audits(request):
+    return render(request, "labeling/review_audits.html",
+                  {"stats": review.audit_stats(), "audits": review.recent_audits()})
