@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export PORT HOST
 
-.PHONY: run test venv services clean gpu-check
+.PHONY: run test venv services clean loadtest bench gpu-check
 
 venv: $(STAMP)
 
@@ -36,6 +36,16 @@ test: $(STAMP) services
 
 gpu-check: $(STAMP)
 	$(VENV)/bin/python scripts/gpu_check --require-gpu
+
+# CPU benchmarks (each a few minutes on 2 cores): inference paths, then training.
+bench: $(STAMP)
+	$(VENV)/bin/python bench/bench_inference.py
+	$(VENV)/bin/python bench/bench_train.py
+
+# A benchmark, not a test: e.g. make loadtest LOADTEST_ARGS="--uploads 100 --clients 16"
+LOADTEST_ARGS ?= --uploads 1000 --clients 16
+loadtest: $(STAMP) services
+	$(VENV)/bin/python bench/loadtest.py $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var media db.sqlite3

@@ -1,11 +1,12 @@
 from drf_spectacular.utils import extend_schema
-from rest_framework import generics, status
+from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import selectors, services
+from . import evaluation, selectors, services
+from .inference import ModelIntegrityError
 from .serializers import ModelVersionSerializer, TrainingOptionsSerializer, TrainingRunSerializer
 
 
@@ -22,8 +23,10 @@ class TrainingRunListCreateApi(generics.ListAPIView):
         body.is_valid(raise_exception=True)
         options = dict(body.validated_data)
         activate = options.pop("activate", False)
+        include_model_labels = options.pop("include_model_labels", False)
         try:
-            run = services.training_run_start(user=request.user, options=options, activate=activate)
+            run = services.training_run_start(user=request.user, options=options, activate=activate,
+                                              include_model_labels=include_model_labels)
         except services.TrainingRunConflict as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         except ValueError as exc:
@@ -66,3 +69,49 @@ class ModelVersionActivateApi(APIView):
         version = generics.get_object_or_404(selectors.model_versions(), pk=pk)
         version = services.model_version_activate(version_id=version.id)
         return Response(ModelVersionSerializer(version).data)
+
+
+class ShadowSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField(default=True)
+
+
+class ModelVersionShadowApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=ShadowSerializer, responses={200: ModelVersionSerializer, 409: None})
+    def post(self, request, pk):
+        version = generics.get_object_or_404(selectors.model_versions(), pk=pk)
+        body = ShadowSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            version = services.model_version_shadow(version_id=version.id, enabled=body.validated_data["enabled"])
+        except services.ShadowError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(ModelVersionSerializer(version).data)
+
+
+class CompareQuerySerializer(serializers.Serializer):
+    a = serializers.IntegerField()
+    b = serializers.IntegerField()
+
+
+class ModelVersionCompareApi(APIView):
+    """Two versions side by side on the same validation photos."""
+
+    @extend_schema(parameters=[CompareQuerySerializer], responses={200: None})
+    def get(self, request):
+        query = CompareQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        a = generics.get_object_or_404(selectors.model_versions(), pk=query.validated_data["a"])
+        b = generics.get_object_or_404(selectors.model_versions(), pk=query.validated_data["b"])
+        try:
+            result = evaluation.model_versions_compare(a, b)
+        except (ModelIntegrityError, FileNotFoundError) as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response({
+            "count": result["count"], "agreement": result["agreement"],
+            "versions": {str(v.version_id): {"accuracy": v.accuracy, "per_label": v.per_label}
+                         for v in (result["a"], result["b"])},
+            "differences": [{"photo": d["photo"].id, "label": d["truth"], "a": d["a"], "b": d["b"]}
+                            for d in result["differences"]],
+        })

@@ -18,3 +18,6 @@ class TrainingForm(forms.Form):
                                         help_text="2 or more: a k-fold pass that gives every training photo an "
                                                   "out-of-sample loss for the data cleaner (k extra fits).")
     activate = forms.BooleanField(required=False, initial=False, help_text="Activate the new version when it succeeds.")
+    include_model_labels = forms.BooleanField(
+        required=False, initial=False,
+        help_text="Also train on the model's own auto-accepted labels (never checked by a person). Recorded with the run.")

@@ -68,6 +68,9 @@ class ModelVersion(models.Model):
     image_size = models.PositiveIntegerField()
     metrics = models.JSONField(default=dict)
     is_active = models.BooleanField(default=False)
+    # Shadow mode (the book's "limited scope" step): predicts every new photo beside the active
+    # model; its results are stored and compared, and nobody sees them as answers.
+    is_shadow = models.BooleanField(default=False)
     activated_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -75,6 +78,8 @@ class ModelVersion(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_model"),
+            models.UniqueConstraint(fields=["is_shadow"], condition=Q(is_shadow=True), name="one_shadow_model"),
+            models.CheckConstraint(condition=~Q(is_active=True, is_shadow=True), name="active_is_not_shadow"),
         ]
 
     def __str__(self):
@@ -111,3 +116,17 @@ class PhotoLoss(models.Model):
     @property
     def ranked(self):
         return sorted(self.probabilities.items(), key=lambda kv: kv[1], reverse=True)
+
+
+class ShadowPrediction(models.Model):
+    """What a shadow version said about a photo. Never shown to users, never routes a photo."""
+
+    photo = models.ForeignKey("labeling.Photo", on_delete=models.CASCADE, related_name="shadow_predictions")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="shadow_predictions")
+    label = models.CharField(max_length=64)
+    confidence = models.FloatField()
+    probabilities = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["photo", "model_version"], name="one_shadow_prediction")]

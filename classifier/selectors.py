@@ -5,6 +5,10 @@ def active_model_version():
     return ModelVersion.objects.filter(is_active=True).first()
 
 
+def shadow_model_version():
+    return ModelVersion.objects.filter(is_shadow=True).first()
+
+
 def model_versions():
     return ModelVersion.objects.select_related("training_run")
 

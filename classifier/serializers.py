@@ -15,6 +15,10 @@ class TrainingOptionsSerializer(serializers.Serializer):
                                               help_text="0 (off) or 2-10: k-fold out-of-sample losses for cleaning.")
     activate = serializers.BooleanField(required=False, default=False,
                                         help_text="Activate the new version when the run succeeds.")
+    include_model_labels = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Also train on the model's own auto-accepted labels; by default only human-verified labels "
+                  "(import, consensus, expert, audit) are used. Recorded in the run's options.")
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
@@ -30,5 +34,5 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 class ModelVersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
-        fields = ["id", "architecture", "image_size", "labels", "metrics", "sha256", "size", "is_active",
+        fields = ["id", "architecture", "image_size", "labels", "metrics", "sha256", "size", "is_active", "is_shadow",
                   "activated_at", "created_at", "training_run"]

@@ -12,7 +12,7 @@ from django.utils import timezone
 from labeling.models import Photo
 
 from .inference import file_sha256
-from .models import ModelVersion, PhotoLoss, TrainingRun
+from .models import ModelVersion, PhotoLoss, ShadowPrediction, TrainingRun
 from .training import TrainingCancelled, TrainingOptions, data_hash, is_validation, train
 
 logger = logging.getLogger(__name__)
@@ -28,17 +28,25 @@ class TrainingDataError(Exception):
     pass
 
 
-def training_run_start(*, user, options: dict | None = None, activate: bool = False, enqueue: bool = True) -> TrainingRun:
+# Keys of run.options that are not TrainingOptions: what to do with the result, and which data to use.
+RUN_ONLY_OPTIONS = ("activate", "include_model_labels")
+
+
+def training_run_start(*, user, options: dict | None = None, activate: bool = False, enqueue: bool = True,
+                       include_model_labels: bool = False) -> TrainingRun:
     """Record a run and queue it on the training queue. Raises ValueError for bad options.
 
-    enqueue=False leaves the sending to the caller (bootstrap_demo runs the task in-process).
+    include_model_labels=True also trains on the model's own auto-accepted labels: an explicit
+    choice, recorded in run.options. enqueue=False leaves the sending to the caller
+    (bootstrap_demo runs the task in-process).
     """
     parsed = TrainingOptions.from_dict(options or {})
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(
-                started_by=user, options={**parsed.as_dict(), "activate": bool(activate)},
-                total_epochs=parsed.epochs,
+                started_by=user, total_epochs=parsed.epochs,
+                options={**parsed.as_dict(), "activate": bool(activate),
+                         "include_model_labels": bool(include_model_labels)},
             )
             if enqueue:
                 transaction.on_commit(lambda: _enqueue_training(run.id))
@@ -58,14 +66,30 @@ def _enqueue_training(run_id):
     training_run_execute.delay(run_id)
 
 
-def training_rows():
-    """The human-verified labelled photos (imports and expert decisions, not the model's own)."""
-    photos = (
-        Photo.objects.filter(status=Photo.Status.FINAL, label_source__in=Photo.HUMAN_VERIFIED_SOURCES,
-                             excluded_from_training=False)
-        .select_related("final_label").order_by("id")
-    )
+def training_sources(include_model_labels: bool = False) -> tuple:
+    """The label sources a run trains on: the human-verified ones, plus the model's own on request."""
+    sources = tuple(Photo.HUMAN_VERIFIED_SOURCES)
+    return sources + (Photo.LabelSource.MODEL,) if include_model_labels else sources
+
+
+def _training_photos(include_model_labels: bool = False):
+    return Photo.objects.filter(status=Photo.Status.FINAL, excluded_from_training=False,
+                                label_source__in=training_sources(include_model_labels))
+
+
+def training_rows(include_model_labels: bool = False):
+    """The labelled photos to train on: by default only human-verified ones (imports, consensus,
+    expert decisions and audits), never the model's own auto-accepted labels."""
+    photos = _training_photos(include_model_labels).select_related("final_label").order_by("id")
     return [[p.id, p.final_label.name, is_validation(p.id)] for p in photos]
+
+
+def training_source_counts(photo_ids) -> dict:
+    """{label_source: number of photos} for a run's data."""
+    counts = {}
+    for source in Photo.objects.filter(id__in=photo_ids).values_list("label_source", flat=True):
+        counts[source] = counts.get(source, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def training_run_execute(run_id: int) -> TrainingRun:
@@ -90,12 +114,17 @@ def training_run_execute(run_id: int) -> TrainingRun:
 
 
 def _train(run):
-    options = TrainingOptions.from_dict({k: v for k, v in run.options.items() if k != "activate"})
-    rows = training_rows()
+    options = TrainingOptions.from_dict({k: v for k, v in run.options.items() if k not in RUN_ONLY_OPTIONS})
+    include_model_labels = bool(run.options.get("include_model_labels", False))
+    rows = training_rows(include_model_labels=include_model_labels)
     paths = dict(Photo.objects.filter(id__in=[r[0] for r in rows]).values_list("id", "image"))
+    # Provenance: how many photos of each label source the run uses, kept with its metrics.
+    sources = {"data_sources": training_source_counts([r[0] for r in rows]),
+               "include_model_labels": include_model_labels}
     run.data = rows
     run.data_hash = data_hash(rows)
-    run.save(update_fields=["data", "data_hash"])
+    run.metrics = sources
+    run.save(update_fields=["data", "data_hash", "metrics"])
     media = settings.MEDIA_ROOT
     fit_rows = [(str(media / paths[pid]), label, valid) for pid, label, valid in rows]
     settings.MODEL_ROOT.mkdir(parents=True, exist_ok=True)
@@ -132,7 +161,7 @@ def _train(run):
         _store_losses(version, rows, result.out_of_sample)
         run.refresh_from_db()
         run.model_version = version
-        run.metrics = result.metrics
+        run.metrics = {**result.metrics, **sources}
         run.history = result.history
         run.device = result.device[:32]
         run.log = "\n".join(result.log)
@@ -182,9 +211,38 @@ def model_version_activate(*, version_id: int) -> ModelVersion:
     version = ModelVersion.objects.select_for_update().get(id=version_id)
     ModelVersion.objects.filter(is_active=True).exclude(id=version_id).update(is_active=False)
     version.is_active = True
+    version.is_shadow = False  # a shadow that is promoted stops being a shadow
     version.activated_at = timezone.now()
-    version.save(update_fields=["is_active", "activated_at"])
+    version.save(update_fields=["is_active", "is_shadow", "activated_at"])
     return version
+
+
+class ShadowError(Exception):
+    pass
+
+
+@transaction.atomic
+def model_version_shadow(*, version_id: int, enabled: bool = True) -> ModelVersion:
+    """Put a version in shadow mode (it predicts every new photo beside the active one, unseen
+    by users), replacing any other shadow; or take it out of shadow mode."""
+    version = ModelVersion.objects.select_for_update().get(id=version_id)
+    if enabled:
+        if version.is_active:
+            raise ShadowError("The active version cannot also run in shadow mode.")
+        ModelVersion.objects.filter(is_shadow=True).exclude(id=version_id).update(is_shadow=False)
+    version.is_shadow = enabled
+    version.save(update_fields=["is_shadow"])
+    return version
+
+
+def shadow_predictions_store(version, results) -> None:
+    """results: (photo_id, {label: p}) pairs. A photo predicted twice keeps its first record."""
+    rows = []
+    for photo_id, probabilities in results:
+        label, confidence = max(probabilities.items(), key=lambda kv: kv[1])
+        rows.append(ShadowPrediction(photo_id=photo_id, model_version=version, label=label,
+                                     confidence=confidence, probabilities=probabilities))
+    ShadowPrediction.objects.bulk_create(rows, ignore_conflicts=True)
 
 
 def training_runs_fail_orphaned() -> int:

@@ -11,7 +11,8 @@ from labeling import selectors as labeling_selectors
 from labeling import services as labeling_services
 from labeling.views import expert_required
 
-from . import selectors, services
+from . import evaluation, selectors, services
+from .inference import ModelIntegrityError
 from .forms import TrainingForm
 from .models import PhotoLoss
 
@@ -22,8 +23,10 @@ def training_runs(request):
     if request.method == "POST" and form.is_valid():
         options = dict(form.cleaned_data)
         activate = options.pop("activate")
+        include_model_labels = options.pop("include_model_labels", False)
         try:
-            run = services.training_run_start(user=request.user, options=options, activate=activate)
+            run = services.training_run_start(user=request.user, options=options, activate=activate,
+                                              include_model_labels=include_model_labels)
         except services.TrainingRunConflict as exc:
             messages.error(request, str(exc))
         except ValueError as exc:
@@ -39,7 +42,8 @@ def training_runs(request):
 @staff_member_required
 def training_run(request, pk):
     run = get_object_or_404(selectors.training_runs(), pk=pk)
-    return render(request, "classifier/training_run.html", {"run": run})
+    data_sources = sorted(((run.metrics or {}).get("data_sources") or {}).items())  # photos per label source
+    return render(request, "classifier/training_run.html", {"run": run, "data_sources": data_sources})
 
 
 @staff_member_required
@@ -55,7 +59,27 @@ def training_run_cancel(request, pk):
 
 @login_required
 def model_versions(request):
-    return render(request, "classifier/model_versions.html", {"versions": selectors.model_versions()})
+    versions = list(selectors.model_versions())
+    for version in versions:
+        # Shown for the shadow version and for any that ran in shadow mode before.
+        version.shadow_stats = (evaluation.shadow_agreement(version)
+                                if version.is_shadow or version.shadow_predictions.exists() else None)
+    return render(request, "classifier/model_versions.html", {"versions": versions})
+
+
+@staff_member_required
+@require_POST
+def model_version_shadow(request, pk):
+    version = get_object_or_404(selectors.model_versions(), pk=pk)
+    enabled = request.POST.get("enabled") == "1"
+    try:
+        services.model_version_shadow(version_id=version.id, enabled=enabled)
+    except services.ShadowError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Model version {version.id} {'now runs' if enabled else 'no longer runs'} "
+                                  "in shadow mode.")
+    return redirect("model-versions")
 
 
 @staff_member_required
@@ -111,3 +135,22 @@ def model_version_clean_photo(request, pk, photo_id):
 @login_required
 def model_version_top_losses(request, pk):
     return _model_picture(get_object_or_404(selectors.model_versions(), pk=pk), "top_losses_png")
+
+
+@login_required
+def model_versions_compare(request):
+    versions = list(selectors.model_versions())
+    chosen = {key: _version_param(request.GET.get(key), versions) for key in ("a", "b")}
+    result = None
+    if chosen["a"] and chosen["b"]:
+        try:
+            result = evaluation.model_versions_compare(chosen["a"], chosen["b"])
+        except (ModelIntegrityError, FileNotFoundError) as exc:
+            messages.error(request, str(exc))
+    return render(request, "classifier/compare.html", {"versions": versions, "a": chosen["a"], "b": chosen["b"],
+                                                       "result": result})
+
+
+def _version_param(raw, versions):
+    """Only ids of existing versions are accepted; anything else is ignored."""
+    return next((v for v in versions if raw and raw.isdigit() and v.id == int(raw)), None)

@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -11,9 +11,26 @@ from . import selectors, services
 from .image_checks import ImageRejected
 from .permissions import IsExpert
 from .throttling import UploadRateThrottle
-from .serializers import LabelSerializer, PhotoSerializer, PhotoUploadSerializer, ReviewSerializer
+from .serializers import (
+    LabelSerializer,
+    PhotoListQuerySerializer,
+    PhotoSerializer,
+    PhotoUploadSerializer,
+    ReviewPhotoSerializer,
+    ReviewQueueQuerySerializer,
+    ReviewSerializer,
+)
 
 
+def _query(serializer_class, request):
+    """The request's query parameters checked against an allow-list: 400 with a message for a
+    value outside it. Parameters the serializer does not name are ignored, never passed on."""
+    query = serializer_class(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return query.validated_data
+
+
+@extend_schema_view(get=extend_schema(parameters=[PhotoListQuerySerializer]))
 class PhotoListCreateApi(generics.ListAPIView):
     serializer_class = PhotoSerializer
     parser_classes = [MultiPartParser, FormParser]
@@ -26,7 +43,7 @@ class PhotoListCreateApi(generics.ListAPIView):
                         f"Too many uploads: at most {settings.UPLOAD_THROTTLE_RATE}. Try again in {int(wait) + 1} s.")
 
     def get_queryset(self):
-        return selectors.photos_visible_to(self.request.user)
+        return selectors.photos_list(self.request.user, **_query(PhotoListQuerySerializer, self.request))
 
     @extend_schema(request={"multipart/form-data": PhotoUploadSerializer}, responses={201: PhotoSerializer})
     def post(self, request):
@@ -47,12 +64,15 @@ class PhotoDetailApi(generics.RetrieveAPIView):
         return selectors.photos_visible_to(self.request.user)
 
 
+@extend_schema_view(get=extend_schema(parameters=[ReviewQueueQuerySerializer]))
 class ReviewQueueApi(generics.ListAPIView):
-    serializer_class = PhotoSerializer
+    """Photos awaiting review, without those another expert holds a live claim on."""
+
+    serializer_class = ReviewPhotoSerializer
     permission_classes = [IsExpert]
 
     def get_queryset(self):
-        return selectors.review_queue()
+        return selectors.review_queue(**_query(ReviewQueueQuerySerializer, self.request), viewer=self.request.user)
 
 
 class ReviewDecideApi(APIView):

@@ -52,7 +52,7 @@ class DatabaseUnavailableMiddleware:
     """A database that is briefly away is a 503 with a clear message, not a 500.
 
     `process_exception` sees what views raise, which covers the lazy session and user lookups
-    (they run in the view, on first use of request.user). What an other middleware raises
+    (they run in the view, on first use of request.user). What another middleware raises
     after the view (the session save) reaches `server_error`, the project's handler500.
     """
 

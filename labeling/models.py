@@ -150,6 +150,29 @@ class Photo(models.Model):
         self.decided_at = timezone.now()
         self.reason = reason
 
+    def decide_by_consensus(self, label, *, reason=""):
+        """Every labeller gave the same answer: a verified label (or, all saying "not a plant /
+        unusable", a rejection). The photo leaves the expert queue if it was there."""
+        self.status = self.Status.FINAL if label is not None else self.Status.REJECTED
+        self.final_label = label
+        self.label_source = self.LabelSource.CONSENSUS if label is not None else ""
+        self.decided_by = self.DecidedBy.CONSENSUS
+        self.reviewed_by = None
+        self.decided_at = timezone.now()
+        self.reason = reason
+        self.review_kind = ""
+        self.claimed_by = None
+        self.claim_expires_at = None
+
+    def route_to_adjudication(self, reason):
+        """The labellers disagreed: an expert adjudicates. Whatever the model had decided is undone."""
+        self.final_label = None
+        self.label_source = ""
+        self.decided_by = ""
+        self.reviewed_by = None
+        self.decided_at = None
+        self.route_to_review(reason, kind=self.ReviewKind.ADJUDICATION)
+
 
 class Prediction(models.Model):
     """What the active model said about a photo. One per photo: a retried task stores one."""

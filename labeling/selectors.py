@@ -1,6 +1,7 @@
 """Reads for photos, labels and the review queue."""
 
-from django.db.models import F
+from django.db.models import F, Q
+from django.utils import timezone
 
 from .models import Label, Photo, is_expert
 
@@ -18,13 +19,16 @@ PHOTO_ORDERINGS = {
     "uploaded_at": ("uploaded_at", "id"),
 }
 PHOTO_DEFAULT_ORDERING = "-uploaded_at"
+_MOST_UNCERTAIN_FIRST = (F("prediction__margin").asc(nulls_first=True), "uploaded_at", "id")
 REVIEW_ORDERINGS = {
     # Most uncertain first: photos without a prediction, then the smallest top-2 margin.
-    "margin": (F("prediction__margin").asc(nulls_first=True), "uploaded_at", "id"),
+    "uncertainty": _MOST_UNCERTAIN_FIRST,
+    "age": ("uploaded_at", "id"),  # oldest first
+    "margin": _MOST_UNCERTAIN_FIRST,  # the earlier names, still accepted
     "uploaded_at": ("uploaded_at", "id"),
     "-uploaded_at": ("-uploaded_at", "-id"),
 }
-REVIEW_DEFAULT_ORDERING = "margin"
+REVIEW_DEFAULT_ORDERING = "uncertainty"
 
 
 def photos_list(user, *, status=None, ordering=PHOTO_DEFAULT_ORDERING):
@@ -35,28 +39,49 @@ def photos_list(user, *, status=None, ordering=PHOTO_DEFAULT_ORDERING):
     return qs.order_by(*PHOTO_ORDERINGS[ordering])
 
 
-def review_queue(*, ordering=REVIEW_DEFAULT_ORDERING):
-    """Photos awaiting an expert, by default most uncertain (smallest top-2 margin) first, then oldest."""
-    return (
+def review_queue(*, ordering=REVIEW_DEFAULT_ORDERING, label=None, viewer=None, now=None):
+    """Photos awaiting an expert, by default most uncertain (smallest top-2 margin) first, then oldest.
+
+    label: only photos whose model's top label has this name. viewer: the expert working the
+    queue, who is not shown photos another expert holds a live claim on (see labeling.review).
+    """
+    qs = (
         Photo.objects.filter(status=Photo.Status.NEEDS_REVIEW)
-        .select_related("prediction__label", "prediction__model_version", "owner")
+        .select_related("prediction__label", "prediction__model_version", "owner", "claimed_by")
         .order_by(*REVIEW_ORDERINGS[ordering])
     )
+    if label:
+        qs = qs.filter(prediction__label__name=label)
+    if viewer is not None:
+        qs = qs.exclude(Q(claimed_by__isnull=False) & ~Q(claimed_by=viewer)
+                        & Q(claim_expires_at__gt=now or timezone.now()))
+    return qs
 
 
 def labels_all():
-    return Label.objects.all()
+    """The labels people may choose (review, cleaning, labelling): retired ones are hidden, though
+    photos decided with them keep them. See labels_including_retired for everything."""
+    return Label.objects.filter(retired=False)
 
 
-def photo_history(photo):
-    """Everything that happened to a photo, oldest first: upload, prediction, decisions, cleaning."""
+def photo_history(photo, *, show_prediction=True):
+    """Everything that happened to a photo, oldest first: upload, prediction, decisions (with
+    corrections: label before → after), cleaning. show_prediction=False leaves out what the
+    model said (an audit's uploader does not see it until an expert decides)."""
     events = [{"at": photo.uploaded_at, "what": "uploaded", "who": photo.owner.username, "detail": ""}]
     prediction = getattr(photo, "prediction", None)
     if prediction:
         events.append({"at": prediction.created_at, "what": "predicted", "who": f"model v{prediction.model_version_id}",
-                       "detail": f"{prediction.label.name} ({prediction.confidence:.0%})"})
-    for d in photo.decisions.select_related("expert", "label"):
-        what = "rejected" if d.rejected else f"decided {d.label.name}"
+                       "detail": f"{prediction.label.name} ({prediction.confidence:.0%})" if show_prediction else ""})
+    for d in photo.decisions.select_related("expert", "label", "label_before"):
+        after = "rejected" if d.rejected else d.label.name
+        if d.kind == "correction":
+            before = d.label_before.name if d.label_before else d.status_before
+            what = f"corrected {before} → {after}"
+        else:
+            what = "rejected" if d.rejected else f"decided {d.label.name}"
+            if d.kind == Photo.ReviewKind.AUDIT:
+                what = f"audit: {what}"
         events.append({"at": d.created_at, "what": what, "who": d.expert.username,
                        "detail": f"{d.status_before} → {d.status_after}" + (f"; {d.reason}" if d.reason else "")})
     for e in photo.events.select_related("user", "label_before", "label_after"):
@@ -67,3 +92,196 @@ def photo_history(photo):
             detail += f" (from model v{e.model_version_id}'s losses)"
         events.append({"at": e.created_at, "what": e.action, "who": e.user.username, "detail": detail.strip()})
     return sorted(events, key=lambda ev: ev["at"])
+
+
+# --- shared labelling, label management, team statistics ----------------------------------
+
+
+def labels_including_retired():
+    """Every label, retired ones too (label management, the labels API)."""
+    return Label.objects.all()
+
+
+def label_usage(label) -> dict:
+    """Where a label is used; a label used anywhere is retired, never deleted."""
+    from classifier.models import ModelVersion, PhotoLoss
+
+    from .models import LabelVote, Photo, PhotoEvent, Prediction, ReviewDecision
+
+    return {
+        "photos": Photo.objects.filter(final_label=label).count(),
+        "predictions": Prediction.objects.filter(label=label).count(),
+        "votes": LabelVote.objects.filter(label=label).count(),
+        "decisions": ReviewDecision.objects.filter(Q(label=label) | Q(label_before=label)).count(),
+        "cleaning_events": PhotoEvent.objects.filter(Q(label_before=label) | Q(label_after=label)).count(),
+        "model_versions": ModelVersion.objects.filter(labels__contains=[label.name]).count()
+        if _json_contains_supported() else sum(label.name in (v or []) for v in
+                                               ModelVersion.objects.values_list("labels", flat=True)),
+        "losses": PhotoLoss.objects.filter(label=label.name).count(),
+    }
+
+
+def _json_contains_supported() -> bool:
+    from django.db import connection
+
+    return connection.features.supports_json_field_contains
+
+
+def label_in_use(label) -> bool:
+    return any(label_usage(label).values())
+
+
+def labels_with_counts():
+    """Label management's list: every label with its number of labelled photos and of votes."""
+    from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
+    from django.db.models.functions import Coalesce
+
+    from .models import LabelVote
+
+    def count_of(qs):
+        return Coalesce(Subquery(qs.order_by().values("x").annotate(c=Count("id")).values("c"),
+                                 output_field=IntegerField()), 0)
+
+    photos = Photo.objects.filter(final_label=OuterRef("pk")).annotate(x=Value(1))
+    votes = LabelVote.objects.filter(label=OuterRef("pk")).annotate(x=Value(1))
+    return Label.objects.annotate(photo_count=count_of(photos), vote_count=count_of(votes))
+
+
+def _vote_count_subquery():
+    from django.db.models import Count, OuterRef, Subquery
+
+    from .models import LabelVote
+
+    return Subquery(LabelVote.objects.filter(photo=OuterRef("pk")).order_by().values("photo")
+                    .annotate(c=Count("id")).values("c"))
+
+
+def photos_needing_labels(*, overlap=None):
+    """Photos the shared workspace serves: not excluded from training, without a label a person
+    vouched for (auto-accepted by the model, or waiting in the queue because the model was
+    unsure), with fewer than LABELLING_OVERLAP votes. Audits and adjudications are for experts.
+    Annotated with n_votes."""
+    from django.conf import settings
+    from django.db.models.functions import Coalesce
+
+    n = overlap or settings.LABELLING_OVERLAP
+    return (
+        Photo.objects.filter(excluded_from_training=False)
+        .filter(Q(status=Photo.Status.FINAL, label_source=Photo.LabelSource.MODEL)
+                | Q(status=Photo.Status.NEEDS_REVIEW, review_kind__in=[Photo.ReviewKind.UNCERTAIN, ""]))
+        .annotate(n_votes=Coalesce(_vote_count_subquery(), 0))
+        .filter(n_votes__lt=n)
+    )
+
+
+def photo_needs_labels(photo, *, n_votes, overlap=None) -> bool:
+    """The same rule as photos_needing_labels, for one (locked) row."""
+    from django.conf import settings
+
+    n = overlap or settings.LABELLING_OVERLAP
+    if photo.excluded_from_training or n_votes >= n:
+        return False
+    if photo.status == Photo.Status.FINAL:
+        return photo.label_source == Photo.LabelSource.MODEL
+    return photo.status == Photo.Status.NEEDS_REVIEW and photo.review_kind in (Photo.ReviewKind.UNCERTAIN, "")
+
+
+def labelling_candidates(user, *, now, exclude_ids=()):
+    """What labelling_next may serve `user`, best first.
+
+    Left out: photos `user` has labelled. Ordered by tier, then most informative first (no
+    prediction, then the smallest top-2 margin of the model), then photos that already have
+    votes (closest to a decision), then oldest. Tier 0: nobody else holds the photo; tier 1:
+    another labeller holds a live assignment on it (or an expert a live review claim); tier 2:
+    `user` was served it before and skipped it or let the lease lapse.
+    """
+    from django.db.models import BooleanField, Case, Exists, OuterRef, Value, When
+
+    from .models import LabellingAssignment, LabelVote
+
+    held = LabellingAssignment.objects.filter(photo=OuterRef("pk"), expires_at__gt=now).exclude(user=user)
+    mine_before = LabellingAssignment.objects.filter(photo=OuterRef("pk"), user=user)
+    voted = LabelVote.objects.filter(photo=OuterRef("pk"), user=user)
+    claimed = Q(claimed_by__isnull=False) & ~Q(claimed_by=user) & Q(claim_expires_at__gt=now)
+    return (
+        photos_needing_labels()
+        .exclude(Exists(voted))
+        .exclude(id__in=list(exclude_ids))
+        .annotate(
+            skipped=Exists(mine_before),
+            busy=Case(When(Exists(held), then=Value(True)), When(claimed, then=Value(True)),
+                      default=Value(False), output_field=BooleanField()),
+        )
+        .order_by("skipped", "busy", F("prediction__margin").asc(nulls_first=True), "-n_votes", "uploaded_at", "id")
+    )
+
+
+def labelling_votes(photo):
+    """Every label given to a photo and by whom, oldest first (for the experts)."""
+    return photo.votes.select_related("user", "label").order_by("created_at", "id")
+
+
+def label_examples(labels):
+    """{label id: [example photos]} for the labelling and review pages."""
+    from .models import Label as LabelModel
+
+    through = LabelModel.examples.through
+    rows = (through.objects.filter(label_id__in=[label.id for label in labels])
+            .select_related("photo").order_by("photo_id"))
+    examples = {}
+    for row in rows:
+        examples.setdefault(row.label_id, []).append(row.photo)
+    return examples
+
+
+def photo_visible_to_labeller(user, photo_id) -> bool:
+    """A labeller may see a photo served to them, one they labelled, or a label's example, on top
+    of the photos they may see anyway."""
+    from .models import LabellingAssignment, LabelVote
+
+    if photos_visible_to(user).filter(id=photo_id).exists():
+        return True
+    return (LabellingAssignment.objects.filter(photo_id=photo_id, user=user).exists()
+            or LabelVote.objects.filter(photo_id=photo_id, user=user).exists()
+            or Label.objects.filter(examples__id=photo_id, retired=False).exists())
+
+
+def dataset_photos(*, include_model=False):
+    """The labelled set an export holds: final photos not excluded from training, with a label a
+    person vouched for (and, when asked, the model's own auto-accepted labels too)."""
+    sources = list(Photo.HUMAN_VERIFIED_SOURCES) + ([Photo.LabelSource.MODEL] if include_model else [])
+    return (Photo.objects.filter(status=Photo.Status.FINAL, excluded_from_training=False,
+                                 label_source__in=sources, final_label__isnull=False)
+            .select_related("final_label", "owner", "reviewed_by", "prediction").order_by("final_label__name", "id"))
+
+
+def dataset_counts(*, include_model=False):
+    """{label name: number of photos} of what an export holds."""
+    from django.db.models import Count
+
+    rows = (dataset_photos(include_model=include_model).order_by().values("final_label__name")
+            .annotate(n=Count("id")).order_by("final_label__name"))
+    return {row["final_label__name"]: row["n"] for row in rows}
+
+
+
+def team_stats(*, overlap=None) -> dict:
+    """Per labeller and per label: how many labels, agreement with the others (Cohen's kappa of
+    each labeller against the others, Fleiss' kappa overall and per label) and accuracy against
+    the experts' decisions where both exist. "Not a plant / unusable" is the category None."""
+    from django.conf import settings
+
+    from .models import LabelVote
+    from .stats import team_statistics
+
+    votes = [(photo_id, username, label) for photo_id, username, label in
+             LabelVote.objects.values_list("photo_id", "user__username", "label__name")]
+    voted_photos = {photo_id for photo_id, _, _ in votes}
+    expert = {}
+    decided = (Photo.objects.filter(id__in=voted_photos, status__in=[Photo.Status.FINAL, Photo.Status.REJECTED])
+               .filter(Q(decided_by=Photo.DecidedBy.EXPERT)
+                       | Q(label_source__in=[Photo.LabelSource.EXPERT, Photo.LabelSource.AUDIT]))
+               .values_list("id", "status", "final_label__name"))
+    for photo_id, status, label in decided:
+        expert[photo_id] = label if status == Photo.Status.FINAL else None
+    return team_statistics(votes, expert, raters=overlap or settings.LABELLING_OVERLAP)

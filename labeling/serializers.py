@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
-from .models import Label, Photo
+from .models import Label, Photo, is_expert
+from .selectors import PHOTO_DEFAULT_ORDERING, PHOTO_ORDERINGS, REVIEW_DEFAULT_ORDERING, REVIEW_ORDERINGS
 
 
 class LabelSerializer(serializers.ModelSerializer):
@@ -35,10 +36,33 @@ class PhotoSerializer(serializers.ModelSerializer):
 
     def get_prediction(self, photo) -> dict | None:
         prediction = getattr(photo, "prediction", None)  # the reverse one-to-one may not exist yet
+        if prediction and photo.review_kind == Photo.ReviewKind.AUDIT and photo.status == Photo.Status.NEEDS_REVIEW:
+            # A pending audit's uploader is not shown the model's guess (labeling.review).
+            request = self.context.get("request")
+            if not _viewer_is_expert(self, request):
+                return None
         return PredictionSerializer(prediction).data if prediction else None
 
     def get_decided_by(self, photo) -> str | None:
         return photo.decided_by or None
+
+
+def _viewer_is_expert(serializer, request):
+    """is_expert(request.user), asked once per serializer (a list shares its child)."""
+    if request is None:
+        return False
+    if not hasattr(serializer, "_viewer_is_expert"):
+        serializer._viewer_is_expert = is_expert(request.user)
+    return serializer._viewer_is_expert
+
+
+class ReviewPhotoSerializer(PhotoSerializer):
+    """A photo as experts see it in the review queue: why it is there and who holds it."""
+
+    claimed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta(PhotoSerializer.Meta):
+        fields = PhotoSerializer.Meta.fields + ["review_kind", "claimed_by", "claim_expires_at"]
 
 
 class PhotoUploadSerializer(serializers.Serializer):
@@ -56,3 +80,59 @@ class ReviewSerializer(serializers.Serializer):
         if data["reject"] and data.get("label"):
             raise serializers.ValidationError("Give either a label or reject: true, not both.")
         return data
+
+
+def _allow_list_field(name, allowed, help_text, default=serializers.empty):
+    """A query parameter that takes one of `allowed` (values, or (value, label) choices), and
+    answers 400 naming them otherwise."""
+    choices = list(allowed)
+    listed = ", ".join(c[0] if isinstance(c, tuple) else c for c in choices)
+    return serializers.ChoiceField(
+        choices=choices, required=False, default=default, help_text=help_text,
+        error_messages={"invalid_choice": f'"{{input}}" is not an allowed {name}: use one of {listed}.'},
+    )
+
+
+class PhotoListQuerySerializer(serializers.Serializer):
+    """The query parameters of GET /api/v1/photos/. Any other parameter is ignored."""
+
+    # The model field's own choices: the schema shows one status enum, not two that collide.
+    status = _allow_list_field("status", Photo.Status.choices, "Only photos in this state.")
+    ordering = _allow_list_field("ordering", PHOTO_ORDERINGS, "Sort by upload time; newest first by default.",
+                                 default=PHOTO_DEFAULT_ORDERING)
+
+
+class ReviewQueueQuerySerializer(serializers.Serializer):
+    """The query parameters of GET /api/v1/review-queue/ (and of claim-next). Any other parameter is ignored."""
+
+    ordering = _allow_list_field("ordering", REVIEW_ORDERINGS,
+                                 "uncertainty: smallest margin between the model's top two labels first (the "
+                                 "default; also called margin); age: oldest first; or by upload time.",
+                                 default=REVIEW_DEFAULT_ORDERING)
+    label = serializers.CharField(required=False, max_length=64,
+                                  help_text="Only photos whose model's top label is this label (its name).")
+
+    def validate_label(self, value):
+        if not Label.objects.filter(name=value).exists():
+            raise serializers.ValidationError(f'"{value}" is not the name of a label.')
+        return value
+
+
+class CorrectionSerializer(ReviewSerializer):
+    """A correction of a decided photo: a new label, or reject: true; with a reason."""
+
+
+class AuditStatsSerializer(serializers.Serializer):
+    audited = serializers.IntegerField(help_text="Audited photos an expert has decided.")
+    correct = serializers.IntegerField(help_text="Of those, how many carry the model's top label.")
+    accuracy = serializers.FloatField(allow_null=True, help_text="correct / audited; null before the first audit.")
+    ci_low = serializers.FloatField(allow_null=True, help_text="Wilson 95% interval, lower bound.")
+    ci_high = serializers.FloatField(allow_null=True, help_text="Wilson 95% interval, upper bound.")
+    fraction_setting = serializers.FloatField(help_text="AUDIT_FRACTION: the share of auto-accepts audited.")
+
+
+class HistoryEventSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    what = serializers.CharField()
+    who = serializers.CharField()
+    detail = serializers.CharField(allow_blank=True)

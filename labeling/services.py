@@ -69,6 +69,9 @@ def photo_upload(*, owner, fileobj, synthetic=False, label=None) -> Photo:
     except BaseException:
         storage.delete(name)  # files are not transactional: no file without its row
         raise
+    # A new photo has no prediction yet. Saying so spares the query that serializing the answer
+    # would make, so a database lost just after the commit cannot turn a stored upload into a 503.
+    Photo.prediction.related.set_cached_value(photo, None)
     return photo
 
 
@@ -103,9 +106,30 @@ def photo_predict(photo_id: int) -> Photo | None:
             stored = _store_prediction(photo_id, version, batch[0])
             for mate, probabilities in zip(mates, batch[1:]):
                 _store_prediction(mate.id, version, probabilities)
+            _predict_in_shadow([photo] + mates)
             return stored
     probabilities = model.predict_paths([photo.image.path])[0]
-    return _store_prediction(photo_id, version, probabilities)
+    stored = _store_prediction(photo_id, version, probabilities)
+    _predict_in_shadow([photo])
+    return stored
+
+
+def _predict_in_shadow(photos):
+    """The shadow version predicts the same photos; its answers are stored for comparison only.
+    Whatever goes wrong with it is logged and never touches the photos' own results."""
+    from classifier import services as classifier_services
+    from classifier.inference import model_cache
+    from classifier.selectors import shadow_model_version
+
+    shadow = shadow_model_version()
+    if shadow is None:
+        return
+    try:
+        model = model_cache.get(shadow.id, shadow.path, shadow.sha256, threads=settings.INFERENCE_THREADS)
+        results = model.predict_paths([p.image.path for p in photos])
+        classifier_services.shadow_predictions_store(shadow, zip((p.id for p in photos), results))
+    except Exception:  # noqa: BLE001 - a broken shadow must not fail real predictions
+        logger.exception("Shadow version %s could not predict photos %s.", shadow.id, [p.id for p in photos])
 
 
 def _batch_mates(photo) -> list[Photo]:
@@ -145,7 +169,9 @@ def _store_prediction(photo_id, version, probabilities):
         photo=photo, model_version=version, label=label, confidence=top_p,
         margin=top_p - second_p, probabilities=probabilities,
     )
-    photo.route(prediction, settings.CONFIDENCE_THRESHOLD)
+    from .review import route_prediction  # a random AUDIT_FRACTION of would-be auto-accepts go to review
+
+    route_prediction(photo, prediction, settings.CONFIDENCE_THRESHOLD)
     photo.save()
     return photo
 
@@ -157,27 +183,14 @@ def photo_mark_failed(photo_id: int, reason: str) -> None:
     )
 
 
-@transaction.atomic
 def review_decide(*, photo_id: int, expert, label_name: str | None = None, reject: bool = False,
                   reason: str = "") -> Photo:
-    """An expert's final call. A second decision on the same photo raises ReviewConflict."""
-    label = None
-    if not reject:
-        label = Label.objects.filter(name=label_name).first()
-        if label is None:
-            raise UnknownLabel(f"Unknown label {label_name!r}.")
-    # Row lock: two experts deciding at once are serialised, and the second sees the new state.
-    photo = Photo.objects.select_for_update().get(id=photo_id)
-    if photo.status != Photo.Status.NEEDS_REVIEW:
-        raise ReviewConflict(f"This photo is no longer awaiting review (it is {photo.get_status_display()}).")
-    before = photo.status
-    photo.decide_by_expert(expert, label=label, reason=reason)
-    photo.save()
-    ReviewDecision.objects.create(
-        photo=photo, expert=expert, label=label, rejected=reject, reason=reason,
-        status_before=before, status_after=photo.status,
-    )
-    return photo
+    """An expert's final call. A second decision on the same photo raises ReviewConflict; one on
+    a photo another expert has a live claim on raises review.ClaimConflict (a ReviewConflict).
+    The rules live in labeling.review."""
+    from .review import review_decide as decide
+
+    return decide(photo_id=photo_id, expert=expert, label_name=label_name, reject=reject, reason=reason)
 
 
 IMPORT_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}
@@ -196,7 +209,11 @@ class ImportReport:
 
 
 def photo_import_one(*, owner, fileobj, label_name, synthetic=False, report: ImportReport, source_name: str):
-    """Import one labelled file: the shared step of `import_photos` and the site's bulk upload."""
+    """Import one labelled file: the shared step of `import_photos` and the site's bulk upload.
+
+    label_name None (the site's bulk upload with "let the model predict"): the photo is stored
+    and predicted like any upload, still refused as a duplicate when its bytes are stored already.
+    """
     from .image_checks import ImageRejected
 
     data = fileobj.read()
@@ -204,15 +221,17 @@ def photo_import_one(*, owner, fileobj, label_name, synthetic=False, report: Imp
     if Photo.objects.filter(sha256=digest).exists():
         report.skipped.append((source_name, "duplicate of a photo already stored"))
         return None
-    label, created = Label.objects.get_or_create(name=label_name)
-    if created:
-        report.labels_created.append(label.name)
+    label = None
+    if label_name is not None:
+        label, created = Label.objects.get_or_create(name=label_name)
+        if created:
+            report.labels_created.append(label.name)
     try:
         photo = photo_upload(owner=owner, fileobj=io.BytesIO(data), synthetic=synthetic, label=label)
     except ImageRejected as exc:
         report.refused.append((source_name, exc.message))
         return None
-    report.imported.append((source_name, label.name))
+    report.imported.append((source_name, label.name if label is not None else None))
     return photo
 
 
@@ -222,6 +241,10 @@ def photos_import_folder(*, directory: Path, owner, synthetic=False) -> ImportRe
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a folder.")
+    # An export's manifest.csv (labeling.export): each file's label source, who and when are restored.
+    from .export import manifest_label_name, read_manifest, restore_provenance
+
+    manifest = read_manifest(directory)
     for label_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
         label_name = slugify(label_dir.name).replace("-", "_")
         if not label_name:
@@ -233,9 +256,12 @@ def photos_import_folder(*, directory: Path, owner, synthetic=False) -> ImportRe
             if path.suffix.lower() not in IMPORT_EXTENSIONS:
                 report.refused.append((str(path), "not a .jpg, .jpeg, .png or .webp file"))
                 continue
+            row = manifest.get(path.relative_to(directory).as_posix())
             with open(path, "rb") as fh:
-                photo_import_one(owner=owner, fileobj=fh, label_name=label_name, synthetic=synthetic,
-                                 report=report, source_name=str(path))
+                photo = photo_import_one(owner=owner, fileobj=fh, label_name=manifest_label_name(row, label_name),
+                                         synthetic=synthetic, report=report, source_name=str(path))
+            if photo is not None and row:
+                restore_provenance(photo, row)
     return report
 
 

@@ -6,9 +6,10 @@ from django.http import FileResponse, Http404, HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
 
 from . import selectors, services
-from .forms import ReviewForm, UploadForm
+from .forms import UploadForm
 from .image_checks import ImageRejected
 from .models import is_expert
+from .review import prediction_hidden_from
 from .throttling import upload_allowed
 
 
@@ -46,7 +47,8 @@ def home(request):
 @login_required
 def photo_detail(request, pk):
     photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
-    return render(request, "labeling/photo_detail.html", {"photo": photo})
+    return render(request, "labeling/photo_detail.html",
+                  {"photo": photo, "show_prediction": not prediction_hidden_from(photo, request.user)})
 
 
 @login_required
@@ -64,42 +66,15 @@ def photo_file(request, name):
     return response
 
 
-@expert_required
-def review_queue(request):
-    return render(request, "labeling/review_queue.html", {"photos": selectors.review_queue()[:200]})
-
-
-@expert_required
-def review_photo(request, pk):
-    photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
-    if request.method == "POST":
-        return _review_submit(request, photo)
-    labels = selectors.labels_all()
-    next_photo = selectors.review_queue().exclude(pk=photo.pk).first()
-    return render(request, "labeling/review_photo.html",
-                  {"photo": photo, "labels": labels, "next_photo": next_photo})
-
-
-def _review_submit(request, photo):
-    form = ReviewForm(request.POST)
-    if not form.is_valid() or not (form.cleaned_data["reject"] or form.cleaned_data["label"]):
-        messages.error(request, "Choose a label, or reject the photo.")
-        return redirect("review-photo", pk=photo.pk)
-    try:
-        services.review_decide(photo_id=photo.pk, expert=request.user, label_name=form.cleaned_data["label"] or None,
-                               reject=form.cleaned_data["reject"], reason=form.cleaned_data["reason"])
-    except services.UnknownLabel as exc:
-        messages.error(request, str(exc))
-        return redirect("review-photo", pk=photo.pk)
-    except services.ReviewConflict as exc:
-        messages.warning(request, f"Not saved: {exc} Another expert decided it first.")
-        return redirect("review-photo", pk=photo.pk)
-    messages.success(request, f"Decision saved for photo {photo.pk}.")
-    next_photo = selectors.review_queue().first()
-    return redirect("review-photo", pk=next_photo.pk) if next_photo else redirect("review-queue")
+# The review queue and review pages are in labeling/review_views.py.
 
 
 @login_required
 def photo_history(request, pk):
     photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
-    return render(request, "labeling/photo_history.html", {"photo": photo, "events": selectors.photo_history(photo)})
+    events = selectors.photo_history(photo, show_prediction=not prediction_hidden_from(photo, request.user))
+    correctable = is_expert(request.user) and photo.status in (photo.Status.FINAL, photo.Status.REJECTED)
+    return render(request, "labeling/photo_history.html", {
+        "photo": photo, "events": events, "correctable": correctable,
+        "labels": selectors.labels_all() if correctable else [],
+    })

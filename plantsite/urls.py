@@ -7,6 +7,8 @@ from classifier import api as classifier_api
 from classifier import views as classifier_views
 from labeling import api as labeling_api
 from labeling import auth as labeling_auth
+from labeling import review_api, review_views
+from labeling import labelling_api, labelling_views
 from labeling import views as labeling_views
 from labeling.health import healthz
 
@@ -16,31 +18,60 @@ api_v1 = [
     path("photos/<int:pk>/", labeling_api.PhotoDetailApi.as_view(), name="api-photo"),
     path("photos/<int:pk>/review/", labeling_api.ReviewDecideApi.as_view(), name="api-photo-review"),
     path("review-queue/", labeling_api.ReviewQueueApi.as_view(), name="api-review-queue"),
-    path("labels/", labeling_api.LabelListApi.as_view(), name="api-labels"),
+    # Review: claims, corrections, history, audits (labeling/review_api.py).
+    path("photos/<int:pk>/claim/", review_api.PhotoClaimApi.as_view(), name="api-photo-claim"),
+    path("photos/<int:pk>/correct/", review_api.PhotoCorrectApi.as_view(), name="api-photo-correct"),
+    path("photos/<int:pk>/history/", review_api.PhotoHistoryApi.as_view(), name="api-photo-history"),
+    path("review-queue/claim-next/", review_api.ReviewClaimNextApi.as_view(), name="api-review-claim-next"),
+    path("audits/stats/", review_api.AuditStatsApi.as_view(), name="api-audit-stats"),
+    # Labels, shared labelling, bulk upload, export, team (labeling/labelling_api.py).
+    path("labels/", labelling_api.LabelListCreateApi.as_view(), name="api-labels"),
+    path("labels/<int:pk>/", labelling_api.LabelDetailApi.as_view(), name="api-label"),
+    path("labelling/next/", labelling_api.LabellingNextApi.as_view(), name="api-labelling-next"),
+    path("labelling/skip/", labelling_api.LabellingSkipApi.as_view(), name="api-labelling-skip"),
+    path("photos/<int:pk>/labels/", labelling_api.PhotoLabelsApi.as_view(), name="api-photo-labels"),
+    path("imports/", labelling_api.ImportApi.as_view(), name="api-imports"),
+    path("exports/dataset.zip", labelling_api.ExportDatasetApi.as_view(), name="api-export-dataset"),
+    path("team/stats/", labelling_api.TeamStatsApi.as_view(), name="api-team-stats"),
     path("training-runs/", classifier_api.TrainingRunListCreateApi.as_view(), name="api-training-runs"),
     path("training-runs/<int:pk>/", classifier_api.TrainingRunDetailApi.as_view(), name="api-training-run"),
     path("training-runs/<int:pk>/cancel/", classifier_api.TrainingRunCancelApi.as_view(), name="api-training-run-cancel"),
     path("models/", classifier_api.ModelVersionListApi.as_view(), name="api-models"),
     path("models/<int:pk>/activate/", classifier_api.ModelVersionActivateApi.as_view(), name="api-model-activate"),
+    path("models/<int:pk>/shadow/", classifier_api.ModelVersionShadowApi.as_view(), name="api-model-shadow"),
+    path("models/compare/", classifier_api.ModelVersionCompareApi.as_view(), name="api-models-compare"),
 ]
 
 urlpatterns = [
     path("", labeling_views.home, name="home"),
     path("photos/<int:pk>/", labeling_views.photo_detail, name="photo-detail"),
     path("media/photos/<str:name>", labeling_views.photo_file, name="photo-file"),
-    path("review/", labeling_views.review_queue, name="review-queue"),
-    path("review/<int:pk>/", labeling_views.review_photo, name="review-photo"),
+    path("review/", review_views.review_queue, name="review-queue"),
+    path("review/<int:pk>/", review_views.review_photo, name="review-photo"),
+    path("review/claim-next/", review_views.review_claim_next, name="review-claim-next"),
+    path("review/audits/", review_views.review_audits, name="review-audits"),
+    path("photos/<int:pk>/correct/", review_views.photo_correct, name="photo-correct"),
     path("training/", classifier_views.training_runs, name="training-runs"),
     path("training/<int:pk>/", classifier_views.training_run, name="training-run"),
     path("training/<int:pk>/cancel/", classifier_views.training_run_cancel, name="training-run-cancel"),
     path("models/", classifier_views.model_versions, name="model-versions"),
     path("models/<int:pk>/activate/", classifier_views.model_version_activate, name="model-version-activate"),
+    path("models/<int:pk>/shadow/", classifier_views.model_version_shadow, name="model-version-shadow"),
+    path("models/compare/", classifier_views.model_versions_compare, name="model-versions-compare"),
     path("models/<int:pk>/cleaner/", classifier_views.model_version_cleaner, name="model-version-cleaner"),
     path("models/<int:pk>/cleaner/<int:photo_id>/", classifier_views.model_version_clean_photo,
          name="model-version-clean-photo"),
     path("models/<int:pk>/top-losses.png", classifier_views.model_version_top_losses, name="model-version-top-losses"),
     path("photos/<int:pk>/history/", labeling_views.photo_history, name="photo-history"),
     path("models/<int:pk>/confusion.png", classifier_views.model_version_confusion, name="model-version-confusion"),
+    # Shared labelling, labels, bulk upload, export, team (labeling/labelling_views.py).
+    path("label/", labelling_views.labelling_page, name="labelling"),
+    path("label/photos/<int:pk>/image", labelling_views.labelling_photo_file, name="labelling-photo-file"),
+    path("labels/", labelling_views.labels_page, name="labels"),
+    path("labels/<int:pk>/", labelling_views.label_edit, name="label-edit"),
+    path("import/", labelling_views.bulk_upload, name="bulk-upload"),
+    path("export/", labelling_views.export_page, name="export"),
+    path("team/", labelling_views.team_page, name="team"),
     path("login/", labeling_auth.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

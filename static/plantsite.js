@@ -17,7 +17,7 @@ function statusText(photo) {
     case "queued": return "Predicting…";
     case "needs_review": return "Awaiting expert";
     case "final": return `${photo.final_label} (${photo.decided_by === "import" ? "imported" : photo.decided_by})`;
-    case "rejected": return "Rejected by expert";
+    case "rejected": return photo.decided_by === "consensus" ? "Rejected by labellers" : "Rejected by expert";
     default: return "Failed";
   }
 }
@@ -111,15 +111,15 @@ function setUpUpload() {
 
 function setUpReviewKeys() {
   const form = document.getElementById("review-form");
-  if (!form) return;
+  const next = document.getElementById("next-photo");
+  const start = document.getElementById("start-reviewing");
+  if (!form && !next && !start) return;
   document.addEventListener("keydown", (e) => {
-    if (e.target.tagName === "INPUT" || e.ctrlKey || e.metaKey || e.altKey) return;
-    if (e.key === "n") {
-      const next = document.querySelector("a[href*='/review/']:not(.queue-item)");
-      if (next) window.location = next.href;
-      return;
-    }
-    const button = form.querySelector(`button[data-key="${e.key}"]`);
+    if (["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName) || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === "n" && next) { e.preventDefault(); window.location = next.href; return; }
+    // The queue's "Start reviewing" claims the next photo and opens it.
+    if (e.key === "s" && start && !start.disabled) { e.preventDefault(); start.click(); return; }
+    const button = form && form.querySelector(`button[data-key="${e.key}"]`);
     if (button) { e.preventDefault(); button.click(); }
   });
 }
@@ -179,4 +179,126 @@ document.addEventListener("DOMContentLoaded", () => {
   setUpReviewKeys();
   document.querySelectorAll(".photo-card[data-photo-id]").forEach(pollPhoto);
   pollTrainingRun();
+});
+
+// --- Shared labelling: a key per label, s to skip, x for "not a plant / unusable" -----------
+
+function setUpLabellingKeys() {
+  const form = document.getElementById("labelling-form");
+  if (!form) return;
+  let sent = false;  // one answer per photo: a second key press while the page loads is ignored
+  form.addEventListener("submit", () => { sent = true; });
+  document.addEventListener("keydown", (e) => {
+    if (sent || ["INPUT", "TEXTAREA", "SELECT"].includes(e.target.tagName) || e.ctrlKey || e.metaKey || e.altKey) return;
+    const button = form.querySelector(`button[data-key="${CSS.escape(e.key)}"]`);
+    if (button) { e.preventDefault(); button.click(); }
+  });
+}
+
+// --- Bulk upload: each file on its own request, with its own progress bar and result --------
+
+const BULK_PARALLEL = 3;
+
+function bulkRow(file) {
+  const li = document.createElement("li");
+  li.className = "bulk-item";
+  li.dataset.result = "waiting";
+  li.innerHTML = '<span class="bulk-name"></span> <progress max="1" value="0"></progress> <span data-role="result">waiting</span>';
+  li.querySelector(".bulk-name").textContent = file.name;
+  return li;
+}
+
+function bulkSend(form, file, label, li) {
+  return new Promise((resolve) => {
+    const data = new FormData();
+    data.append("image", file);
+    data.append("label", label);
+    const xhr = new XMLHttpRequest();
+    const bar = li.querySelector("progress");
+    const result = li.querySelector("[data-role=result]");
+    const finish = (outcome, text) => {
+      li.dataset.result = outcome;
+      result.textContent = text;
+      result.className = `bulk-result bulk-${outcome}`;
+      bar.value = 1;
+      resolve(outcome);
+    };
+    xhr.upload.addEventListener("progress", (e) => {
+      if (e.lengthComputable) bar.value = e.loaded / e.total;
+    });
+    xhr.addEventListener("load", () => {
+      let body = {};
+      try { body = JSON.parse(xhr.responseText); } catch (err) { /* not JSON: reported below */ }
+      if (body.result === "accepted") {
+        finish("accepted", `accepted: photo ${body.photo.id}${body.photo.final_label ? ` (${body.photo.final_label})` : " (the model will predict it)"}`);
+      } else if (body.result === "duplicate") {
+        finish("duplicate", body.photo ? `duplicate of photo ${body.photo.id}` : `duplicate: ${body.reason}`);
+      } else {
+        const why = body.reason || (body.image && body.image[0]) || (body.label && body.label[0]) || body.detail
+          || `the server answered ${xhr.status}`;
+        finish("refused", `refused: ${why}`);
+      }
+    });
+    xhr.addEventListener("error", () => finish("refused", "refused: the upload failed (network error)"));
+    xhr.open("POST", form.dataset.api);
+    xhr.setRequestHeader("X-CSRFToken", csrfToken());
+    xhr.setRequestHeader("Accept", "application/json");
+    li.dataset.result = "uploading";
+    result.textContent = "uploading…";
+    xhr.send(data);
+  });
+}
+
+function setUpBulkUpload() {
+  const form = document.getElementById("bulk-upload");
+  if (!form) return;
+  const input = document.getElementById("bulk-files");
+  const list = document.getElementById("bulk-results");
+  const summary = document.getElementById("bulk-summary");
+  const counts = { accepted: 0, duplicate: 0, refused: 0 };
+  const pending = [];
+  let running = 0;
+  const report = () => {
+    const left = pending.length + running;
+    const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+    summary.textContent = `${counts.accepted} accepted, ${plural(counts.duplicate, "duplicate")}, ${counts.refused} refused`
+      + (left ? `, ${left} to go…` : ".");
+    summary.dataset.done = left ? "" : "1";
+  };
+  const pump = () => {
+    while (running < BULK_PARALLEL && pending.length) {
+      const [file, label, li] = pending.shift();
+      running += 1;
+      bulkSend(form, file, label, li).then((outcome) => {
+        running -= 1;
+        counts[outcome] += 1;
+        report();
+        pump();
+      });
+    }
+    report();
+  };
+  const send = (files) => {
+    const label = document.getElementById("bulk-label").value;
+    Array.from(files).forEach((file) => {
+      const li = bulkRow(file);
+      list.append(li);
+      pending.push([file, label, li]);
+    });
+    pump();
+  };
+  form.addEventListener("submit", (e) => e.preventDefault());
+  input.addEventListener("change", () => { send(input.files); input.value = ""; });
+  form.addEventListener("dragover", (e) => { e.preventDefault(); form.classList.add("dragging"); });
+  form.addEventListener("dragleave", () => form.classList.remove("dragging"));
+  form.addEventListener("drop", (e) => {
+    e.preventDefault();
+    form.classList.remove("dragging");
+    send(e.dataTransfer.files);
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  setUpLabellingKeys();
+  setUpBulkUpload();
 });

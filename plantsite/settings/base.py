@@ -111,6 +111,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Upload plant photos, read predictions, review, and train models.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Photos and training runs both have a `status`: named here, the schema's enums never
+    # collide (drf-spectacular warns otherwise, and `check --deploy` fails on warnings).
+    "ENUM_NAME_OVERRIDES": {
+        "PhotoStatusEnum": "labeling.models.Photo.Status",
+        "TrainingRunStatusEnum": "classifier.models.TrainingRun.Status",
+    },
 }
 
 # Counters for login and upload limits live in Redis so that every web process agrees.
@@ -123,6 +129,9 @@ LOGIN_FAILURE_WINDOW = env_int("LOGIN_FAILURE_WINDOW", 900, minimum=1)
 # --- Celery ---------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+# `check --deploy` warns when the broker's Redis could lose queued tasks (no AOF, or eviction
+# allowed). Off by default; production turns it on.
+REDIS_REQUIRE_DURABLE = env_bool("REDIS_REQUIRE_DURABLE", False)
 CELERY_RESULT_BACKEND = None  # results live in the database rows, not in Celery
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

@@ -237,7 +237,8 @@ def test_the_api_accepts_a_run_with_202_and_queues_it_after_the_commit(db, staff
     assert response.status_code == 202, response.data
     run = TrainingRun.objects.get(id=response.data["id"])
     assert response.data["status"] == "queued"
-    assert run.options == {**TINY, "learning_rate": 2e-3, "seed": 42, "cleaning_folds": 0, "activate": True}
+    assert run.options == {**TINY, "learning_rate": 2e-3, "seed": 42, "cleaning_folds": 0, "activate": True,
+                           "include_model_labels": False}
     enqueue.assert_called_once_with(run.id)
 
 
@@ -303,10 +304,10 @@ def test_cancelling_a_running_run_stops_the_training_and_registers_no_version(db
     run = training_run_start(user=staff, options=TINY, activate=True, enqueue=False)
     real_training_rows = services.training_rows
 
-    def rows_then_cancel():
+    def rows_then_cancel(**kwargs):
         # Called once the run is claimed (running): an admin presses cancel at that moment.
         assert training_run_cancel(run_id=run.id) is True
-        return real_training_rows()
+        return real_training_rows(**kwargs)
 
     with mock.patch.object(services, "training_rows", rows_then_cancel), \
             mock.patch.object(services, "train", wraps=train) as spy:

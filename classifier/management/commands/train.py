@@ -12,8 +12,9 @@ DEFAULTS = TrainingOptions()
 
 
 class Command(BaseCommand):
-    help = ("Train a model on the human-verified photos. Runs the training task here and shows its "
-            "progress, or with --enqueue sends it to the training worker.")
+    help = ("Train a model on the human-verified photos (with --include-model-labels, also on the model's "
+            "own auto-accepted ones). Runs the training task here and shows its progress, or with --enqueue "
+            "sends it to the training worker.")
 
     def add_arguments(self, parser):
         parser.add_argument("--architecture", choices=ARCHITECTURES, default=DEFAULTS.architecture)
@@ -26,6 +27,8 @@ class Command(BaseCommand):
         parser.add_argument("--no-pretrained", action="store_true", help="Train from scratch.")
         parser.add_argument("--cleaning-folds", type=int, default=0)
         parser.add_argument("--activate", action="store_true", help="Activate the new version if the run succeeds.")
+        parser.add_argument("--include-model-labels", action="store_true",
+                            help="Also train on the model's own auto-accepted labels (recorded with the run).")
         parser.add_argument("--enqueue", action="store_true", help="Send the run to the training worker and return.")
         parser.add_argument("--user", help="Staff username recorded as the run's starter.")
 
@@ -38,7 +41,8 @@ class Command(BaseCommand):
         }
         try:
             run = services.training_run_start(user=user, options=options, activate=opts["activate"],
-                                              enqueue=opts["enqueue"])
+                                              enqueue=opts["enqueue"],
+                                              include_model_labels=opts["include_model_labels"])
         except (services.TrainingRunConflict, ValueError) as exc:
             raise CommandError(str(exc)) from None
         if opts["enqueue"]:

@@ -1,0 +1,82 @@
+"""Comparing model versions: side by side on the same validation photos, and a shadow
+version against the active one and the experts. Reads only; nothing here changes a row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from labeling.models import Photo
+
+from .inference import model_cache
+from .training import is_validation
+
+COMPARE_LIMIT = 300  # bounded work per page view
+
+
+@dataclass
+class VersionScore:
+    version_id: int
+    correct: int = 0
+    per_label: dict = field(default_factory=dict)  # label -> [correct, total]
+
+    @property
+    def accuracy(self):
+        total = sum(t for _, t in self.per_label.values())
+        return self.correct / total if total else None
+
+
+def validation_photos(limit=COMPARE_LIMIT):
+    """Human-verified photos in the fixed validation split: the same photos for every version."""
+    photos = (Photo.objects.filter(status=Photo.Status.FINAL, label_source__in=Photo.HUMAN_VERIFIED_SOURCES,
+                                   excluded_from_training=False)
+              .select_related("final_label").order_by("id"))
+    chosen = [p for p in photos.iterator() if is_validation(p.id)]
+    return chosen[:limit]
+
+
+def _predict(version, photos):
+    model = model_cache.get(version.id, version.path, version.sha256, threads=settings.INFERENCE_THREADS)
+    return [max(probs, key=probs.get) for probs in model.predict_paths([p.image.path for p in photos])]
+
+
+def model_versions_compare(a, b, photos=None):
+    """Both versions on the same validation photos: accuracy overall and per label, and where they differ."""
+    photos = validation_photos() if photos is None else photos
+    tops = {a.id: _predict(a, photos), b.id: _predict(b, photos)} if photos else {a.id: [], b.id: []}
+    scores = {v.id: VersionScore(v.id) for v in (a, b)}
+    differences = []
+    for i, photo in enumerate(photos):
+        truth = photo.final_label.name
+        for version_id, score in scores.items():
+            hit = tops[version_id][i] == truth
+            score.correct += hit
+            counts = score.per_label.setdefault(truth, [0, 0])
+            counts[0] += hit
+            counts[1] += 1
+        if tops[a.id][i] != tops[b.id][i]:
+            differences.append({"photo": photo, "truth": truth, "a": tops[a.id][i], "b": tops[b.id][i]})
+    agreement = (len(photos) - len(differences)) / len(photos) if photos else None
+    labels = sorted({p.final_label.name for p in photos})
+    per_label = [(label, scores[a.id].per_label[label], scores[b.id].per_label[label]) for label in labels]
+    return {"a": scores[a.id], "b": scores[b.id], "count": len(photos), "agreement": agreement,
+            "differences": differences, "per_label": per_label}
+
+
+def shadow_agreement(version):
+    """How a shadow version agrees with the active model's predictions and with the experts'
+    decisions on the same photos (each as matched/total, None when there is nothing to compare)."""
+    from labeling.models import Prediction
+
+    shadow = dict(version.shadow_predictions.values_list("photo_id", "label"))
+    active = dict(Prediction.objects.filter(photo_id__in=shadow).values_list("photo_id", "label__name"))
+    decided = dict(
+        Photo.objects.filter(id__in=shadow, label_source__in=[Photo.LabelSource.EXPERT, Photo.LabelSource.AUDIT])
+        .values_list("id", "final_label__name"))
+
+    def rate(truth):
+        matched = sum(1 for pid, label in truth.items() if shadow.get(pid) == label)
+        return {"matched": matched, "total": len(truth), "rate": matched / len(truth) if truth else None}
+
+    return {"predictions": len(shadow), "with_active": rate(active), "with_experts": rate(decided)}

@@ -1,0 +1,191 @@
+"""The book's step-by-step rollout: a new version first runs in shadow mode, is compared with
+the active one, and only then activated (rollback is one click)."""
+
+import io
+import shutil
+
+import pytest
+from django.test import Client
+
+from classifier import evaluation, services
+from classifier.demo_images import generate_dataset
+from classifier.inference import file_sha256
+from classifier.models import ModelVersion, ShadowPrediction
+from labeling import services as labeling_services
+from labeling.models import Photo
+from tests.factories import jpeg_bytes
+
+
+@pytest.fixture
+def shadow_version(active_model, settings):
+    shutil.copy(active_model.path, settings.MODEL_ROOT / "shadow.pkl")
+    version = ModelVersion.objects.create(
+        file="shadow.pkl", sha256=active_model.sha256, size=active_model.size, labels=active_model.labels,
+        architecture="resnet18", image_size=32, metrics={"error_rate": 0.4})
+    return services.model_version_shadow(version_id=version.id)
+
+
+@pytest.fixture
+def no_broker(monkeypatch):
+    monkeypatch.setattr("labeling.tasks.photo_predict_task.delay", lambda *a: None)
+
+
+def _uploaded_and_predicted(owner):
+    photo = labeling_services.photo_upload(owner=owner, fileobj=io.BytesIO(jpeg_bytes(colour=(20, 120, 40))))
+    labeling_services.photo_predict(photo.id)
+    return Photo.objects.select_related("prediction").get(id=photo.id)
+
+
+def test_shadow_mode_stores_shadow_predictions_without_changing_any_photo(shadow_version, active_model, member,
+                                                                         no_broker, settings):
+    photo = _uploaded_and_predicted(member)
+
+    shadow = ShadowPrediction.objects.get(photo=photo)
+    assert shadow.model_version == shadow_version
+    assert set(shadow.probabilities) == set(active_model.labels)
+    assert photo.prediction.model_version == active_model
+    expected = "final" if photo.prediction.confidence >= settings.CONFIDENCE_THRESHOLD else "needs_review"
+    assert photo.status == expected
+    body = Client()
+    body.force_login(member)
+    assert "shadow" not in body.get(f"/api/v1/photos/{photo.id}/").content.decode()
+
+
+def test_a_photo_predicted_twice_keeps_one_shadow_prediction(shadow_version, member, no_broker):
+    photo = _uploaded_and_predicted(member)
+
+    labeling_services._predict_in_shadow([photo])
+
+    assert ShadowPrediction.objects.filter(photo=photo).count() == 1
+
+
+def test_a_broken_shadow_version_never_touches_the_real_prediction(shadow_version, member, no_broker, caplog):
+    with open(shadow_version.path, "ab") as fh:
+        fh.write(b"tampered")
+
+    photo = _uploaded_and_predicted(member)
+
+    assert photo.status in ("final", "needs_review")
+    assert photo.prediction.model_version.is_active
+    assert not ShadowPrediction.objects.exists()
+    assert "Shadow version" in caplog.text
+
+
+def test_the_active_version_cannot_run_in_shadow_mode(active_model):
+    with pytest.raises(services.ShadowError):
+        services.model_version_shadow(version_id=active_model.id)
+
+
+def test_activating_a_shadow_version_ends_its_shadow_mode_and_rollback_is_one_call(shadow_version, active_model):
+    services.model_version_activate(version_id=shadow_version.id)
+    shadow_version.refresh_from_db()
+    assert shadow_version.is_active and not shadow_version.is_shadow
+
+    services.model_version_activate(version_id=active_model.id)
+
+    assert list(ModelVersion.objects.filter(is_active=True)) == [active_model]
+
+
+def test_only_one_version_runs_in_shadow_mode(shadow_version, active_model, settings):
+    other = ModelVersion.objects.create(file="x.pkl", sha256="0" * 64, size=1, labels=[], architecture="resnet18",
+                                        image_size=32)
+
+    services.model_version_shadow(version_id=other.id)
+
+    assert list(ModelVersion.objects.filter(is_shadow=True)) == [other]
+
+
+def test_shadow_agreement_counts_matches_with_the_active_model_and_the_experts(shadow_version, member, expert,
+                                                                               no_broker):
+    photos = [_uploaded_and_predicted(member) for _ in range(3)]
+    decided = photos[0]
+    shadow_label = ShadowPrediction.objects.get(photo=decided).label
+    Photo.objects.filter(id=decided.id).update(status="final", label_source="expert",
+                                               final_label=decided.prediction.label)
+
+    stats = evaluation.shadow_agreement(shadow_version)
+
+    assert stats["predictions"] == 3
+    # The shadow is the same learner as the active one: it agrees on every photo.
+    assert stats["with_active"] == {"matched": 3, "total": 3, "rate": 1.0}
+    assert stats["with_experts"]["total"] == 1
+    assert stats["with_experts"]["matched"] == int(shadow_label == decided.prediction.label.name)
+
+
+def test_the_models_page_shows_the_shadow_and_its_agreement(shadow_version, staff, member, no_broker):
+    _uploaded_and_predicted(member)
+    client = Client()
+    client.force_login(staff)
+
+    page = client.get("/models/").content.decode()
+
+    assert "shadow" in page and "agrees with the active model on 1/1" in page
+
+
+def test_staff_switch_shadow_mode_over_the_api_and_others_cannot(active_model, shadow_version, staff, member,
+                                                                 api_for):
+    assert api_for(member).post(f"/api/v1/models/{shadow_version.id}/shadow/", {"enabled": False}).status_code == 403
+    response = api_for(staff).post(f"/api/v1/models/{shadow_version.id}/shadow/", {"enabled": False}, format="json")
+    assert response.status_code == 200 and response.json()["is_shadow"] is False
+    conflict = api_for(staff).post(f"/api/v1/models/{active_model.id}/shadow/", {"enabled": True}, format="json")
+    assert conflict.status_code == 409
+
+
+# --- comparing two versions on the same validation photos ------------------------------
+
+
+@pytest.fixture
+def validation_set(db, staff, tmp_path):
+    generate_dataset(tmp_path / "data", per_label=8, size=64, seed=11)
+    labeling_services.photos_import_folder(directory=tmp_path / "data", owner=staff)
+    return evaluation.validation_photos()
+
+
+@pytest.fixture
+def second_version(active_model, settings, tmp_path):
+    from classifier.training import TrainingOptions, train
+
+    items = generate_dataset(tmp_path / "other", per_label=4, size=64, seed=5)
+    rows = [(str(p), label, i % 3 == 0) for i, (p, label) in enumerate(items)]
+    export = settings.MODEL_ROOT / "other.pkl"
+    train(rows, TrainingOptions(image_size=32, epochs=1, batch_size=8, pretrained=False, seed=7), export)
+    return ModelVersion.objects.create(file="other.pkl", sha256=file_sha256(export), size=export.stat().st_size,
+                                       labels=active_model.labels, architecture="resnet18", image_size=32)
+
+
+def test_two_versions_are_compared_on_the_same_validation_photos(validation_set, active_model, second_version):
+    result = evaluation.model_versions_compare(active_model, second_version)
+
+    assert result["count"] == len(validation_set) > 0
+    for score in (result["a"], result["b"]):
+        assert sum(total for _, total in score.per_label.values()) == result["count"]
+        assert 0 <= score.accuracy <= 1
+    assert result["agreement"] == (result["count"] - len(result["differences"])) / result["count"]
+
+
+def test_a_version_compared_with_itself_agrees_everywhere(validation_set, active_model):
+    result = evaluation.model_versions_compare(active_model, active_model)
+
+    assert result["agreement"] == 1.0 and result["differences"] == []
+
+
+def test_the_compare_page_and_api_show_both_versions(validation_set, active_model, second_version, member, api_for):
+    client = Client()
+    client.force_login(member)
+    page = client.get(f"/models/compare/?a={active_model.id}&b={second_version.id}")
+    assert page.status_code == 200 and b"compare-table" in page.content
+
+    body = api_for(member).get(f"/api/v1/models/compare/?a={active_model.id}&b={second_version.id}").json()
+    assert body["count"] == len(validation_set)
+    assert set(body["versions"]) == {str(active_model.id), str(second_version.id)}
+    assert api_for(member).get("/api/v1/models/compare/?a=x&b=1").status_code == 400
+
+
+def test_photos_left_out_of_training_are_left_out_of_the_comparison(validation_set, active_model):
+    Photo.objects.filter(id=validation_set[0].id).update(excluded_from_training=True)
+
+    assert validation_set[0] not in evaluation.validation_photos()
+
+
+def test_anonymous_users_cannot_compare(db):
+    assert Client().get("/models/compare/").status_code == 302

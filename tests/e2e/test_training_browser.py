@@ -1,0 +1,63 @@
+"""An admin trains from the site: starts a run, watches its progress move, activates the version."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from classifier.demo_images import generate_dataset
+from classifier.models import ModelVersion, TrainingRun
+from labeling.services import photos_import_folder
+
+from .test_browser import log_in, open_page
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+READ_PROGRESS = "() => document.querySelector('#training-run [data-role=progress]').value"
+
+
+def test_an_admin_starts_a_run_watches_progress_and_activates_the_new_version(
+        training_worker, live_server, browser, staff, tmp_path, monkeypatch):
+    # A split that always has photos of every label on both sides.
+    monkeypatch.setattr("classifier.services.is_validation", lambda key: int(key) % 4 == 0)
+    generate_dataset(tmp_path / "data", per_label=8, size=64, seed=4)
+    photos_import_folder(directory=tmp_path / "data", owner=staff)
+    problems = []
+    page = open_page(browser, problems)
+    log_in(page, live_server.url, "staff")
+
+    page.goto(f"{live_server.url}/training/")
+    page.fill("#id_image_size", "32")
+    page.fill("#id_epochs", "4")
+    page.fill("#id_batch_size", "4")
+    page.uncheck("#id_pretrained")
+    with page.expect_navigation():
+        page.click("#training-form button[type=submit]")
+    assert re.search(r"/training/\d+/$", page.url), page.url
+
+    # The page polls the API: the bar must move without a reload, and finish.
+    seen = set()
+    page.evaluate("() => { window.__marker = 'no reload'; }")
+    for _ in range(240):
+        seen.add(round(page.evaluate(READ_PROGRESS), 3))
+        if page.locator("#training-run").get_attribute("data-status") in ("succeeded", "failed", "cancelled"):
+            break
+        page.wait_for_timeout(250)
+    expect(page.locator("#training-run [data-role=status]")).to_have_text("succeeded", timeout=60_000)
+    assert page.evaluate("() => window.__marker") == "no reload"
+    assert len({p for p in seen if 0 < p < 1}) >= 1, seen  # progress was seen between start and end
+    assert page.evaluate(READ_PROGRESS) == 1
+    expect(page.locator("#training-run [data-role=loss-curve] polyline")).to_have_count(2)
+    page.screenshot(path="/tmp/e2e-training-run.png", full_page=True)
+
+    run = TrainingRun.objects.get()
+    page.click("#training-run [data-role=model-version] a")
+    version = page.locator(f".model-version[data-version-id='{run.model_version_id}']")
+    with page.expect_navigation():
+        version.locator("button", has_text="Activate this version").click()
+    expect(page.locator(f".model-version[data-version-id='{run.model_version_id}'] .badge.active")).to_be_visible()
+    page.screenshot(path="/tmp/e2e-models.png", full_page=True)
+    assert ModelVersion.objects.get(is_active=True).id == run.model_version_id
+    assert problems == []
