@@ -15,6 +15,12 @@ Rows (interleaved: for every chunk of images each method runs in turn, the order
   get_preds           learn.get_preds on learn.dls.test_dl(chunk of paths)
   project bs1         classifier.inference LoadedModel.predict_paths([path]) (decode included)
   project batched     LoadedModel.predict_paths(chunk of paths)
+and on the 12 MP JPEGs also
+  12 MP via working copy   LoadedModel.predict_paths([working copy]), one image per call: decoding the
+                      JPEG working copy that upload stores (labeling.image_checks.working_copy, longer
+                      side WORKING_COPY_MAX_SIDE=1024) plus the prediction, compared with learn.predict
+                      on the 12 MP original; making the working copy is upload-time work, timed and
+                      reported on its own line
 and, with --extras (the 224 model), the optional speedups measured against the project's path:
 no draft decoding, the eager model instead of the frozen TorchScript one, fastai's identity
 grid_sample kept (exact_resample), channels_last, and with --compile torch.compile (inductor,
@@ -22,7 +28,9 @@ freezing; it compiles for a minute or more).
 
 Usage (from the repository root):
   .venv/bin/python bench/bench_inference.py [--real 48] [--big 10] [--batch 16] [--rounds 2]
-      [--threads N] [--extras] [--compile] [--only-224]
+      [--threads N] [--extras] [--compile] [--only-224] [--working-copy-only]
+  --working-copy-only: only the 12 MP JPEGs, only learn.predict, project bs1 and the working-copy
+  row, no extras (about a minute on a small CPU).
 """
 
 from __future__ import annotations
@@ -91,6 +99,26 @@ def upscale(paths, folder, megapixels=12.0):
         big.save(target, quality=92)
         out.append(str(target))
     return out
+
+
+def make_working_copies(paths, folder, max_side=1024):
+    """What upload stores next to each 12 MP JPEG: check_and_clean, then the working copy.
+    Returns {original path: working copy path}, the seconds each working copy took to make and
+    write, and for comparison the seconds check_and_clean took (every upload runs it anyway)."""
+    from labeling.image_checks import check_and_clean, working_copy
+
+    mapping, seconds, cleaning = {}, [], []
+    for path in paths:
+        t0 = time.perf_counter()
+        with open(path, "rb") as fh:
+            clean = check_and_clean(fh, max_bytes=20 * 1024 * 1024, max_pixels=40_000_000)
+        cleaning.append(time.perf_counter() - t0)
+        target = Path(folder) / (Path(path).stem + "-work.jpg")
+        t0 = time.perf_counter()
+        target.write_bytes(working_copy(clean, max_side))
+        seconds.append(time.perf_counter() - t0)
+        mapping[path] = str(target)
+    return mapping, seconds, cleaning
 
 
 def train_model(rows, options, export_path):
@@ -169,7 +197,8 @@ def report(title, methods, reference, lines):
                      f"({sum(agree)}/{len(agree)}) | {diff:.1e} |")
 
 
-def build_methods(learn, loaded, export, batch, extras=(), compile_model=False, sample=None):
+def build_methods(learn, loaded, export, batch, extras=(), compile_model=False, sample=None, working=None,
+                  minimal=False):
     import numpy as np
     import torch
     from fastai.vision.core import PILImage
@@ -194,6 +223,12 @@ def build_methods(learn, loaded, export, batch, extras=(), compile_model=False, 
         Method("project bs1", project, batched=False, note="decode included"),
         Method("project batched", project, batched=True, note=f"batch {batch}"),
     ]
+    if minimal:
+        methods = [methods[0], methods[2]]
+    if working:
+        # Keyed by the 12 MP original, so that the row is compared with learn.predict on it.
+        methods.append(Method("12 MP via working copy bs1", lambda paths: project([working[p] for p in paths]),
+                              batched=False, note="decode of the stored working copy included"))
     base = loaded.predictor
     if base is None:
         raise SystemExit("The fast path refused this learner; nothing to compare.")
@@ -233,7 +268,7 @@ def build_methods(learn, loaded, export, batch, extras=(), compile_model=False, 
     return methods
 
 
-def bench_model(label, export, real, big, args, lines, extras=()):
+def bench_model(label, export, real, big, args, lines, extras=(), working=None):
     import torch
     from fastai.learner import load_learner
 
@@ -247,16 +282,20 @@ def bench_model(label, export, real, big, args, lines, extras=()):
     lines.append("Fast path plan: " + "; ".join(p.notes) if p is not None else "Fast path refused.")
     sample = [p.load(x) for x in real[:args.batch]]
     for set_name, paths in (("real photos", real), ("12 MP JPEGs", big)):
-        if not paths:
+        if not paths or (args.working_copy_only and set_name == "real photos"):
             continue
         methods = build_methods(learn, loaded, export, args.batch, extras=extras,
-                                compile_model=args.compile and "compile" in extras, sample=sample)
+                                compile_model=args.compile and "compile" in extras, sample=sample,
+                                working=working if set_name == "12 MP JPEGs" else None,
+                                minimal=args.working_copy_only)
         t0 = time.perf_counter()
         run_interleaved(methods, paths, args.batch, args.rounds)
         ref = methods[0].probs
         report(f"{label}, {len(paths)} {set_name} (load {loadavg()} after {time.perf_counter() - t0:.0f} s)",
                methods, ref, lines)
         print("\n".join(lines[-len(methods) - 3:]), flush=True)
+    if args.working_copy_only:
+        return
     # The network alone on a ready batch, the part the arithmetic floor is about.
     x = p.to_batch(sample)
     with torch.inference_mode():
@@ -285,6 +324,8 @@ def main():
     parser.add_argument("--extras", action="store_true", help="also measure optional speedups (224 model)")
     parser.add_argument("--compile", action="store_true", help="with --extras, also torch.compile (slow to compile)")
     parser.add_argument("--only-224", action="store_true", help="skip the project-default model")
+    parser.add_argument("--working-copy-only", action="store_true",
+                        help="only the 12 MP JPEGs: learn.predict, project bs1 and the working-copy row")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
     args = parser.parse_args()
 
@@ -316,8 +357,16 @@ def main():
     real = [str(p) for p, _ in eval_rows]
     with tempfile.TemporaryDirectory(prefix="plantsite-bench-") as tmp:
         big = upscale(real[:args.big], tmp) if args.big else []
+        working, made, cleaning = make_working_copies(big, tmp) if big else ({}, [], [])
+        if made:
+            lines.append(f"\nWorking copies (upload time): {len(made)} 12 MP JPEGs -> longer side 1024 px, median "
+                         f"{1000 * statistics.median(made):.0f} ms each (max {1000 * max(made):.0f} ms), on top of "
+                         f"check_and_clean's median {1000 * statistics.median(cleaning):.0f} ms that every upload pays.")
+            print(lines[-1], flush=True)
         models = [("resnet18 at 224 px", TrainingOptions(image_size=224, epochs=1, batch_size=16, pretrained=False),
                    ("nodraft", "eager", "exact", "channels_last", "compile") if args.extras else ())]
+        if args.working_copy_only:
+            models = [(label, options, ()) for label, options, _ in models]
         if not args.only_224:
             default = TrainingOptions()
             default.epochs = 1
@@ -329,7 +378,7 @@ def main():
             lines.append(f"\nTrained {label} on {len(rows)} photos for 1 epoch in {seconds:.0f} s "
                          f"(pretrained used: {result.pretrained_used}).")
             print(lines[-1], flush=True)
-            bench_model(label, export, real, big, args, lines, extras=extras)
+            bench_model(label, export, real, big, args, lines, extras=extras, working=working)
 
     lines.append(f"\nTotal {time.perf_counter() - started:.0f} s; load average at the end: {loadavg()}.")
     print(lines[-1])

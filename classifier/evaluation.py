@@ -38,7 +38,7 @@ def validation_photos(limit=COMPARE_LIMIT):
 
 def _predict(version, photos):
     model = model_cache.get(version.id, version.path, version.sha256, threads=settings.INFERENCE_THREADS)
-    return [max(probs, key=probs.get) for probs in model.predict_paths([p.image.path for p in photos])]
+    return [max(probs, key=probs.get) for probs in model.predict_paths([p.model_input_path for p in photos])]
 
 
 def model_versions_compare(a, b, photos=None):

@@ -117,7 +117,9 @@ def _train(run):
     options = TrainingOptions.from_dict({k: v for k, v in run.options.items() if k not in RUN_ONLY_OPTIONS})
     include_model_labels = bool(run.options.get("include_model_labels", False))
     rows = training_rows(include_model_labels=include_model_labels)
-    paths = dict(Photo.objects.filter(id__in=[r[0] for r in rows]).values_list("id", "image"))
+    # The model reads each photo's working copy when it has one (labeling.models.Photo.model_input_path).
+    paths = {p.id: p.model_input_path
+             for p in Photo.objects.filter(id__in=[r[0] for r in rows]).only("id", "image", "working_image")}
     # Provenance: how many photos of each label source the run uses, kept with its metrics.
     sources = {"data_sources": training_source_counts([r[0] for r in rows]),
                "include_model_labels": include_model_labels}
@@ -125,8 +127,7 @@ def _train(run):
     run.data_hash = data_hash(rows)
     run.metrics = sources
     run.save(update_fields=["data", "data_hash", "metrics"])
-    media = settings.MEDIA_ROOT
-    fit_rows = [(str(media / paths[pid]), label, valid) for pid, label, valid in rows]
+    fit_rows = [(str(paths[pid]), label, valid) for pid, label, valid in rows]
     settings.MODEL_ROOT.mkdir(parents=True, exist_ok=True)
     stem = f"model-{run.id}-{uuid.uuid4().hex[:8]}"
     export_path = settings.MODEL_ROOT / f"{stem}.pkl"

@@ -6,7 +6,7 @@ An archive holds
                     groups named, not numbered) but with full-precision timestamps; content
                     types, permissions, sessions and the admin log are left out: `migrate`
                     makes the first two, the others are not worth keeping
-    media/...       every file under MEDIA_ROOT (the photos)
+    media/...       every file under MEDIA_ROOT (the photos, originals and working copies)
     models/...      every file under MODEL_ROOT (exported learners, confusion matrices)
     manifest.json   written last: format version, when, row counts, and the sha256 and size
                     of db.json and of every file, as archived
@@ -38,6 +38,8 @@ from django.core import serializers
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.management import call_command
 from django.db import connection, transaction
+
+from classifier.inference import file_sha256
 
 FORMAT = "plantsite-backup"
 FORMAT_VERSION = 1
@@ -80,12 +82,6 @@ class RestoreReport:
         return text
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _roots() -> list[tuple[str, Path]]:
@@ -267,7 +263,7 @@ def _read_archive(path: Path, into: Path) -> dict:
     manifest = json.loads((into / MANIFEST).read_text())
     if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
         raise BackupError(f"{path} is not a version {FORMAT_VERSION} Plantsite backup.")
-    if _sha256(into / DATABASE_DUMP) != manifest["database"]["sha256"]:
+    if file_sha256(into / DATABASE_DUMP) != manifest["database"]["sha256"]:
         raise BackupError(f"{DATABASE_DUMP} in the archive does not match its recorded sha256.")
     listed = {f["name"]: f for f in manifest["files"]}
     extra = names - set(listed) - {MANIFEST, DATABASE_DUMP}
@@ -276,7 +272,7 @@ def _read_archive(path: Path, into: Path) -> dict:
     for name, entry in listed.items():
         if name not in names:
             raise BackupError(f"The archive lacks {name}, which its manifest lists.")
-        if _sha256(into / name) != entry["sha256"]:
+        if file_sha256(into / name) != entry["sha256"]:
             raise BackupError(f"{name} in the archive does not match its recorded sha256.")
     return manifest
 
@@ -305,15 +301,16 @@ def _put_files_in_place(extracted: Path, manifest: dict) -> int:
 def _verify_restored() -> list[str]:
     """Every photo's file and every model version's file is where its row says, and each
     model file has the sha256 the registry recorded (the check inference makes before loading)."""
-    from classifier.inference import file_sha256
     from classifier.models import ModelVersion
 
     from .models import Photo
 
     problems = []
-    for photo in Photo.objects.only("id", "image"):
+    for photo in Photo.objects.only("id", "image", "working_image"):
         if not (Path(settings.MEDIA_ROOT) / photo.image.name).is_file():
             problems.append(f"photo {photo.id}: {photo.image.name} is missing")
+        if photo.working_image and not (Path(settings.MEDIA_ROOT) / photo.working_image.name).is_file():
+            problems.append(f"photo {photo.id}: its working copy {photo.working_image.name} is missing")
     for version in ModelVersion.objects.only("id", "file", "sha256"):
         if not version.path.is_file():
             problems.append(f"model version {version.id}: {version.file} is missing")

@@ -69,6 +69,10 @@ class Photo(models.Model):
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="photos")
     image = models.FileField(upload_to="photos/", max_length=255)
+    # A downscaled JPEG (longer side WORKING_COPY_MAX_SIDE) stored at upload when the original is
+    # larger, so that inference and training never decode a 12-megapixel file again. The original
+    # stays what is served, exported and backed up as the photo.
+    working_image = models.FileField(upload_to="photos/", max_length=255, blank=True)
     width = models.PositiveIntegerField(default=0)
     height = models.PositiveIntegerField(default=0)
     sha256 = models.CharField(max_length=64, db_index=True)
@@ -98,6 +102,11 @@ class Photo(models.Model):
 
     def __str__(self):
         return f"Photo {self.pk} ({self.status})"
+
+    @property
+    def model_input_path(self):
+        """The file the model reads: the working copy when there is one, else the original."""
+        return self.working_image.path if self.working_image else self.image.path
 
     @property
     def is_terminal(self):

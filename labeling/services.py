@@ -15,8 +15,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from .image_checks import check_and_clean
-from .models import Label, Photo, PhotoEvent, Prediction, ReviewDecision, photo_file_name
+from .image_checks import check_and_clean, working_copy
+from .models import Label, Photo, PhotoEvent, Prediction, photo_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +57,14 @@ def photo_upload(*, owner, fileobj, synthetic=False, label=None) -> Photo:
     storage = Photo._meta.get_field("image").storage
     # User-supplied names never reach a path: the stored name is generated.
     name = storage.save(photo_file_name(clean.extension), ContentFile(clean.content))
+    working_name = ""
     try:
+        working = working_copy(clean, settings.WORKING_COPY_MAX_SIDE)
+        if working is not None:
+            working_name = storage.save(working_copy_name(name), ContentFile(working))
         with transaction.atomic():
-            photo = Photo(owner=owner, image=name, width=clean.width, height=clean.height,
-                          sha256=clean.sha256, synthetic=synthetic)
+            photo = Photo(owner=owner, image=name, working_image=working_name, width=clean.width,
+                          height=clean.height, sha256=clean.sha256, synthetic=synthetic)
             if label is not None:
                 photo.label_by_import(label)
             photo.save()
@@ -68,11 +72,18 @@ def photo_upload(*, owner, fileobj, synthetic=False, label=None) -> Photo:
                 _enqueue_prediction(photo.id)
     except BaseException:
         storage.delete(name)  # files are not transactional: no file without its row
+        if working_name:
+            storage.delete(working_name)
         raise
     # A new photo has no prediction yet. Saying so spares the query that serializing the answer
     # would make, so a database lost just after the commit cannot turn a stored upload into a 503.
     Photo.prediction.related.set_cached_value(photo, None)
     return photo
+
+
+def working_copy_name(original_name: str) -> str:
+    """photos/<uuid>.<ext> -> photos/<uuid>-work.jpg"""
+    return f"{original_name.rsplit('.', 1)[0]}-work.jpg"
 
 
 def photo_predict(photo_id: int) -> Photo | None:
@@ -97,7 +108,7 @@ def photo_predict(photo_id: int) -> Photo | None:
     mates = _batch_mates(photo)
     if mates:
         try:
-            batch = model.predict_paths([photo.image.path] + [m.image.path for m in mates])
+            batch = model.predict_paths([photo.model_input_path] + [m.model_input_path for m in mates])
         except Exception:  # noqa: BLE001 - a batch-mate's broken file must not fail this photo
             logger.warning("Batch prediction of photo %s with %s failed; predicting it alone.",
                            photo_id, [m.id for m in mates], exc_info=True)
@@ -108,7 +119,7 @@ def photo_predict(photo_id: int) -> Photo | None:
                 _store_prediction(mate.id, version, probabilities)
             _predict_in_shadow([photo] + mates)
             return stored
-    probabilities = model.predict_paths([photo.image.path])[0]
+    probabilities = model.predict_paths([photo.model_input_path])[0]
     stored = _store_prediction(photo_id, version, probabilities)
     _predict_in_shadow([photo])
     return stored
@@ -126,7 +137,7 @@ def _predict_in_shadow(photos):
         return
     try:
         model = model_cache.get(shadow.id, shadow.path, shadow.sha256, threads=settings.INFERENCE_THREADS)
-        results = model.predict_paths([p.image.path for p in photos])
+        results = model.predict_paths([p.model_input_path for p in photos])
         classifier_services.shadow_predictions_store(shadow, zip((p.id for p in photos), results))
     except Exception:  # noqa: BLE001 - a broken shadow must not fail real predictions
         logger.exception("Shadow version %s could not predict photos %s.", shadow.id, [p.id for p in photos])

@@ -162,6 +162,9 @@ CELERY_BEAT_SCHEDULE = {
 CONFIDENCE_THRESHOLD = env_float("CONFIDENCE_THRESHOLD", 0.8, minimum=0.0, maximum=1.0)
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 40_000_000, minimum=1)
+# An upload whose longer side exceeds this also gets a downscaled JPEG working copy, which
+# inference and training read instead of the original (the model sees far fewer pixels).
+WORKING_COPY_MAX_SIDE = env_int("WORKING_COPY_MAX_SIDE", 1024, minimum=1)
 # Where exported learners live; files are loaded only if their sha256 matches the registry.
 MODEL_ROOT = Path(env_str("MODEL_ROOT", str(MEDIA_ROOT / "models")))
 # Threads per inference worker process (threads × processes should match the cores).
