@@ -1,0 +1,81 @@
+"""A training run whose worker dies is marked failed when the training worker comes back, and
+cancelling a running run stops it; either way the active model stays as it was.
+
+Real processes: a training worker consuming its own Redis (`private_broker`), SIGKILLed
+mid-run; then a new one starts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from classifier import services
+from classifier.demo_images import generate_dataset
+from classifier.models import ModelVersion, TrainingRun
+from labeling.services import photos_import_folder
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+# Long enough that the run is still going when the test acts on it, tiny per epoch.
+LONG_RUN = {"image_size": 32, "epochs": 60, "batch_size": 4, "pretrained": False}
+
+
+@pytest.fixture
+def labelled(staff, tmp_path, monkeypatch):
+    monkeypatch.setattr("classifier.services.is_validation", lambda key: int(key) % 4 == 0)
+    generate_dataset(tmp_path / "data", per_label=6, size=64, seed=9)
+    photos_import_folder(directory=tmp_path / "data", owner=staff)
+
+
+def _running_with_progress(run_id):
+    run = TrainingRun.objects.get(id=run_id)
+    return run.status == TrainingRun.Status.RUNNING and run.batch > 0
+
+
+def test_a_run_whose_worker_is_killed_is_marked_failed_when_the_worker_comes_back(
+        private_broker, active_model, labelled, start_worker, staff):
+    doomed = start_worker("training")
+    run = services.training_run_start(user=staff, options=LONG_RUN, enqueue=False)
+    services._enqueue_training(run.id)
+    wait_until(lambda: _running_with_progress(run.id), timeout=120, what="the run training")
+
+    os.killpg(doomed.process.pid, signal.SIGKILL)
+    doomed.process.wait(timeout=10)
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.RUNNING  # nobody knows yet
+
+    start_worker("training")
+
+    wait_until(lambda: TrainingRun.objects.get(id=run.id).status == TrainingRun.Status.FAILED,
+               what="the run marked failed")
+    run.refresh_from_db()
+    assert run.error == services.WORKER_LOST
+    assert run.holds_slot is None and run.model_version is None
+    assert list(ModelVersion.objects.filter(is_active=True)) == [active_model]
+    # The slot is free: a new run can be started.
+    assert services.training_run_start(user=staff, options={"epochs": 1}, enqueue=False).status == "queued"
+
+
+def test_cancelling_a_running_run_stops_it_and_keeps_the_active_model(
+        private_broker, active_model, labelled, start_worker, staff, api_as):
+    start_worker("training")
+    run = services.training_run_start(user=staff, options=LONG_RUN, enqueue=False)
+    services._enqueue_training(run.id)
+    wait_until(lambda: _running_with_progress(run.id), timeout=120, what="the run training")
+
+    response = api_as(staff).post(f"/api/v1/training-runs/{run.id}/cancel/")
+    assert response.status_code == 202, response.text
+
+    wait_until(lambda: TrainingRun.objects.get(id=run.id).status == TrainingRun.Status.CANCELLED,
+               what="the run cancelled")
+    run.refresh_from_db()
+    assert run.epoch < LONG_RUN["epochs"]
+    assert "active model is unchanged" in run.error
+    assert not ModelVersion.objects.exclude(id=active_model.id).exists()
+    assert ModelVersion.objects.get(is_active=True) == active_model
+    assert not list(active_model.path.parent.glob(f"model-{run.id}-*"))  # no orphan files
