@@ -389,7 +389,7 @@ def report(args, phase: UploadPhase, drained_in: float) -> int:
               "after the last upload)")
     print(quantiles_line("upload latency (client)", upload_latency))
     print(quantiles_line("upload -> routed (server clocks)", routed_latency))
-    print(f"states              " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
+    print("states              " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
     print(f"lost photos         {len(lost)}" + (f"  (ids {lost[:20]})" if lost else ""))
     errors = [r.error for r in phase.results if r.status != 201][:3]
     for error in errors:

@@ -1,19 +1,19 @@
 """Pages of the labelling workspace, label management, bulk upload, export and the team page."""
 
-import mimetypes
 
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from . import labelling, selectors
 from .models import Label, Photo
 from .services import UnknownLabel
+from .views import serve_photo_file
 
 
 def _examples_for(labels):
@@ -77,16 +77,7 @@ def labelling_photo_file(request, pk):
     """A photo served to a labeller (or one they labelled, or a label's example)."""
     if not selectors.photo_visible_to_labeller(request.user, pk):
         raise Http404("No such photo.")
-    photo = get_object_or_404(Photo, pk=pk)
-    content_type = mimetypes.guess_type(photo.image.name)[0] or "application/octet-stream"
-    try:
-        response = FileResponse(photo.image.open("rb"), content_type=content_type)
-    except FileNotFoundError:
-        raise Http404("The file is missing.") from None
-    response["Content-Disposition"] = f'inline; filename="photo-{photo.pk}.{photo.image.name.rsplit(".", 1)[-1]}"'
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
+    return serve_photo_file(get_object_or_404(Photo, pk=pk))
 
 
 # --- label management -----------------------------------------------------------------------

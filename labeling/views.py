@@ -1,6 +1,5 @@
 import mimetypes
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
@@ -55,6 +54,11 @@ def photo_detail(request, pk):
 def photo_file(request, name):
     """Photos are served only to those who may see them, never sniffed as another type."""
     photo = get_object_or_404(selectors.photos_visible_to(request.user), image=f"photos/{name}")
+    return serve_photo_file(photo)
+
+
+def serve_photo_file(photo):
+    """The stored original, inline under a generated name, never sniffed as another type."""
     content_type = mimetypes.guess_type(photo.image.name)[0] or "application/octet-stream"
     try:
         response = FileResponse(photo.image.open("rb"), content_type=content_type)

@@ -22,8 +22,8 @@ from classifier.demo_images import LABELS, generate_dataset
 from classifier.models import ModelVersion, TrainingRun
 from labeling.models import EXPERTS_GROUP, Label, Photo
 from tests.factories import LabelFactory
+from tests.paths import FLOWERS
 
-FLOWERS = Path("/work/shared/data/flowers")
 
 
 def run_command(*args, **options):

@@ -4,7 +4,6 @@ from the exported learner, and the same model; transforms it cannot reproduce ar
 import logging
 import random
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,8 @@ from PIL import Image
 from classifier.demo_images import generate_dataset
 from classifier.fastpath import DRAFT_MIN_PIXELS, FastPredictor, UnsupportedLearner, load_image
 from classifier.inference import ModelCache, file_sha256
+from tests.paths import FLOWERS
 
-FLOWERS = Path(__file__).resolve().parents[3] / "shared" / "data" / "flowers"
 TOLERANCE = 1e-4
 
 
@@ -102,8 +101,6 @@ def test_fastai_does_not_add_normalize_without_pretrained_weights(tiny_model_fil
 def real_photos():
     """About ten photos across the five classes, of different sizes and aspect ratios: per
     class the widest and the tallest. Read where they are, never copied into the repository."""
-    if not FLOWERS.is_dir():
-        pytest.skip(f"{FLOWERS} is not available")
     chosen = []
     for label_dir in sorted(p for p in FLOWERS.iterdir() if p.is_dir()):
         files = sorted(label_dir.glob("*.jpg"))[:40]

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import requests
 from playwright.sync_api import expect
 
 from labeling.models import Photo
+from tests.paths import FLOWERS as FLOWERS_DIR
 
 from .conftest import PASSWORD
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-FLOWER = sorted((Path("/work/shared/data/flowers") / "sunflowers").glob("*.jpg"))[0]
+FLOWER = sorted((FLOWERS_DIR / "sunflowers").glob("*.jpg"))[0]
 WAIT_MS = 60_000
 
 # Records every text the upload cards' status shows, so a short-lived one is not missed.

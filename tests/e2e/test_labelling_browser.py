@@ -5,19 +5,19 @@ Then an admin bulk-uploads files, each with its own progress bar and result."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
 from labeling.models import LabelVote, Photo
 from tests.factories import LabelFactory, ModelVersionFactory, PhotoFactory, PredictionFactory, jpeg_bytes
+from tests.paths import FLOWERS as FLOWERS_DIR
 
 from .conftest import PASSWORD
 
 pytestmark = [pytest.mark.browser]
 
-FLOWERS = sorted((Path("/work/shared/data/flowers") / "tulips").glob("*.jpg"))[:2]
+FLOWERS = sorted((FLOWERS_DIR / "tulips").glob("*.jpg"))[:2]
 
 
 def open_page(browser, problems):

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from labeling.models import Photo, ReviewDecision
+from tests.paths import FLOWERS
 
 pytestmark = pytest.mark.integration
 
-FLOWERS = Path("/work/shared/data/flowers")
 
 
 def flower_photos(per_class=2) -> list[Path]:

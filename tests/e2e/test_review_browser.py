@@ -4,7 +4,6 @@ would have accepted on its own, which its uploader sees as awaiting an expert un
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -12,12 +11,13 @@ from playwright.sync_api import expect
 from labeling import review
 from labeling.models import Photo, ReviewDecision
 from tests.factories import LabelFactory, PredictionFactory
+from tests.paths import FLOWERS as FLOWERS_DIR
 
 from .test_browser import log_in, open_page
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-FLOWER = sorted((Path("/work/shared/data/flowers") / "tulips").glob("*.jpg"))[0]
+FLOWER = sorted((FLOWERS_DIR / "tulips").glob("*.jpg"))[0]
 WAIT_MS = 60_000
 
 

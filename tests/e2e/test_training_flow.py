@@ -11,10 +11,10 @@ from classifier.demo_images import generate_dataset
 from classifier.models import ModelVersion
 from classifier.services import training_rows
 from labeling.services import photos_import_folder
+from tests.paths import FLOWERS
 
 pytestmark = pytest.mark.integration
 
-FLOWERS = Path("/work/shared/data/flowers")
 OPTIONS = {"image_size": 32, "epochs": 1, "batch_size": 8, "pretrained": False, "activate": False}
 TRAINING_TIMEOUT = 120
 

@@ -30,10 +30,10 @@ from tests.e2e.conftest import (  # noqa: F401  reused end-to-end fixtures and t
     pytest_runtest_makereport,
     start_worker,
 )
+from tests.paths import FLOWERS
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = REPO / ".venv" / "bin" / "python"
-FLOWERS = Path("/work/shared/data/flowers")
 WAIT = 60          # the longest any single wait in these tests may take, in seconds
 STOP_TIMEOUT = 10  # seconds for a process to exit after its signal
 
@@ -202,8 +202,7 @@ def private_broker(private_redis):
 
 def _postgres_bin() -> Path:
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not candidates:
-        pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+    assert candidates, "PostgreSQL's server binaries (initdb, pg_ctl) are not installed (Debian: postgresql)"
     return candidates[-1].parent
 
 

@@ -272,7 +272,7 @@ def test_the_audits_page_shows_the_accuracy_with_its_interval(five_audits, staff
     assert "0.600" in page and "3 correct of 5 audited" in page
     assert f"{low:.3f}–{high:.3f}" in page
     assert "A random 100% of the predictions" in page
-    assert page.count(f'href="/photos/') >= 5
+    assert page.count('href="/photos/') >= 5
 
 
 def test_the_audits_page_before_any_audit(expert, db):

@@ -26,8 +26,9 @@ from labeling.models import (
 )
 from labeling.review import review_decide
 from tests.factories import LabelFactory, UserFactory
+from tests.paths import FLOWERS as FLOWERS_DIR
 
-FLOWERS = sorted((Path("/work/shared/data/flowers") / "daisy").glob("*.jpg"))[:2]
+FLOWERS = sorted((FLOWERS_DIR / "daisy").glob("*.jpg"))[:2]
 
 
 @pytest.fixture(autouse=True)

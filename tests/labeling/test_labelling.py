@@ -124,7 +124,7 @@ def test_two_labellers_are_served_different_photos_while_others_are_available(la
 
 
 def test_a_lapsed_assignment_frees_the_photo(labels, ann, bob, settings):
-    a, b = uncertain(0.1), uncertain(0.2)
+    a, _b = uncertain(0.1), uncertain(0.2)  # a second photo that is not served first
     assert labelling_next(ann) == a
     LabellingAssignment.objects.filter(user=ann).update(expires_at=timezone.now() - timedelta(seconds=1))
 

@@ -17,8 +17,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def postgresql_only():
-    if connection.vendor != "postgresql":
-        pytest.skip("SKIP LOCKED needs PostgreSQL")
+    assert connection.vendor == "postgresql", "these tests need PostgreSQL (SKIP LOCKED); see pytest.ini"
 
 
 def uncertain(margin):
