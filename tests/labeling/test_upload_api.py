@@ -151,9 +151,9 @@ def _too_many_bytes():
     return header + b"\0" * (21 * MB - len(header))
 
 
-def _too_many_pixels():
-    # 100 megapixels of one bit each: a few kilobytes of PNG.
-    return encode(Image.new("1", (10000, 10000)), "PNG")
+def _too_many_pixels(side=10000):
+    # 100 (or 400) megapixels of one bit each: a few kilobytes of PNG, a decompression bomb.
+    return encode(Image.new("1", (side, side)), "PNG")
 
 
 BAD_UPLOADS = {
@@ -169,6 +169,12 @@ BAD_UPLOADS = {
     "truncated jpeg": (_truncated_jpeg, "cut.jpg", "image/jpeg", UNDECODABLE),
     "21 MB file": (_too_many_bytes, "huge.jpg", "image/jpeg", "File too large (max 20 MB)."),
     "10000x10000 png": (_too_many_pixels, "bomb.png", "image/png", "Image too large (max 40 megapixels)."),
+    "20000x20000 png": (lambda: _too_many_pixels(20000), "bomb2.png", "image/png",
+                        "Image too large (max 40 megapixels)."),
+    "eps": (lambda: b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n", "leaf.jpg", "image/jpeg",
+            UNSUPPORTED_TYPE),
+    "psd": (lambda: b"8BPS\x00\x01" + b"\x00" * 64, "layers.psd", "image/vnd.adobe.photoshop", UNSUPPORTED_TYPE),
+    "fits": (lambda: b"SIMPLE  =                    T" + b" " * 2850, "sky.fits", "image/fits", UNSUPPORTED_TYPE),
 }
 
 
