@@ -13,33 +13,12 @@ from labeling.models import LabelVote, Photo
 from tests.factories import LabelFactory, ModelVersionFactory, PhotoFactory, PredictionFactory, jpeg_bytes
 from tests.paths import FLOWERS as FLOWERS_DIR
 
-from .conftest import PASSWORD
+from .test_browser import log_in, open_page
+
 
 pytestmark = [pytest.mark.browser]
 
 FLOWERS = sorted((FLOWERS_DIR / "tulips").glob("*.jpg"))[:2]
-
-
-def open_page(browser, problems):
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("console", lambda message: message.type == "error" and not message.text.startswith(
-        "Failed to load resource") and problems.append(f"console: {message.text}"))
-    page.on("response", lambda response: response.status >= 400 and not response.url.endswith(
-        "/favicon.ico") and "/api/v1/imports/" not in response.url and problems.append(
-        f"HTTP {response.status} {response.url}"))
-    return page
-
-
-def log_in(page, base_url, username):
-    page.goto(f"{base_url}/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    with page.expect_navigation():
-        page.click("form.card button[type=submit]")
-    expect(page.locator("header nav")).to_contain_text(f"Log out {username}")
 
 
 def press(page, key):
@@ -146,7 +125,7 @@ def test_an_admin_bulk_uploads_files_each_with_its_own_progress_and_result(live_
     base = live_server.url
     problems = []
 
-    page = open_page(browser, problems)
+    page = open_page(browser, problems, expected_errors=("/api/v1/imports/",))  # the refused file
     log_in(page, base, "staff")
     page.goto(f"{base}/import/")
     page.select_option("#bulk-label", "tulip")
