@@ -91,14 +91,8 @@ async function uploadFile(form, file) {
   pollPhoto(card);
 }
 
-function setUpUpload() {
-  const form = document.getElementById("upload-form");
-  if (!form) return;
-  const input = form.querySelector("input[type=file]");
-  const send = (files) => {
-    document.getElementById("upload-error").classList.add("hidden");
-    Array.from(files).forEach((file) => uploadFile(form, file));
-  };
+// Files from the picker (or the phone camera) and files dropped on the form go to `send`.
+function acceptFiles(form, input, send) {
   input.addEventListener("change", () => { send(input.files); input.value = ""; });
   form.addEventListener("dragover", (e) => { e.preventDefault(); form.classList.add("dragging"); });
   form.addEventListener("dragleave", () => form.classList.remove("dragging"));
@@ -107,6 +101,17 @@ function setUpUpload() {
     form.classList.remove("dragging");
     send(e.dataTransfer.files);
   });
+}
+
+function setUpUpload() {
+  const form = document.getElementById("upload-form");
+  if (!form) return;
+  const input = form.querySelector("input[type=file]");
+  const send = (files) => {
+    document.getElementById("upload-error").classList.add("hidden");
+    Array.from(files).forEach((file) => uploadFile(form, file));
+  };
+  acceptFiles(form, input, send);
 }
 
 function setUpReviewKeys() {
@@ -288,14 +293,7 @@ function setUpBulkUpload() {
     pump();
   };
   form.addEventListener("submit", (e) => e.preventDefault());
-  input.addEventListener("change", () => { send(input.files); input.value = ""; });
-  form.addEventListener("dragover", (e) => { e.preventDefault(); form.classList.add("dragging"); });
-  form.addEventListener("dragleave", () => form.classList.remove("dragging"));
-  form.addEventListener("drop", (e) => {
-    e.preventDefault();
-    form.classList.remove("dragging");
-    send(e.dataTransfer.files);
-  });
+  acceptFiles(form, input, send);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
