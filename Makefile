@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export PORT HOST
 
-.PHONY: run test venv services clean loadtest bench gpu-check
+.PHONY: run test venv services clean loadtest bench bench-e2e gpu-check
 
 venv: $(STAMP)
 
@@ -46,6 +46,12 @@ bench: $(STAMP)
 LOADTEST_ARGS ?= --uploads 1000 --clients 16
 loadtest: $(STAMP) services
 	$(VENV)/bin/python bench/loadtest.py $(LOADTEST_ARGS)
+
+# Upload -> final over the real stack at client concurrency 1, 4 and 16, and the worker alone,
+# e.g. make bench-e2e BENCH_E2E_ARGS="--uploads-per-level 20"
+BENCH_E2E_ARGS ?= --levels 1,4,16 --uploads-per-level 40
+bench-e2e: $(STAMP) services
+	$(VENV)/bin/python bench/bench_e2e.py $(BENCH_E2E_ARGS)
 
 clean:
 	rm -rf $(VENV) var media db.sqlite3

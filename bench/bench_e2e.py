@@ -1,0 +1,394 @@
+"""End-to-end benchmark: upload -> queue -> inference worker -> final, over the real stack.
+
+Starts, on 127.0.0.1 only and with bench/loadtest.py's own functions, a private redis-server,
+a fresh PostgreSQL database (`plantsite_bench_e2e`), a tiny trained and registered model,
+gunicorn with the production settings and one Celery inference worker (`-c 2`, log level INFO).
+Everything is stopped again on exit or Ctrl-C.
+
+For each level in --levels, that many client threads run a closed loop: upload a photo
+(POST /api/v1/photos/), then poll GET /api/v1/photos/{id}/ every --poll-interval seconds
+(50 ms by default; the web page polls every 250 ms) until its status leaves `queued`, then
+upload the next one, until --uploads-per-level photos have been sent at that level.
+
+The worker runs with CONFIDENCE_THRESHOLD=0.0: the tiny model is rarely confident, and with
+the production threshold nearly every photo would go to `needs_review`; at 0.0 they become
+`final`, so upload-to-final is what is measured (`needs_review` would count as terminal too).
+
+Per level it prints the throughput (photos reaching a terminal state per second of the
+level), the client's upload latency and upload->final latency (from the start of the POST to
+the poll that saw the terminal state) at p50/p95/p99, and the split of upload->final:
+
+* queue wait   = start of the task that predicted the photo - Photo.uploaded_at
+* task time    = Prediction.created_at - start of that task
+* notification = the moment the polling client saw the terminal state - Photo.decided_at
+                 (the prediction's created_at for a photo routed to review)
+
+The task start is not stored: it is read from the worker's log, each "Task
+labeling.tasks.photo_predict_task[...] succeeded in Xs" line giving end (the log time,
+ms resolution) minus X. A photo predicted as another task's batch-mate is attributed to the
+task whose run contains its Prediction.created_at (the latest started one). The remainder of
+upload->final (the upload request itself, the routing after the prediction was stored) is in
+none of the three columns.
+
+Then "worker alone": the worker stops consuming (Celery remote control `cancel_consumer`),
+--worker-alone-photos photos are uploaded and queued, the worker consumes again
+(`add_consumer`) and the time from that call to the last Prediction.created_at gives the
+worker's own throughput, warm model, same images, same batching rules, no polling clients.
+The ratio of the highest level's throughput to it is printed; the target is >= 0.8 at 16.
+
+Usage (from the repository root; `make bench-e2e` runs it with BENCH_E2E_ARGS):
+  .venv/bin/python bench/bench_e2e.py [--levels 1,4,16] [--uploads-per-level 40]
+      [--poll-interval 0.05] [--concurrency 2] [--worker-alone-photos 64] [--time-limit 900]
+
+Exit status: 0, or 1 when any photo did not reach a terminal state, 2 on a failed setup,
+130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.loadtest import (  # noqa: E402
+    REQUEST_TIMEOUT, VENV_BIN, Children, bootstrap, environment, flush_redis, free_port, percentile,
+    recreate_database, run_uploads, start_private_redis, upload_images, wait_until_healthy,
+)
+
+TASK_DONE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/[^\]]*\] "
+                       r"Task labeling\.tasks\.photo_predict_task\[[^\]]+\] succeeded in ([0-9.eE+-]+)s")
+
+
+def log(message):
+    print(f"[bench-e2e {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+@dataclass
+class Sample:
+    started: float           # wall clock (time.time()) at the start of the POST
+    upload: float            # seconds for the POST
+    photo_id: int | None
+    seen: float | None = None  # wall clock of the poll that saw a terminal state
+    status: str = ""
+    error: str = ""
+
+
+def run_level(base_url, token, images, *, clients, uploads, poll_interval, photo_timeout, deadline,
+              stop: threading.Event) -> tuple[list[Sample], float]:
+    import requests
+
+    lock = threading.Lock()
+    counter = iter(range(uploads))
+    samples: list[Sample] = []
+
+    def client():
+        session = requests.Session()
+        session.headers["Authorization"] = f"Token {token}"
+        while not stop.is_set() and time.monotonic() < deadline:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            name, data = images[i % len(images)]
+            started = time.time()
+            try:
+                response = session.post(f"{base_url}/api/v1/photos/", files={"image": (name, data, "image/jpeg")},
+                                        timeout=REQUEST_TIMEOUT)
+            except requests.RequestException as exc:
+                sample = Sample(started, time.time() - started, None, error=f"{type(exc).__name__}: {exc}"[:200])
+            else:
+                sample = Sample(started, time.time() - started, None)
+                if response.status_code == 201:
+                    sample.photo_id = response.json()["id"]
+                else:
+                    sample.error = f"HTTP {response.status_code}: {response.text[:150]}"
+            with lock:
+                samples.append(sample)
+            if sample.photo_id is None:
+                continue
+            give_up = time.monotonic() + photo_timeout
+            while not stop.is_set() and time.monotonic() < min(give_up, deadline):
+                try:
+                    r = session.get(f"{base_url}/api/v1/photos/{sample.photo_id}/", timeout=REQUEST_TIMEOUT)
+                    now = time.time()
+                    if r.status_code == 200 and r.json()["status"] != "queued":
+                        sample.seen, sample.status = now, r.json()["status"]
+                        break
+                except requests.RequestException:
+                    pass
+                time.sleep(poll_interval)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=clients, thread_name_prefix=f"c{clients}") as pool:
+        futures = [pool.submit(client) for _ in range(clients)]
+        try:
+            for future in futures:
+                while True:
+                    try:
+                        future.result(timeout=0.5)
+                        break
+                    except TimeoutError:
+                        continue
+        except BaseException:
+            stop.set()
+            raise
+    return samples, time.monotonic() - started
+
+
+def task_runs(celery_log: Path) -> list[tuple[float, float]]:
+    """(start, end) wall-clock seconds of every finished photo_predict_task in the worker's log."""
+    runs = []
+    for line in celery_log.read_text(errors="replace").splitlines():
+        m = TASK_DONE.match(line)
+        if m:
+            # Celery logs local time; astimezone() on a naive datetime takes it as local.
+            end = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
+            runs.append((end - float(m.group(2)), end))
+    return sorted(runs)
+
+
+def task_start_for(created: float, runs) -> float | None:
+    slack = 0.002  # the log's millisecond resolution
+    containing = [s for s, e in runs if s - slack <= created <= e + slack]
+    if containing:
+        return max(containing)
+    before = [s for s, _ in runs if s <= created]
+    return max(before) if before else None
+
+
+def level_row(level, samples, wall, runs):
+    from labeling.models import Photo
+
+    ids = [s.photo_id for s in samples if s.photo_id is not None]
+    photos = {p.id: p for p in Photo.objects.filter(id__in=ids).select_related("prediction")}
+    upload = [s.upload * 1000 for s in samples if s.photo_id is not None]
+    to_final, queue, task, note = [], [], [], []
+    not_terminal = 0
+    statuses = {}
+    for s in samples:
+        if s.photo_id is None:
+            continue
+        photo = photos.get(s.photo_id)
+        if photo is None or photo.status == Photo.Status.QUEUED or s.seen is None:
+            not_terminal += 1
+            continue
+        statuses[photo.status] = statuses.get(photo.status, 0) + 1
+        to_final.append((s.seen - s.started) * 1000)
+        prediction = getattr(photo, "prediction", None)
+        done = photo.decided_at or (prediction.created_at if prediction else None)
+        if done is not None:
+            note.append((s.seen - done.timestamp()) * 1000)
+        if prediction is not None:
+            created = prediction.created_at.timestamp()
+            start = task_start_for(created, runs)
+            if start is not None:
+                queue.append((start - photo.uploaded_at.timestamp()) * 1000)
+                task.append((created - start) * 1000)
+    finished = len(to_final)
+    return dict(level=level, uploads=len(samples), accepted=len(ids), finished=finished,
+                throughput=finished / wall if wall else float("nan"), wall=wall,
+                upload=upload, to_final=to_final, queue=queue, task=task, note=note,
+                not_terminal=not_terminal + (len(samples) - len(ids)), statuses=statuses,
+                errors=[s.error for s in samples if s.error][:3])
+
+
+def p(values, q):
+    return f"{percentile(values, q):.0f}" if values else "-"
+
+
+def print_table(rows, args):
+    print()
+    print(f"Plantsite bench e2e: closed-loop clients, poll every {args.poll_interval * 1000:.0f} ms; gunicorn "
+          f"{args.web_workers}x{args.web_threads} gthread; inference worker -c {args.concurrency}; "
+          f"CONFIDENCE_THRESHOLD=0.0 (photos end `final`); {os.cpu_count()} CPUs; load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("All times in ms. upload->final: client clock, start of the POST to the poll that saw the terminal state.")
+    header = (f"{'level':>5} {'uploads':>7} {'photos/s':>8} | {'upload p50':>10} {'p95':>5} {'p99':>5} | "
+              f"{'->final p50':>11} {'p95':>5} {'p99':>5} | {'queue p50':>9} {'task p50':>8} {'notify p50':>10} | "
+              f"{'not terminal':>12}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['level']:>5} {r['uploads']:>7} {r['throughput']:>8.2f} | {p(r['upload'], 50):>10} "
+              f"{p(r['upload'], 95):>5} {p(r['upload'], 99):>5} | {p(r['to_final'], 50):>11} "
+              f"{p(r['to_final'], 95):>5} {p(r['to_final'], 99):>5} | {p(r['queue'], 50):>9} "
+              f"{p(r['task'], 50):>8} {p(r['note'], 50):>10} | {r['not_terminal']:>12}")
+    for r in rows:
+        extra = f"; e.g. {r['errors'][0]}" if r["errors"] else ""
+        print(f"  level {r['level']}: {r['finished']} terminal in {r['wall']:.1f} s, states {r['statuses']}; "
+              f"queue wait p95 {p(r['queue'], 95)}, task time p95 {p(r['task'], 95)}, "
+              f"notification p95 {p(r['note'], 95)}{extra}")
+
+
+def worker_alone(base_url, token, images, app, worker_name, n, *, timeout, stop):
+    """Throughput of the warm worker draining a backlog of n queued photos, no clients polling."""
+    from labeling.models import Photo, Prediction
+
+    replies = app.control.cancel_consumer("inference", destination=[worker_name], reply=True, timeout=5)
+    if not replies:
+        raise RuntimeError(f"{worker_name} did not answer cancel_consumer")
+    time.sleep(0.5)
+    phase = run_uploads(base_url, token, images, uploads=n, clients=min(8, n), time_limit=timeout, stop=stop)
+    ids = [r.photo_id for r in phase.results if r.photo_id is not None]
+    queued = Photo.objects.filter(id__in=ids, status=Photo.Status.QUEUED).count()
+    log(f"Worker alone: {len(ids)} photos uploaded, {queued} still queued with the consumer off; resuming it...")
+    t0 = time.time()
+    app.control.add_consumer("inference", destination=[worker_name], reply=True, timeout=5)
+    deadline = time.monotonic() + timeout
+    while Photo.objects.filter(id__in=ids, status=Photo.Status.QUEUED).exists():
+        if time.monotonic() > deadline or stop.is_set():
+            break
+        time.sleep(0.2)
+    created = [c.timestamp() for c in Prediction.objects.filter(photo_id__in=ids).values_list("created_at", flat=True)]
+    left = Photo.objects.filter(id__in=ids, status=Photo.Status.QUEUED).count()
+    if not created:
+        return 0.0, 0.0, len(ids), left
+    span = max(created) - t0
+    return len(created) / span, span, len(created), left
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", default="1,4,16", help="client concurrency levels, comma-separated (1,4,16)")
+    parser.add_argument("--uploads-per-level", type=int, default=40, help="photos uploaded at each level (40)")
+    parser.add_argument("--poll-interval", type=float, default=0.05, help="seconds between a client's polls (0.05)")
+    parser.add_argument("--photo-timeout", type=float, default=60, help="seconds a client waits for one photo (60)")
+    parser.add_argument("--worker-alone-photos", type=int, default=None,
+                        help="backlog for the worker-alone measurement (default: --uploads-per-level)")
+    parser.add_argument("--concurrency", type=int, default=2, help="inference worker processes, celery -c (2)")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (2)")
+    parser.add_argument("--web-threads", type=int, default=8, help="threads per gunicorn worker (8)")
+    parser.add_argument("--warmup", type=int, default=None, help="uncounted uploads first (4 x --concurrency)")
+    parser.add_argument("--time-limit", type=float, default=900, help="seconds for all the measurements (900)")
+    parser.add_argument("--image-size", type=int, default=320, help="longest side of the uploaded JPEGs (320)")
+    parser.add_argument("--model-image-size", type=int, default=64, help="the tiny model's input size (64)")
+    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--database", default="plantsite_bench_e2e")
+    parser.add_argument("--conn-max-age", type=int, default=60)
+    parser.add_argument("--keep", action="store_true", help="keep the database and the run folder (logs)")
+    args = parser.parse_args()
+    host = args.postgres.split("@")[-1].split("//")[-1].split(":")[0].split("/")[0]
+    if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        parser.error("the benchmark only talks to services on this machine (127.0.0.1).")
+    levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    if not levels or min(levels) < 1 or args.uploads_per_level < 1:
+        parser.error("--levels and --uploads-per-level must be positive.")
+    args.warmup = 4 * args.concurrency if args.warmup is None else args.warmup
+    alone_n = args.worker_alone_photos or args.uploads_per_level
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
+    run_dir = Path(tempfile.mkdtemp(prefix="plantsite-bench-e2e-"))
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    worker_name = f"bench-e2e-{port}@{socket.gethostname()}"
+    children = Children()
+    stop = threading.Event()
+    status = 2
+    try:
+        args.redis = start_private_redis(children, run_dir)
+        env = environment(args, run_dir, port)
+        env["CONFIDENCE_THRESHOLD"] = "0.0"
+        os.environ.clear()
+        os.environ.update(env)
+        log(f"Run folder {run_dir}; database {args.database}; private Redis {args.redis}; server {base_url}")
+        recreate_database(args)
+        flush_redis(args.redis)
+        token = bootstrap(args, run_dir)
+        images = upload_images(max(args.uploads_per_level, alone_n), args.image_size, run_dir)
+        children.start("gunicorn", [str(VENV_BIN / "gunicorn"), "plantsite.wsgi:application",
+                                    "--bind", f"127.0.0.1:{port}", "--workers", str(args.web_workers),
+                                    "--threads", str(args.web_threads), "--worker-class", "gthread",
+                                    "--timeout", "120", "--graceful-timeout", "10"],
+                       env, run_dir / "gunicorn.log")
+        celery_log = run_dir / "celery.log"
+        children.start("celery worker", [str(VENV_BIN / "celery"), "-A", "plantsite", "worker", "-Q", "inference",
+                                         "-c", str(args.concurrency), "-n", worker_name,
+                                         "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+                       env, celery_log)
+        wait_until_healthy(base_url, children)
+        deadline = time.monotonic() + args.time_limit
+        if args.warmup:
+            log(f"Warming up: {args.warmup} uploads, not counted...")
+            run_level(base_url, token, images, clients=min(args.warmup, 4), uploads=args.warmup,
+                      poll_interval=args.poll_interval, photo_timeout=args.photo_timeout, deadline=deadline,
+                      stop=stop)
+        raw = []
+        for level in levels:
+            log(f"Level {level}: {args.uploads_per_level} uploads from {level} closed-loop clients...")
+            samples, wall = run_level(base_url, token, images, clients=level, uploads=args.uploads_per_level,
+                                      poll_interval=args.poll_interval, photo_timeout=args.photo_timeout,
+                                      deadline=deadline, stop=stop)
+            children.check_alive()
+            raw.append((level, samples, wall))
+        time.sleep(1.0)  # the last "succeeded" log lines
+        runs = task_runs(celery_log)
+        if not runs:
+            log("No 'succeeded' lines in the worker's log: queue wait and task time are not available.")
+        rows = [level_row(level, samples, wall, runs) for level, samples, wall in raw]
+
+        from plantsite.celery import app
+
+        log(f"Worker alone: consumer off, {alone_n} photos queued, consumer on, timing the drain...")
+        rate, span, done, left = worker_alone(base_url, token, images, app, worker_name, alone_n,
+                                              timeout=max(30.0, deadline - time.monotonic()), stop=stop)
+        print_table(rows, args)
+        print(f"worker alone: {done} queued photos predicted in {span:.2f} s = {rate:.2f} photos/s "
+              f"(add_consumer to the last Prediction.created_at; {left} left queued)")
+        top = rows[-1]
+        if rate:
+            print(f"level {top['level']} / worker alone = {top['throughput']:.2f} / {rate:.2f} = "
+                  f"{top['throughput'] / rate:.2f} (target >= 0.80)")
+        lost = sum(r["not_terminal"] for r in rows) + left
+        print(f"not terminal, all levels and the worker-alone backlog: {lost}")
+        status = 1 if lost else 0
+    except KeyboardInterrupt:
+        stop.set()
+        log("Interrupted: stopping everything this run started.")
+        status = 130
+    except Exception as exc:
+        log(f"Failed: {type(exc).__name__}: {exc}")
+        for name in ("gunicorn.log", "celery.log", "redis.log"):
+            path = run_dir / name
+            if path.exists():
+                print(f"----- last lines of {name} -----\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))
+        status = 2
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        children.stop_all()
+        try:
+            from django.db import connections
+
+            connections.close_all()
+        except Exception:
+            pass
+        if args.keep:
+            log(f"Kept the database {args.database} and the run folder {run_dir}.")
+        else:
+            try:
+                recreate_database(args, drop_only=True)
+            except Exception as exc:
+                log(f"Could not drop the database: {exc}")
+            shutil.rmtree(run_dir, ignore_errors=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
