@@ -49,11 +49,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
-import signal
-import socket
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -64,8 +60,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loadtest import (  # noqa: E402
-    REQUEST_TIMEOUT, VENV_BIN, Children, bootstrap, environment, flush_redis, free_port, percentile,
-    recreate_database, run_uploads, start_private_redis, upload_images, wait_until_healthy,
+    REQUEST_TIMEOUT, percentile, require_local, run_stack, run_uploads, upload_images,
 )
 
 TASK_DONE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/[^\]]*\] "
@@ -281,113 +276,56 @@ def main():
     parser.add_argument("--conn-max-age", type=int, default=60)
     parser.add_argument("--keep", action="store_true", help="keep the database and the run folder (logs)")
     args = parser.parse_args()
-    host = args.postgres.split("@")[-1].split("//")[-1].split(":")[0].split("/")[0]
-    if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
-        parser.error("the benchmark only talks to services on this machine (127.0.0.1).")
+    require_local(parser, args.postgres)
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     if not levels or min(levels) < 1 or args.uploads_per_level < 1:
         parser.error("--levels and --uploads-per-level must be positive.")
     args.warmup = 4 * args.concurrency if args.warmup is None else args.warmup
+    args.redis = None  # always a private Redis: nothing else may take this run's tasks
+    args.worker_loglevel = "INFO"  # the task start times come from the worker's log
+    # Photos end `final` (the tiny model is rarely sure), so the latency measured is upload-to-final.
+    return run_stack(args, prefix="plantsite-bench-e2e-", worker_name=lambda port: f"bench-e2e-{port}@%h",
+                     extra_env={"CONFIDENCE_THRESHOLD": "0.0"}, measure=lambda stack: _measure(stack, args, levels))
+
+
+def _measure(stack, args, levels) -> int:
     alone_n = args.worker_alone_photos or args.uploads_per_level
+    base_url, token, stop = stack.base_url, stack.token, stack.stop
+    images = upload_images(max(args.uploads_per_level, alone_n), args.image_size, stack.run_dir)
+    deadline = time.monotonic() + args.time_limit
+    if args.warmup:
+        log(f"Warming up: {args.warmup} uploads, not counted...")
+        run_level(base_url, token, images, clients=min(args.warmup, 4), uploads=args.warmup,
+                  poll_interval=args.poll_interval, photo_timeout=args.photo_timeout, deadline=deadline, stop=stop)
+    raw = []
+    for level in levels:
+        log(f"Level {level}: {args.uploads_per_level} uploads from {level} closed-loop clients...")
+        samples, wall = run_level(base_url, token, images, clients=level, uploads=args.uploads_per_level,
+                                  poll_interval=args.poll_interval, photo_timeout=args.photo_timeout,
+                                  deadline=deadline, stop=stop)
+        stack.children.check_alive()
+        raw.append((level, samples, wall))
+    time.sleep(1.0)  # the last "succeeded" log lines
+    runs = task_runs(stack.worker_log)
+    if not runs:
+        log("No 'succeeded' lines in the worker's log: queue wait and task time are not available.")
+    rows = [level_row(level, samples, wall, runs) for level, samples, wall in raw]
 
-    def terminate(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+    from plantsite.celery import app
 
-    signal.signal(signal.SIGTERM, terminate)
-    run_dir = Path(tempfile.mkdtemp(prefix="plantsite-bench-e2e-"))
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    worker_name = f"bench-e2e-{port}@{socket.gethostname()}"
-    children = Children()
-    stop = threading.Event()
-    status = 2
-    try:
-        args.redis = start_private_redis(children, run_dir)
-        env = environment(args, run_dir, port)
-        env["CONFIDENCE_THRESHOLD"] = "0.0"
-        os.environ.clear()
-        os.environ.update(env)
-        log(f"Run folder {run_dir}; database {args.database}; private Redis {args.redis}; server {base_url}")
-        recreate_database(args)
-        flush_redis(args.redis)
-        token = bootstrap(args, run_dir)
-        images = upload_images(max(args.uploads_per_level, alone_n), args.image_size, run_dir)
-        children.start("gunicorn", [str(VENV_BIN / "gunicorn"), "plantsite.wsgi:application",
-                                    "--bind", f"127.0.0.1:{port}", "--workers", str(args.web_workers),
-                                    "--threads", str(args.web_threads), "--worker-class", "gthread",
-                                    "--timeout", "120", "--graceful-timeout", "10"],
-                       env, run_dir / "gunicorn.log")
-        celery_log = run_dir / "celery.log"
-        children.start("celery worker", [str(VENV_BIN / "celery"), "-A", "plantsite", "worker", "-Q", "inference",
-                                         "-c", str(args.concurrency), "-n", worker_name,
-                                         "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
-                       env, celery_log)
-        wait_until_healthy(base_url, children)
-        deadline = time.monotonic() + args.time_limit
-        if args.warmup:
-            log(f"Warming up: {args.warmup} uploads, not counted...")
-            run_level(base_url, token, images, clients=min(args.warmup, 4), uploads=args.warmup,
-                      poll_interval=args.poll_interval, photo_timeout=args.photo_timeout, deadline=deadline,
-                      stop=stop)
-        raw = []
-        for level in levels:
-            log(f"Level {level}: {args.uploads_per_level} uploads from {level} closed-loop clients...")
-            samples, wall = run_level(base_url, token, images, clients=level, uploads=args.uploads_per_level,
-                                      poll_interval=args.poll_interval, photo_timeout=args.photo_timeout,
-                                      deadline=deadline, stop=stop)
-            children.check_alive()
-            raw.append((level, samples, wall))
-        time.sleep(1.0)  # the last "succeeded" log lines
-        runs = task_runs(celery_log)
-        if not runs:
-            log("No 'succeeded' lines in the worker's log: queue wait and task time are not available.")
-        rows = [level_row(level, samples, wall, runs) for level, samples, wall in raw]
-
-        from plantsite.celery import app
-
-        log(f"Worker alone: consumer off, {alone_n} photos queued, consumer on, timing the drain...")
-        rate, span, done, left = worker_alone(base_url, token, images, app, worker_name, alone_n,
-                                              timeout=max(30.0, deadline - time.monotonic()), stop=stop)
-        print_table(rows, args)
-        print(f"worker alone: {done} queued photos predicted in {span:.2f} s = {rate:.2f} photos/s "
-              f"(add_consumer to the last Prediction.created_at; {left} left queued)")
-        top = rows[-1]
-        if rate:
-            print(f"level {top['level']} / worker alone = {top['throughput']:.2f} / {rate:.2f} = "
-                  f"{top['throughput'] / rate:.2f} (target >= 0.80)")
-        lost = sum(r["not_terminal"] for r in rows) + left
-        print(f"not terminal, all levels and the worker-alone backlog: {lost}")
-        status = 1 if lost else 0
-    except KeyboardInterrupt:
-        stop.set()
-        log("Interrupted: stopping everything this run started.")
-        status = 130
-    except Exception as exc:
-        log(f"Failed: {type(exc).__name__}: {exc}")
-        for name in ("gunicorn.log", "celery.log", "redis.log"):
-            path = run_dir / name
-            if path.exists():
-                print(f"----- last lines of {name} -----\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))
-        status = 2
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        children.stop_all()
-        try:
-            from django.db import connections
-
-            connections.close_all()
-        except Exception:
-            pass
-        if args.keep:
-            log(f"Kept the database {args.database} and the run folder {run_dir}.")
-        else:
-            try:
-                recreate_database(args, drop_only=True)
-            except Exception as exc:
-                log(f"Could not drop the database: {exc}")
-            shutil.rmtree(run_dir, ignore_errors=True)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    return status
+    log(f"Worker alone: consumer off, {alone_n} photos queued, consumer on, timing the drain...")
+    rate, span, done, left = worker_alone(base_url, token, images, app, stack.worker_name, alone_n,
+                                          timeout=max(30.0, deadline - time.monotonic()), stop=stop)
+    print_table(rows, args)
+    print(f"worker alone: {done} queued photos predicted in {span:.2f} s = {rate:.2f} photos/s "
+          f"(add_consumer to the last Prediction.created_at; {left} left queued)")
+    top = rows[-1]
+    if rate:
+        print(f"level {top['level']} / worker alone = {top['throughput']:.2f} / {rate:.2f} = "
+              f"{top['throughput'] / rate:.2f} (target >= 0.80)")
+    lost = sum(r["not_terminal"] for r in rows) + left
+    print(f"not terminal, all levels and the worker-alone backlog: {lost}")
+    return 1 if lost else 0
 
 
 if __name__ == "__main__":

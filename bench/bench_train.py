@@ -24,17 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 warnings.filterwarnings("ignore")
 
-FLOWERS = REPO.parent / "shared" / "data" / "flowers"
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+from bench.bench_inference import FLOWERS, cpu_model  # noqa: E402
 
 
 def rows_from_flowers(n, seed=0):

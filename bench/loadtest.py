@@ -423,30 +423,77 @@ def main():
     parser.add_argument("--conn-max-age", type=int, default=60, help="DATABASE_CONN_MAX_AGE of the server (60)")
     parser.add_argument("--keep", action="store_true", help="keep the database, media and logs afterwards")
     args = parser.parse_args()
-    for host_url in (args.postgres, args.redis or "redis://127.0.0.1"):
-        host = host_url.split("@")[-1].split("//")[-1].split(":")[0].split("/")[0]
-        if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
-            parser.error(f"{host_url}: the load test only talks to services on this machine (127.0.0.1).")
+    require_local(parser, args.postgres, args.redis or "redis://127.0.0.1")
     if args.uploads < 1 or args.clients < 1 or args.concurrency < 1:
         parser.error("--uploads, --clients and --concurrency must be at least 1.")
     if args.warmup is None:
         args.warmup = 4 * args.concurrency
 
+    return run_stack(args, prefix="plantsite-loadtest-", worker_name=lambda port: f"loadtest-inference-{port}@%h",
+                     measure=lambda stack: _load(stack, args))
+
+
+def _load(stack, args) -> int:
+    images = upload_images(min(args.uploads, 500), args.image_size, stack.run_dir)
+    if args.warmup:
+        log(f"Warming up: {args.warmup} uploads, not counted, so that every worker process has loaded the model...")
+        warm = run_uploads(stack.base_url, stack.token, images, uploads=args.warmup,
+                           clients=min(args.clients, args.warmup), time_limit=args.upload_time_limit, stop=stack.stop)
+        drain(stack.base_url, stack.token, len(warm.results), timeout=args.drain_timeout, children=stack.children)
+    log(f"Ready: uploading {args.uploads} photos ({len(images)} distinct, at most {args.image_size} px) "
+        f"from {args.clients} clients...")
+    phase = run_uploads(stack.base_url, stack.token, images, uploads=args.uploads, clients=args.clients,
+                        time_limit=args.upload_time_limit, stop=stack.stop)
+    accepted = sum(1 for r in phase.results if r.photo_id is not None)
+    log(f"{accepted} accepted in {phase.wall:.1f} s; waiting for the queue to drain...")
+    drained_in = drain(stack.base_url, stack.token, accepted, timeout=args.drain_timeout, children=stack.children)
+    return report(args, phase, drained_in)
+
+
+def require_local(parser, *urls):
+    """Benchmarks talk only to services on this machine."""
+    for url in urls:
+        host = url.split("@")[-1].split("//")[-1].split(":")[0].split("/")[0]
+        if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
+            parser.error(f"{url}: benchmarks only talk to services on this machine (127.0.0.1).")
+
+
+@dataclass
+class Stack:
+    """The running services of one benchmark run, handed to its measurement."""
+
+    run_dir: Path
+    port: int
+    base_url: str
+    env: dict
+    token: str
+    children: Children
+    stop: threading.Event
+    worker_name: str
+    worker_log: Path
+
+
+def run_stack(args, *, prefix, worker_name, measure, extra_env=None) -> int:
+    """Start the whole site on 127.0.0.1 (a private Redis unless args.redis names one, a fresh
+    database, a tiny registered model, gunicorn with the production settings and an inference
+    worker), return `measure(stack)`'s exit status, and stop and clean up everything it started,
+    also on Ctrl-C or SIGTERM (130) and on a failed setup (2, with the logs' last lines)."""
+
     def terminate(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, terminate)
-    run_dir = Path(tempfile.mkdtemp(prefix="plantsite-loadtest-"))
+    run_dir = Path(tempfile.mkdtemp(prefix=prefix))
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     children = Children()
     stop = threading.Event()
     status = 2
-    private_redis = args.redis is None
+    private_redis = getattr(args, "redis", None) is None
     try:
         if private_redis:
             args.redis = start_private_redis(children, run_dir)
-        env = environment(args, run_dir, port)
+        env = {**environment(args, run_dir, port), **(extra_env or {})}
         os.environ.clear()
         os.environ.update(env)
         log(f"Run folder {run_dir}; database {args.database}; Redis {args.redis}"
@@ -454,40 +501,30 @@ def main():
         recreate_database(args)
         flush_redis(args.redis)
         token = bootstrap(args, run_dir)
-        images = upload_images(min(args.uploads, 500), args.image_size, run_dir)
         children.start("gunicorn", [str(VENV_BIN / "gunicorn"), "plantsite.wsgi:application",
                                     "--bind", f"127.0.0.1:{port}", "--workers", str(args.web_workers),
                                     "--threads", str(args.web_threads), "--worker-class", "gthread",
                                     "--timeout", "120", "--graceful-timeout", "10"],
                        env, run_dir / "gunicorn.log")
+        name = worker_name(port)
         children.start("celery worker", [str(VENV_BIN / "celery"), "-A", "plantsite", "worker", "-Q", "inference",
-                                         "-c", str(args.concurrency), "-n", f"loadtest-inference-{port}@%h",
+                                         "-c", str(args.concurrency), "-n", name,
                                          "--without-gossip", "--without-mingle", "--loglevel", args.worker_loglevel],
                        env, run_dir / "celery.log")
         wait_until_healthy(base_url, children)
-        if args.warmup:
-            log(f"Warming up: {args.warmup} uploads, not counted, so that every worker process has loaded the model...")
-            warm = run_uploads(base_url, token, images, uploads=args.warmup, clients=min(args.clients, args.warmup),
-                               time_limit=args.upload_time_limit, stop=stop)
-            drain(base_url, token, len(warm.results), timeout=args.drain_timeout, children=children)
-        log(f"Ready: uploading {args.uploads} photos ({len(images)} distinct, at most {args.image_size} px) "
-            f"from {args.clients} clients...")
-        phase = run_uploads(base_url, token, images, uploads=args.uploads, clients=args.clients,
-                            time_limit=args.upload_time_limit, stop=stop)
-        accepted = sum(1 for r in phase.results if r.photo_id is not None)
-        log(f"{accepted} accepted in {phase.wall:.1f} s; waiting for the queue to drain...")
-        drained_in = drain(base_url, token, accepted, timeout=args.drain_timeout, children=children)
-        status = report(args, phase, drained_in)
+        status = measure(Stack(run_dir, port, base_url, env, token, children, stop,
+                               name.replace("%h", socket.gethostname()), run_dir / "celery.log"))
     except KeyboardInterrupt:
         stop.set()
         log("Interrupted: stopping everything this run started.")
         status = 130
     except Exception as exc:
         log(f"Failed: {type(exc).__name__}: {exc}")
-        for name in ("gunicorn.log", "celery.log", "redis.log"):
-            path = run_dir / name
+        for log_name in ("gunicorn.log", "celery.log", "redis.log"):
+            path = run_dir / log_name
             if path.exists():
-                print(f"----- last lines of {name} -----\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))
+                print(f"----- last lines of {log_name} -----\n"
+                      + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))
         status = 2
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
