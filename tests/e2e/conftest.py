@@ -98,26 +98,38 @@ class CeleryWorker:
         pytest.fail(f"Celery worker {self.name} did not answer a ping in {WORKER_START_TIMEOUT} s:\n{self.log()}")
 
     def stop(self):
-        if self.process is None:
-            return
-        pgid = self.process.pid  # the session leader's pid is the group id
-        if self.process.poll() is None:
-            os.killpg(pgid, signal.SIGTERM)  # warm shutdown: the current task may finish
-            try:
-                self.process.wait(timeout=WORKER_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(pgid, signal.SIGKILL)
-                self.process.wait(timeout=WORKER_STOP_TIMEOUT)
-        try:  # a prefork child that outlived its parent
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if self.process is not None:
+            # SIGTERM: a warm shutdown, the current task may finish.
+            stop_group(self.process, signal.SIGTERM, timeout=WORKER_STOP_TIMEOUT)
 
     def log(self) -> str:
+        return read_log(self.log_path)
+
+
+def stop_group(popen: subprocess.Popen, first_signal, *, timeout: float):
+    """Signal a process group led by `popen` (started with start_new_session), wait a bounded
+    time for the leader, then SIGKILL whatever of the group is left (a prefork child, say)."""
+    if popen.poll() is None:
         try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
+            os.killpg(popen.pid, first_signal)
+        except ProcessLookupError:
+            pass
+        try:
+            popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(timeout=timeout)
+    try:
+        os.killpg(popen.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def read_log(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
 
 
 def _wait_for_database_sessions_to_end(application_names):

@@ -28,7 +28,9 @@ from tests.e2e.conftest import (  # noqa: F401  reused end-to-end fixtures and t
     _test_failed,
     api_as,
     pytest_runtest_makereport,
+    read_log,
     start_worker,
+    stop_group,
 )
 from tests.paths import FLOWERS
 
@@ -83,27 +85,11 @@ class Process:
 
     def kill(self, sig=signal.SIGKILL):
         """Signal the whole group (children too) and wait, bounded, for the leader to exit."""
-        if self.popen is None:
-            return
-        try:
-            os.killpg(self.popen.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            self.popen.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=STOP_TIMEOUT)
-        try:  # whatever of the group outlived its leader
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if self.popen is not None:
+            stop_group(self.popen, sig, timeout=STOP_TIMEOUT)
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
+        return read_log(self.log_path)
 
 
 # --- a private Redis --------------------------------------------------------------------
