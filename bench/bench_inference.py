@@ -22,7 +22,7 @@ and on the 12 MP JPEGs also
                       on the 12 MP original; making the working copy is upload-time work, timed and
                       reported on its own line
 and, with --extras (the 224 model), the optional speedups measured against the project's path:
-no draft decoding, the eager model instead of the frozen TorchScript one, fastai's identity
+no draft decoding, a frozen TorchScript trace or the eager model instead of ONNX Runtime, fastai's identity
 grid_sample kept (exact_resample), channels_last, and with --compile torch.compile (inductor,
 freezing; it compiles for a minute or more).
 
@@ -248,17 +248,19 @@ def build_methods(learn, loaded, export, batch, extras=(), compile_model=False, 
 
     if "nodraft" in extras:
         add("no draft", base, "full-size JPEG decode", draft=False)
+    if "torchscript" in extras:
+        add("torchscript", variant(backend="torchscript"), "frozen TorchScript instead of ONNX Runtime")
     if "eager" in extras:
-        add("eager", variant(jit=False), "no TorchScript")
+        add("eager", variant(backend="eager"), "the module as fastai runs it")
     if "exact" in extras:
         add("exact_resample", variant(exact_resample=True), "fastai's identity grid_sample kept")
     if "channels_last" in extras:
-        add("channels_last", variant(jit=False, channels_last=True), "eager")
+        add("channels_last", variant(backend="eager", channels_last=True), "eager")
     if compile_model:
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True  # fold weights as constants, the CPU-inference setting
-        v = variant(jit=False)
+        v = variant(backend="eager")
         v.model = torch.compile(v.model, dynamic=False)
         t0 = time.perf_counter()
         for n in sorted({1, batch}):  # compile both batch shapes before timing
@@ -364,7 +366,7 @@ def main():
                          f"check_and_clean's median {1000 * statistics.median(cleaning):.0f} ms that every upload pays.")
             print(lines[-1], flush=True)
         models = [("resnet18 at 224 px", TrainingOptions(image_size=224, epochs=1, batch_size=16, pretrained=False),
-                   ("nodraft", "eager", "exact", "channels_last", "compile") if args.extras else ())]
+                   ("nodraft", "torchscript", "eager", "exact", "channels_last", "compile") if args.extras else ())]
         if args.working_copy_only:
             models = [(label, options, ()) for label, options, _ in models]
         if not args.only_224:

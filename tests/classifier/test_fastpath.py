@@ -156,48 +156,71 @@ def test_batch_of_one_matches_learn_predict_on_every_image(model_file, all_image
 
     actual = np.concatenate([predictor.predict_paths([str(p)]) for p in all_images])
 
-    assert predictor.jit  # the production default, on these resnets
+    assert predictor.backend == "onnxruntime"  # the production default, on these resnets
     diff = _assert_same_answers(expected, actual, all_images)
     print(f"{model_file.parent.name}: batch of one, max abs diff {diff:.1e}")
 
 
-@pytest.mark.parametrize("jit", [True, False], ids=["torchscript", "eager"])
-def test_batches_match_learn_predict(model_file, all_images, jit):
+@pytest.mark.parametrize("backend", ["onnxruntime", "torchscript", "eager"])
+def test_batches_match_learn_predict(model_file, all_images, backend):
     learn = _load(model_file)
     expected = _reference(learn, all_images)
-    predictor = FastPredictor.from_learner(_load(model_file), max_batch=7, jit=jit)  # several, one partial
+    predictor = FastPredictor.from_learner(_load(model_file), max_batch=7, backend=backend)  # one partial
 
     actual = predictor.predict_paths([str(p) for p in all_images])
 
-    assert predictor.jit is jit
+    assert predictor.backend == backend
     diff = _assert_same_answers(expected, actual, all_images)
-    print(f"{model_file.parent.name}: batches ({'torchscript' if jit else 'eager'}), max abs diff {diff:.1e}")
+    print(f"{model_file.parent.name}: batches ({backend}), max abs diff {diff:.1e}")
 
 
-def test_the_model_falls_back_to_eager_when_tracing_fails(tiny_model_file, real_photos, monkeypatch):
+def test_torchscript_is_used_when_onnx_export_fails(tiny_model_file, real_photos, monkeypatch):
     import torch
 
-    def broken_trace(*args, **kwargs):
-        raise RuntimeError("tracing is not available")
+    def broken_export(*args, **kwargs):
+        raise RuntimeError("export is not available")
 
-    monkeypatch.setattr(torch.jit, "trace", broken_trace)
+    monkeypatch.setattr(torch.onnx, "export", broken_export)
     predictor = FastPredictor.from_learner(_load(tiny_model_file))
 
-    assert predictor.jit is False and predictor.model is predictor.eager_model
-    assert any("TorchScript not used (RuntimeError: tracing is not available)" in n for n in predictor.notes)
+    assert predictor.backend == "torchscript"
+    assert any("ONNX Runtime not used (RuntimeError: export is not available)" in n for n in predictor.notes)
     _assert_same_answers(_reference(_load(tiny_model_file), real_photos), predictor.predict_paths(real_photos),
                          real_photos)
 
 
-def test_the_model_falls_back_to_eager_when_the_trace_disagrees(tiny_model_file, monkeypatch):
+def test_the_model_falls_back_to_eager_when_neither_export_nor_tracing_works(tiny_model_file, real_photos,
+                                                                             monkeypatch):
+    import torch
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("not available")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    predictor = FastPredictor.from_learner(_load(tiny_model_file))
+
+    assert predictor.backend == "eager" and predictor.model is predictor.eager_model
+    assert any("TorchScript not used (RuntimeError: not available)" in n for n in predictor.notes)
+    _assert_same_answers(_reference(_load(tiny_model_file), real_photos), predictor.predict_paths(real_photos),
+                         real_photos)
+
+
+def test_the_model_falls_back_to_eager_when_the_faster_backends_disagree(tiny_model_file, monkeypatch):
     import classifier.fastpath as fastpath
 
-    monkeypatch.setattr(fastpath, "JIT_CHECK_TOLERANCE", -1.0)  # no trace can pass
+    monkeypatch.setattr(fastpath, "BACKEND_CHECK_TOLERANCE", -1.0)  # no backend can pass
 
     predictor = FastPredictor.from_learner(_load(tiny_model_file))
 
-    assert predictor.jit is False
+    assert predictor.backend == "eager"
+    assert any("ONNX Runtime model differs from eager" in n for n in predictor.notes)
     assert any("frozen model differs from eager" in n for n in predictor.notes)
+
+
+def test_an_unknown_backend_is_refused(tiny_model_file):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        FastPredictor.from_learner(_load(tiny_model_file), backend="tensorrt")
 
 
 def test_predict_takes_pil_images(tiny_model_file, real_photos):
@@ -218,7 +241,7 @@ def test_with_the_eager_model_and_fastais_identity_resample_a_batch_of_one_is_bi
     # from the frozen TorchScript model, batch sizes and the skipped identity grid_sample.
     learn = _load(model_file)
     expected = _reference(learn, all_images)
-    predictor = FastPredictor.from_learner(_load(model_file), jit=False, exact_resample=True)
+    predictor = FastPredictor.from_learner(_load(model_file), backend="eager", exact_resample=True)
 
     actual = np.concatenate([predictor.predict_paths([str(p)]) for p in all_images])
 
