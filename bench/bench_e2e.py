@@ -6,9 +6,10 @@ gunicorn with the production settings and one Celery inference worker (`-c 2`, l
 Everything is stopped again on exit or Ctrl-C.
 
 For each level in --levels, that many client threads run a closed loop: upload a photo
-(POST /api/v1/photos/), then poll GET /api/v1/photos/{id}/ every --poll-interval seconds
-(50 ms by default; the web page polls every 250 ms) until its status leaves `queued`, then
-upload the next one, until --uploads-per-level photos have been sent at that level.
+(POST /api/v1/photos/), then poll GET /api/v1/photos/{id}/ as the web page does (waits of
+labeling.polling.RESULT_POLL_DELAYS_MS: quick at first, then every 250 ms; --poll-interval
+sets a fixed wait instead) until its status leaves `queued`, then upload the next one, until
+--uploads-per-level photos have been sent at that level.
 
 The worker runs with CONFIDENCE_THRESHOLD=0.0: the tiny model is rarely confident, and with
 the production threshold nearly every photo would go to `needs_review`; at 0.0 they become
@@ -38,7 +39,7 @@ The ratio of the highest level's throughput to it is printed; the target is >= 0
 
 Usage (from the repository root; `make bench-e2e` runs it with BENCH_E2E_ARGS):
   .venv/bin/python bench/bench_e2e.py [--levels 1,4,16] [--uploads-per-level 40]
-      [--poll-interval 0.05] [--concurrency 2] [--worker-alone-photos 64] [--time-limit 900]
+      [--poll-interval SECONDS] [--concurrency 2] [--worker-alone-photos 64] [--time-limit 900]
 
 Exit status: 0, or 1 when any photo did not reach a terminal state, 2 on a failed setup,
 130 when interrupted.
@@ -62,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.loadtest import (  # noqa: E402
     REQUEST_TIMEOUT, percentile, require_local, run_stack, run_uploads, upload_images,
 )
+from labeling.polling import RESULT_POLL_DELAYS_MS, result_poll_delay_ms  # noqa: E402
 
 TASK_DONE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/[^\]]*\] "
                        r"Task labeling\.tasks\.photo_predict_task\[[^\]]+\] succeeded in ([0-9.eE+-]+)s")
@@ -115,7 +117,11 @@ def run_level(base_url, token, images, *, clients, uploads, poll_interval, photo
             if sample.photo_id is None:
                 continue
             give_up = time.monotonic() + photo_timeout
+            attempt = 0
             while not stop.is_set() and time.monotonic() < min(give_up, deadline):
+                # As the page does: wait, then ask.
+                time.sleep(poll_interval if poll_interval is not None else result_poll_delay_ms(attempt) / 1000)
+                attempt += 1
                 try:
                     r = session.get(f"{base_url}/api/v1/photos/{sample.photo_id}/", timeout=REQUEST_TIMEOUT)
                     now = time.time()
@@ -124,7 +130,6 @@ def run_level(base_url, token, images, *, clients, uploads, poll_interval, photo
                         break
                 except requests.RequestException:
                     pass
-                time.sleep(poll_interval)
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=clients, thread_name_prefix=f"c{clients}") as pool:
@@ -206,7 +211,9 @@ def p(values, q):
 
 def print_table(rows, args):
     print()
-    print(f"Plantsite bench e2e: closed-loop clients, poll every {args.poll_interval * 1000:.0f} ms; gunicorn "
+    polling = (f"poll every {args.poll_interval * 1000:.0f} ms" if args.poll_interval is not None else
+               f"poll as the page does, waits {'/'.join(map(str, RESULT_POLL_DELAYS_MS))} ms (the last repeats)")
+    print(f"Plantsite bench e2e: closed-loop clients, {polling}; gunicorn "
           f"{args.web_workers}x{args.web_threads} gthread; inference worker -c {args.concurrency}; "
           f"CONFIDENCE_THRESHOLD=0.0 (photos end `final`); {os.cpu_count()} CPUs; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -260,7 +267,9 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", default="1,4,16", help="client concurrency levels, comma-separated (1,4,16)")
     parser.add_argument("--uploads-per-level", type=int, default=40, help="photos uploaded at each level (40)")
-    parser.add_argument("--poll-interval", type=float, default=0.05, help="seconds between a client's polls (0.05)")
+    parser.add_argument("--poll-interval", type=float, default=None,
+                        help="seconds between a client's polls (default: the web page's schedule, "
+                             "labeling/polling.py)")
     parser.add_argument("--photo-timeout", type=float, default=60, help="seconds a client waits for one photo (60)")
     parser.add_argument("--worker-alone-photos", type=int, default=None,
                         help="backlog for the worker-alone measurement (default: --uploads-per-level)")

@@ -2,8 +2,15 @@
 "use strict";
 
 const TERMINAL = ["final", "rejected", "failed"];
-const POLL_MS = 250;          // result appears as soon as it is stored
 const REVIEW_POLL_MS = 3000;  // an expert's decision can take minutes
+
+// Waits before the 1st, 2nd, ... ask for a queued photo's result (the last one repeats): quick
+// at first, because a prediction is stored tens of milliseconds after the upload, then 250 ms.
+// The schedule is labeling/polling.py's, rendered into <body data-result-poll-ms>.
+function resultPollDelay(attempt) {
+  const delays = (document.body.dataset.resultPollMs || "250").split(",").map(Number);
+  return delays[Math.min(attempt, delays.length - 1)];
+}
 
 function csrfToken() {
   const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
@@ -47,8 +54,8 @@ function escapeHtml(text) {
 
 async function pollPhoto(card) {
   const id = card.dataset.photoId;
-  while (!TERMINAL.includes(card.dataset.status)) {
-    const wait = card.dataset.status === "needs_review" ? REVIEW_POLL_MS : POLL_MS;
+  for (let attempt = 0; !TERMINAL.includes(card.dataset.status); attempt += 1) {
+    const wait = card.dataset.status === "needs_review" ? REVIEW_POLL_MS : resultPollDelay(attempt);
     await new Promise((r) => setTimeout(r, wait));
     try {
       const response = await fetch(`/api/v1/photos/${id}/`, { headers: { Accept: "application/json" } });

@@ -54,6 +54,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "labeling.context_processors.roles",
+                "labeling.context_processors.result_polling",
             ],
         },
     },

@@ -8,6 +8,7 @@ import requests
 from playwright.sync_api import expect
 
 from labeling.models import Photo
+from labeling.polling import RESULT_POLL_DELAYS_MS, result_poll_delay_ms
 from tests.paths import FLOWERS as FLOWERS_DIR
 
 from .conftest import PASSWORD
@@ -70,6 +71,10 @@ def test_a_member_sees_the_upload_predicted_live_and_an_expert_decides_it_with_t
     home = open_page(browser, problems)
     log_in(home, base, "member", screenshot="/tmp/e2e-login.png")
     assert home.evaluate("typeof setUpUpload") == "function", "plantsite.js did not run under the CSP"
+    # The page asks for the result on the server's schedule: quick first, then 250 ms at most.
+    asks = len(RESULT_POLL_DELAYS_MS) + 3
+    assert home.evaluate(f"[...Array({asks}).keys()].map(resultPollDelay)") == [
+        result_poll_delay_ms(i) for i in range(asks)]
     expect(home.locator("#no-photos")).to_have_text("No photos yet.")
     home.evaluate("window.__noReload = 'still the same document'")
     navigations = []
