@@ -15,6 +15,8 @@ from .serializers import (
     LabelSerializer,
     PhotoListQuerySerializer,
     PhotoSerializer,
+    PhotoUpdatesQuerySerializer,
+    PhotoUpdatesSerializer,
     PhotoUploadSerializer,
     ReviewPhotoSerializer,
     ReviewQueueQuerySerializer,
@@ -62,6 +64,17 @@ class PhotoDetailApi(generics.RetrieveAPIView):
     def get_queryset(self):
         # Another member's photo is simply not found (404), so its existence does not leak.
         return selectors.photos_visible_to(self.request.user)
+
+
+class PhotoUpdatesApi(APIView):
+    """Which of the watched photos changed status: at once, or as soon as one does (up to `wait` s)."""
+
+    @extend_schema(parameters=[PhotoUpdatesQuerySerializer], responses={200: PhotoUpdatesSerializer})
+    def get(self, request):
+        query = _query(PhotoUpdatesQuerySerializer, request)
+        photos, missing = selectors.photo_updates(request.user, query["photos"], wait=query["wait"])
+        return Response(PhotoUpdatesSerializer({"photos": photos, "missing": missing},
+                                               context={"request": request}).data)
 
 
 @extend_schema_view(get=extend_schema(parameters=[ReviewQueueQuerySerializer]))

@@ -96,12 +96,24 @@ class Photo(models.Model):
     claimed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     claim_expires_at = models.DateTimeField(null=True, blank=True)
+    # While a worker process predicts a queued photo as another photo's batch-mate, until when
+    # no other process takes it into a batch of its own (labeling.services.photo_predict).
+    batch_claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-uploaded_at", "-id"]
 
     def __str__(self):
         return f"Photo {self.pk} ({self.status})"
+
+    def save(self, *args, **kwargs):
+        created = self._state.adding
+        super().save(*args, **kwargs)
+        if not created:
+            # Pages waiting on this photo (GET /api/v1/photos/updates/) hear of it once it commits.
+            from .changes import announce_photo_change
+
+            announce_photo_change(self.pk)
 
     @property
     def model_input_path(self):

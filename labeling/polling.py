@@ -1,11 +1,11 @@
-"""How soon the pages ask again for a photo's result while it is being predicted.
+"""How soon a page asks again for a photo's result when the server did not wait for it.
 
-A prediction is stored tens of milliseconds after the upload on a warm worker, so a page that
-first asked after a flat 250 ms showed every result a quarter of a second late. The pages
-(static/plantsite.js, through the `data-result-poll-ms` attribute that base.html renders) and
-bench/bench_e2e.py (which measures what a user waits) follow this one schedule: quick first
-asks, then every 250 ms at most, until the photo leaves `queued`. Few photos need more than
-the first two asks, so the quick start costs little.
+Pages learn of a result by GET /api/v1/photos/updates/?...&wait=20, which the server answers the
+moment the photo changes (labeling/changes.py). When a web process has no wait slot free, it
+answers at once, and the page asks again after these pauses: quick at first, because a warm
+worker stores a prediction tens of milliseconds after the upload, then every 250 ms at most.
+The pages (static/plantsite.js, through the `data-result-poll-ms` attribute that base.html
+renders) and bench/bench_e2e.py (which measures what a user waits) follow this one schedule.
 """
 
 # Milliseconds to wait before the 1st, 2nd, ... ask; the last value repeats.

@@ -12,6 +12,23 @@ def photos_visible_to(user):
     return qs if is_expert(user) else qs.filter(owner=user)
 
 
+def photo_updates(user, seen: dict[int, str], *, wait: float = 0.0):
+    """(photos, missing ids): the photos of `seen` ({id: status the client last saw}) whose status
+    is no longer that one, and the ids this user cannot see. When there are none yet, waits up to
+    `wait` seconds for a change (labeling.changes), then answers with whatever there is."""
+    from .changes import wait_for_change
+
+    visible = photos_visible_to(user)  # decides member or expert once, not at every re-read
+
+    def read():
+        photos = {p.id: p for p in visible.filter(id__in=list(seen))}
+        changed = [p for photo_id, p in sorted(photos.items()) if p.status != seen[photo_id]]
+        missing = sorted(set(seen) - set(photos))
+        return (changed, missing) if changed or missing else None
+
+    return wait_for_change(list(seen), read, wait) or ([], [])
+
+
 # The orderings a client may ask for, by name. Only these keys are accepted from a request;
 # the ORM expressions they stand for are ours, so no client text ever reaches order_by().
 PHOTO_ORDERINGS = {

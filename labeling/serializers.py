@@ -102,6 +102,46 @@ class PhotoListQuerySerializer(serializers.Serializer):
                                  default=PHOTO_DEFAULT_ORDERING)
 
 
+MAX_WATCHED_PHOTOS = 50
+
+
+class PhotoUpdatesQuerySerializer(serializers.Serializer):
+    """The query parameters of GET /api/v1/photos/updates/. Any other parameter is ignored."""
+
+    photos = serializers.CharField(
+        max_length=MAX_WATCHED_PHOTOS * 32,
+        help_text=f"The photos to watch and the status the client last saw of each, as ID:STATUS pairs "
+                  f"separated by commas (at most {MAX_WATCHED_PHOTOS}), e.g. 12:queued,13:needs_review.")
+    wait = serializers.FloatField(
+        required=False, default=0.0, min_value=0.0,
+        help_text="Seconds to wait for a change when none has happened yet (0: answer at once). Longer "
+                  "waits are shortened to the server's maximum (PHOTO_UPDATES_MAX_WAIT, 25 s by default).")
+
+    def validate_photos(self, value):
+        statuses = {choice for choice, _ in Photo.Status.choices}
+        seen = {}
+        for pair in value.split(","):
+            photo_id, _, status = pair.strip().partition(":")
+            if not photo_id.isdigit() or not 0 < int(photo_id) < 2**63 or status not in statuses:
+                raise serializers.ValidationError(
+                    f'"{pair.strip()[:40]}" is not ID:STATUS with a photo id and one of {", ".join(sorted(statuses))}.')
+            seen[int(photo_id)] = status
+        if len(seen) > MAX_WATCHED_PHOTOS:
+            raise serializers.ValidationError(f"At most {MAX_WATCHED_PHOTOS} photos at once.")
+        return seen
+
+    def validate_wait(self, value):
+        from django.conf import settings
+
+        return min(value, settings.PHOTO_UPDATES_MAX_WAIT)
+
+
+class PhotoUpdatesSerializer(serializers.Serializer):
+    photos = PhotoSerializer(many=True, help_text="The watched photos whose status is no longer the one given.")
+    missing = serializers.ListField(child=serializers.IntegerField(),
+                                    help_text="Watched ids that are not (or no longer) photos this user may see.")
+
+
 class ReviewQueueQuerySerializer(serializers.Serializer):
     """The query parameters of GET /api/v1/review-queue/ (and of claim-next). Any other parameter is ignored."""
 

@@ -12,9 +12,11 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
+from .changes import announce_photo_change
 from .image_checks import check_and_clean, working_copy
 from .models import Label, Photo, PhotoEvent, Prediction, photo_file_name
 
@@ -90,10 +92,11 @@ def photo_predict(photo_id: int) -> Photo | None:
     """Predict a queued photo with the active model and route it. Safe to run twice.
 
     Other photos that have already waited INFERENCE_BATCH_WAIT seconds in `queued` are predicted
-    in the same batch (INFERENCE_BATCH_SIZE photos at most, oldest first). Nothing waits for a
-    batch to fill, so a lone photo is predicted at once, alone. Each photo's prediction is stored
-    on its own under its row lock, so the batch-mates' own tasks later find them done and leave
-    them alone, and a duplicated or concurrent task stores nothing twice.
+    in the same batch (INFERENCE_BATCH_SIZE photos at most, oldest first), unless another worker
+    process has claimed them for its own batch. Nothing waits for a batch to fill, so a lone
+    photo is predicted at once, alone. Each photo's prediction is stored on its own under its row
+    lock, so the batch-mates' own tasks later find them done and leave them alone, and a
+    duplicated or concurrent task stores nothing twice.
     """
     from classifier.inference import model_cache
     from classifier.selectors import active_model_version
@@ -105,7 +108,7 @@ def photo_predict(photo_id: int) -> Photo | None:
     if version is None:
         return _route_without_model(photo_id)
     model = model_cache.get(version.id, version.path, version.sha256, threads=settings.INFERENCE_THREADS)
-    mates = _batch_mates(photo)
+    mates = _claim_batch_mates(photo)
     if mates:
         try:
             batch = model.predict_paths([photo.model_input_path] + [m.model_input_path for m in mates])
@@ -143,19 +146,35 @@ def _predict_in_shadow(photos):
         logger.exception("Shadow version %s could not predict photos %s.", shadow.id, [p.id for p in photos])
 
 
-def _batch_mates(photo) -> list[Photo]:
-    """Queued photos that have waited long enough to be predicted along with `photo`.
+# How long a batch claim keeps other worker processes off a photo. Longer than any batch takes;
+# when it lapses (a killed worker), the photo can be taken into another batch again.
+BATCH_CLAIM = timedelta(seconds=60)
+
+
+@transaction.atomic
+def _claim_batch_mates(photo) -> list[Photo]:
+    """Claim the queued photos that have waited long enough to be predicted along with `photo`.
 
     Younger ones are left to their own task (another worker process may be about to start it).
+    Photos another process has claimed, or is claiming right now (row locked), are skipped, so
+    that two processes draining a backlog never predict the same batch twice. The claim only
+    saves work: every photo's own task still predicts it if it is still queued, so a claim lost
+    with a killed worker delays nothing.
     """
     size = int(getattr(settings, "INFERENCE_BATCH_SIZE", 1))
     if size <= 1:
         return []
-    cutoff = timezone.now() - timedelta(seconds=float(getattr(settings, "INFERENCE_BATCH_WAIT", 0.5)))
-    return list(
-        Photo.objects.filter(status=Photo.Status.QUEUED, uploaded_at__lte=cutoff)
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=float(getattr(settings, "INFERENCE_BATCH_WAIT", 0.5)))
+    mates = list(
+        Photo.objects.select_for_update(skip_locked=True)
+        .filter(status=Photo.Status.QUEUED, uploaded_at__lte=cutoff)
+        .filter(Q(batch_claimed_until__isnull=True) | Q(batch_claimed_until__lt=now))
         .exclude(id=photo.id).order_by("uploaded_at", "id")[: size - 1]
     )
+    # The photo itself too: it is in this batch, so no other process need take it into theirs.
+    Photo.objects.filter(id__in=[photo.id] + [m.id for m in mates]).update(batch_claimed_until=now + BATCH_CLAIM)
+    return mates
 
 
 @transaction.atomic
@@ -189,9 +208,10 @@ def _store_prediction(photo_id, version, probabilities):
 
 def photo_mark_failed(photo_id: int, reason: str) -> None:
     """A prediction that failed for good: the photo says why and is never silently dropped."""
-    Photo.objects.filter(id=photo_id, status=Photo.Status.QUEUED).update(
+    if Photo.objects.filter(id=photo_id, status=Photo.Status.QUEUED).update(
         status=Photo.Status.FAILED, reason=reason[:2000], decided_at=timezone.now()
-    )
+    ):
+        announce_photo_change(photo_id)
 
 
 def review_decide(*, photo_id: int, expert, label_name: str | None = None, reject: bool = False,

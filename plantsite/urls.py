@@ -15,6 +15,7 @@ from labeling.health import healthz
 api_v1 = [
     path("auth/token/", labeling_auth.TokenView.as_view(), name="api-token"),
     path("photos/", labeling_api.PhotoListCreateApi.as_view(), name="api-photos"),
+    path("photos/updates/", labeling_api.PhotoUpdatesApi.as_view(), name="api-photo-updates"),
     path("photos/<int:pk>/", labeling_api.PhotoDetailApi.as_view(), name="api-photo"),
     path("photos/<int:pk>/review/", labeling_api.ReviewDecideApi.as_view(), name="api-photo-review"),
     path("review-queue/", labeling_api.ReviewQueueApi.as_view(), name="api-review-queue"),

@@ -52,17 +52,67 @@ function escapeHtml(text) {
   return div.innerHTML;
 }
 
-async function pollPhoto(card) {
-  const id = card.dataset.photoId;
-  for (let attempt = 0; !TERMINAL.includes(card.dataset.status); attempt += 1) {
-    const wait = card.dataset.status === "needs_review" ? REVIEW_POLL_MS : resultPollDelay(attempt);
-    await new Promise((r) => setTimeout(r, wait));
+// The photos in flight on this page are watched with one request at a time: the server answers
+// as soon as one of them changes status (GET /api/v1/photos/updates/?photos=ID:STATUS,...&wait=),
+// so a result shows the moment it is stored. If the server answers without waiting (every wait
+// slot taken) or fails, the page asks again on the polling schedule above.
+const WATCH_WAIT_S = 20;
+const WATCH_MAX = 50;               // photos per request (the server's limit)
+const watchedCards = new Map();     // photo id -> card, in the order they are asked about
+let watchWake = null;               // cuts the request or pause in flight short
+let watching = false;
+
+function watchPhoto(card) {
+  if (TERMINAL.includes(card.dataset.status)) return;
+  watchedCards.set(card.dataset.photoId, card);
+  if (watchWake) watchWake.abort();  // ask again at once, with this photo
+  if (!watching) watchPhotos();
+}
+
+function pause(ms, signal) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); });
+  });
+}
+
+async function watchPhotos() {
+  watching = true;
+  let attempt = 0;
+  while (watchedCards.size) {
+    const cards = [...watchedCards.values()].slice(0, WATCH_MAX);
+    const query = cards.map((c) => `${c.dataset.photoId}:${c.dataset.status}`).join(",");
+    const controller = new AbortController();
+    watchWake = controller;
+    const started = performance.now();
+    let changed = false;
     try {
-      const response = await fetch(`/api/v1/photos/${id}/`, { headers: { Accept: "application/json" } });
-      if (!response.ok) continue;
-      renderPhoto(card, await response.json());
-    } catch (err) { /* network blip: try again at the next tick */ }
+      const response = await fetch(`/api/v1/photos/updates/?photos=${query}&wait=${WATCH_WAIT_S}`,
+        { headers: { Accept: "application/json" }, signal: controller.signal });
+      if (response.ok) {
+        const body = await response.json();
+        for (const photo of body.photos) {
+          const card = watchedCards.get(String(photo.id));
+          if (card) { renderPhoto(card, photo); changed = true; }
+        }
+        for (const id of body.missing) { watchedCards.delete(String(id)); changed = true; }
+      }
+    } catch (err) {
+      if (controller.signal.aborted) { attempt = 0; continue; }
+      /* a network blip: ask again after the pause below */
+    }
+    for (const card of cards) {
+      watchedCards.delete(card.dataset.photoId);  // to the back of the line (more than WATCH_MAX)
+      if (!TERMINAL.includes(card.dataset.status) && card.isConnected) watchedCards.set(card.dataset.photoId, card);
+    }
+    if (changed) { attempt = 0; continue; }
+    const queued = cards.some((c) => c.dataset.status === "queued");
+    const left = (queued ? resultPollDelay(attempt) : REVIEW_POLL_MS) - (performance.now() - started);
+    attempt += 1;
+    if (left > 0) await pause(left, controller.signal);
   }
+  watching = false;
+  watchWake = null;
 }
 
 function photoCard(photo) {
@@ -95,7 +145,7 @@ async function uploadFile(form, file) {
   if (empty) empty.remove();
   const card = photoCard(body);
   list.prepend(card);
-  pollPhoto(card);
+  watchPhoto(card);
 }
 
 // Files from the picker (or the phone camera) and files dropped on the form go to `send`.
@@ -189,7 +239,7 @@ async function pollTrainingRun() {
 document.addEventListener("DOMContentLoaded", () => {
   setUpUpload();
   setUpReviewKeys();
-  document.querySelectorAll(".photo-card[data-photo-id]").forEach(pollPhoto);
+  document.querySelectorAll(".photo-card[data-photo-id]").forEach(watchPhoto);
   pollTrainingRun();
 });
 

@@ -65,6 +65,8 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+        # A kept connection that died (a database restart) is replaced, not used and failed.
+        conn_health_checks=True,
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -138,6 +140,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes the worker's database connection before and after every task
+# unless this is set: a new PostgreSQL backend per photo. With it, plantsite/celery.py closes a
+# connection only when it is broken or older than DATABASE_CONN_MAX_AGE, as Django does per request.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_DEFAULT_QUEUE = "inference"
 CELERY_TASK_ROUTES = {
     "labeling.tasks.*": {"queue": "inference"},
@@ -174,6 +180,10 @@ INFERENCE_THREADS = env_int("INFERENCE_THREADS", 1, minimum=1)
 # photo a task is predicting, up to INFERENCE_BATCH_SIZE in one batch (1: no batching).
 INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 16, minimum=1)
 INFERENCE_BATCH_WAIT = env_float("INFERENCE_BATCH_WAIT", 0.5, minimum=0.0)
+# GET /api/v1/photos/updates/ waits for a change at most this long, and each web process lets
+# at most this many such requests wait at once (each holds a thread; keep it under the threads).
+PHOTO_UPDATES_MAX_WAIT = env_float("PHOTO_UPDATES_MAX_WAIT", 25.0, minimum=0.0)
+PHOTO_UPDATES_MAX_WAITERS = env_int("PHOTO_UPDATES_MAX_WAITERS", 8, minimum=0)
 # Shared labelling: how many labellers see each photo, whether they see the model's guess,
 # and how long a served photo is held for one labeller.
 LABELLING_OVERLAP = env_int("LABELLING_OVERLAP", 2, minimum=1)

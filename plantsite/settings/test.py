@@ -19,6 +19,8 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 # No random audits unless a test asks for them: routing tests must be deterministic. The
 # audit tests (and worker processes started with AUDIT_FRACTION in their environment) set it.
 AUDIT_FRACTION = env_float("AUDIT_FRACTION", 0.0, minimum=0.0, maximum=1.0)
+# Short waits for photo updates: generated API requests (schemathesis) must not hang the suite.
+PHOTO_UPDATES_MAX_WAIT = env_float("PHOTO_UPDATES_MAX_WAIT", 2.0, minimum=0.0)
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -135,3 +135,97 @@ def test_a_batch_mate_with_a_broken_file_does_not_fail_the_photo(active_model, p
     with pytest.raises(Exception):
         photo_predict(broken.id)
     assert not Prediction.objects.filter(photo=broken).exists()
+
+
+@pytest.mark.django_db
+def test_photos_another_worker_has_claimed_are_not_taken_into_a_second_batch(active_model, predict_calls):
+    claimed, free = _waiting(2), _waiting(2, seconds=3)
+    Photo.objects.filter(id__in=[p.id for p in claimed]).update(
+        batch_claimed_until=timezone.now() + timedelta(seconds=30))
+    photo = PhotoFactory()
+
+    photo_predict(photo.id)
+
+    assert predict_calls == [[photo.image.path] + [p.image.path for p in free]]
+    assert all(Photo.objects.get(id=p.id).status == Photo.Status.QUEUED for p in claimed)
+
+
+@pytest.mark.django_db
+def test_a_lapsed_claim_no_longer_keeps_a_photo_out_of_batches(active_model, predict_calls):
+    (lapsed,) = _waiting(1)
+    Photo.objects.filter(id=lapsed.id).update(batch_claimed_until=timezone.now() - timedelta(seconds=1))
+    photo = PhotoFactory()
+
+    photo_predict(photo.id)
+
+    assert predict_calls == [[photo.image.path, lapsed.image.path]]
+
+
+@pytest.mark.django_db
+def test_a_photo_in_another_workers_batch_is_still_predicted_by_its_own_task(active_model, predict_calls):
+    # The claim only saves work: if the claiming worker died, the photo's own task must not wait.
+    photo = PhotoFactory(uploaded_at=timezone.now() - timedelta(seconds=5))
+    Photo.objects.filter(id=photo.id).update(batch_claimed_until=timezone.now() + timedelta(seconds=30))
+
+    photo_predict(photo.id)
+
+    assert predict_calls == [[photo.image.path]]
+    assert Prediction.objects.filter(photo=photo).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_batch_claims_its_photos_until_a_minute_from_now(active_model):
+    waiting = _waiting(2)
+    photo = PhotoFactory()
+    before = timezone.now()
+
+    photo_predict(photo.id)
+
+    for p in [photo, *waiting]:
+        p.refresh_from_db()
+        assert before + timedelta(seconds=59) <= p.batch_claimed_until <= timezone.now() + timedelta(seconds=60)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_claiming_at_the_same_moment_get_disjoint_batches(settings):
+    # Two worker processes whose tasks start together while a backlog waits: the second skips
+    # the rows the first has locked and not yet committed, then finds them claimed.
+    import threading
+
+    from django.db import connection, transaction
+
+    from labeling.services import _claim_batch_mates
+
+    settings.INFERENCE_BATCH_SIZE = 4
+    backlog = _waiting(8)
+    first_holds, second_done = threading.Event(), threading.Event()
+    claimed = {}
+
+    def first():
+        try:
+            with transaction.atomic():
+                claimed["first"] = _claim_batch_mates(backlog[0])
+                first_holds.set()
+                second_done.wait(10)  # the row locks are held until this transaction commits
+        finally:
+            connection.close()
+
+    def second():
+        try:
+            first_holds.wait(10)
+            claimed["second"] = _claim_batch_mates(backlog[7])
+            second_done.set()
+            claimed["third"] = _claim_batch_mates(backlog[6])  # after both, nothing is left
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+
+    ids = {name: [p.id for p in mates] for name, mates in claimed.items()}
+    assert ids["first"] == [p.id for p in backlog[1:4]]
+    assert ids["second"] == [p.id for p in backlog[4:7]]
+    assert ids["third"] == []
