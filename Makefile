@@ -49,7 +49,7 @@ loadtest: $(STAMP) services
 
 # Upload -> final over the real stack at client concurrency 1, 4 and 16, and the worker alone,
 # e.g. make bench-e2e BENCH_E2E_ARGS="--uploads-per-level 20"
-BENCH_E2E_ARGS ?= --levels 1,4,16 --uploads-per-level 40
+BENCH_E2E_ARGS ?= --levels 1,4,16 --uploads-per-level 100
 bench-e2e: $(STAMP) services
 	$(VENV)/bin/python bench/bench_e2e.py $(BENCH_E2E_ARGS)
 

@@ -1,17 +1,21 @@
 """End-to-end benchmark: upload -> queue -> inference worker -> final, over the real stack.
 
 Starts, on 127.0.0.1 only and with bench/loadtest.py's own functions, a private redis-server,
-a fresh PostgreSQL database (`plantsite_bench_e2e`), a tiny trained and registered model,
-gunicorn with the production settings and one Celery inference worker (`-c 2`, log level INFO).
+a fresh PostgreSQL database (`plantsite_bench_e2e`), a resnet18 at 224 px (--model-image-size)
+trained for one epoch on generated images and registered as the active version, gunicorn with
+the production settings (2 workers x 16 threads) and one Celery inference worker (`-c 2`, one
+thread each, log level INFO).
 Everything is stopped again on exit or Ctrl-C.
 
 For each level in --levels, that many client threads run a closed loop: upload a photo
-(POST /api/v1/photos/), then poll GET /api/v1/photos/{id}/ as the web page does (waits of
-labeling.polling.RESULT_POLL_DELAYS_MS: quick at first, then every 250 ms; --poll-interval
-sets a fixed wait instead) until its status leaves `queued`, then upload the next one, until
+(POST /api/v1/photos/), then waits for its result as the web page does: GET
+/api/v1/photos/updates/?photos=ID:queued&wait=20, which the server answers as soon as the photo
+leaves `queued`; when the server answers without waiting (its wait slots are all taken), it asks
+again on the page's schedule (labeling.polling.RESULT_POLL_DELAYS_MS). --poll-interval S polls
+GET /api/v1/photos/{id}/ every S seconds instead. Then it uploads the next one, until
 --uploads-per-level photos have been sent at that level.
 
-The worker runs with CONFIDENCE_THRESHOLD=0.0: the tiny model is rarely confident, and with
+The worker runs with CONFIDENCE_THRESHOLD=0.0: the quickly trained model is rarely confident, and with
 the production threshold nearly every photo would go to `needs_review`; at 0.0 they become
 `final`, so upload-to-final is what is measured (`needs_review` would count as terminal too).
 
@@ -36,9 +40,12 @@ Then "worker alone": the worker stops consuming (Celery remote control `cancel_c
 (`add_consumer`) and the time from that call to the last Prediction.created_at gives the
 worker's own throughput, warm model, same images, same batching rules, no polling clients.
 The ratio of the highest level's throughput to it is printed; the target is >= 0.8 at 16.
+Last, the CPU each part of the stack used per photo at each level and during the drain (from
+/proc: the worker's process group, gunicorn's, PostgreSQL's processes, redis-server, and this
+process, whose threads are the clients): on a small machine they all share the same cores.
 
 Usage (from the repository root; `make bench-e2e` runs it with BENCH_E2E_ARGS):
-  .venv/bin/python bench/bench_e2e.py [--levels 1,4,16] [--uploads-per-level 40]
+  .venv/bin/python bench/bench_e2e.py [--levels 1,4,16] [--uploads-per-level 100]
       [--poll-interval SECONDS] [--concurrency 2] [--worker-alone-photos 64] [--time-limit 900]
 
 Exit status: 0, or 1 when any photo did not reach a terminal state, 2 on a failed setup,
@@ -83,6 +90,9 @@ class Sample:
     error: str = ""
 
 
+WAIT_S = 20  # what the page asks the server to wait for a change (static/plantsite.js)
+
+
 def run_level(base_url, token, images, *, clients, uploads, poll_interval, photo_timeout, deadline,
               stop: threading.Event) -> tuple[list[Sample], float]:
     import requests
@@ -119,17 +129,31 @@ def run_level(base_url, token, images, *, clients, uploads, poll_interval, photo
             give_up = time.monotonic() + photo_timeout
             attempt = 0
             while not stop.is_set() and time.monotonic() < min(give_up, deadline):
-                # As the page does: wait, then ask.
-                time.sleep(poll_interval if poll_interval is not None else result_poll_delay_ms(attempt) / 1000)
-                attempt += 1
+                asked = time.monotonic()
                 try:
-                    r = session.get(f"{base_url}/api/v1/photos/{sample.photo_id}/", timeout=REQUEST_TIMEOUT)
-                    now = time.time()
-                    if r.status_code == 200 and r.json()["status"] != "queued":
-                        sample.seen, sample.status = now, r.json()["status"]
+                    status = (ask_fixed(session, sample.photo_id) if poll_interval is not None
+                              else ask_like_the_page(session, sample.photo_id))
+                    if status is not None and status != "queued":
+                        sample.seen, sample.status = time.time(), status
                         break
                 except requests.RequestException:
                     pass
+                # The page pauses only when the server answered without waiting (or failed).
+                delay = poll_interval if poll_interval is not None else result_poll_delay_ms(attempt) / 1000
+                attempt += 1
+                time.sleep(max(0.0, delay - (time.monotonic() - asked)))
+
+    def ask_fixed(session, photo_id):
+        r = session.get(f"{base_url}/api/v1/photos/{photo_id}/", timeout=REQUEST_TIMEOUT)
+        return r.json()["status"] if r.status_code == 200 else None
+
+    def ask_like_the_page(session, photo_id):
+        r = session.get(f"{base_url}/api/v1/photos/updates/", params={"photos": f"{photo_id}:queued", "wait": WAIT_S},
+                        timeout=REQUEST_TIMEOUT)
+        if r.status_code != 200:
+            return None
+        photos = r.json()["photos"]
+        return photos[0]["status"] if photos else "queued"
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=clients, thread_name_prefix=f"c{clients}") as pool:
@@ -146,6 +170,41 @@ def run_level(base_url, token, images, *, clients, uploads, poll_interval, photo
             stop.set()
             raise
     return samples, time.monotonic() - started
+
+
+def cpu_seconds(children) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each part of the stack, read from /proc: the
+    processes this run started (by process group), PostgreSQL's processes, and this process,
+    whose threads are the clients. What a process that exited already used is not counted."""
+    tick = os.sysconf("SC_CLK_TCK")
+    groups = {process.pid: name for name, process in children.processes}
+    used: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()  # from field 3 (state) on
+        pgrp, seconds = int(fields[2]), (int(fields[11]) + int(fields[12])) / tick
+        if int(entry) == os.getpid():
+            name = "clients"
+        elif pgrp in groups:
+            name = groups[pgrp]
+        elif comm == "postgres":
+            name = "postgresql"
+        else:
+            continue
+        used[name] = used.get(name, 0.0) + seconds
+    return used
+
+
+def cpu_per_photo(before, after, photos) -> dict[str, float]:
+    """Milliseconds of CPU per photo for each part, between two cpu_seconds() readings."""
+    return {name: 1000 * (after.get(name, 0.0) - before.get(name, 0.0)) / max(photos, 1)
+            for name in sorted(set(before) | set(after))}
 
 
 def task_runs(celery_log: Path) -> list[tuple[float, float]]:
@@ -212,7 +271,8 @@ def p(values, q):
 def print_table(rows, args):
     print()
     polling = (f"poll every {args.poll_interval * 1000:.0f} ms" if args.poll_interval is not None else
-               f"poll as the page does, waits {'/'.join(map(str, RESULT_POLL_DELAYS_MS))} ms (the last repeats)")
+               f"wait for the result as the page does (photos/updates, wait {WAIT_S} s; when not waited "
+               f"on, ask again after {'/'.join(map(str, RESULT_POLL_DELAYS_MS))} ms)")
     print(f"Plantsite bench e2e: closed-loop clients, {polling}; gunicorn "
           f"{args.web_workers}x{args.web_threads} gthread; inference worker -c {args.concurrency}; "
           f"CONFIDENCE_THRESHOLD=0.0 (photos end `final`); {os.cpu_count()} CPUs; load average "
@@ -235,8 +295,20 @@ def print_table(rows, args):
               f"notification p95 {p(r['note'], 95)}{extra}")
 
 
-def worker_alone(base_url, token, images, app, worker_name, n, *, timeout, stop):
-    """Throughput of the warm worker draining a backlog of n queued photos, no clients polling."""
+def print_cpu(cpu):
+    """Where the cores went: CPU ms per photo by part of the stack, per level."""
+    parts = ["celery worker", "gunicorn", "postgresql", "redis-server", "clients"]
+    print("\nCPU ms per photo, by part (user + system, all cores; clients = this process's threads):")
+    print(f"{'':>12} " + " ".join(f"{part:>13}" for part in parts) + f" {'total':>8}")
+    for level, used in cpu.items():
+        name = level if isinstance(level, str) else f"level {level}"
+        print(f"{name:>12} " + " ".join(f"{used.get(part, 0.0):>13.1f}" for part in parts)
+              + f" {sum(used.values()):>8.1f}")
+
+
+def worker_alone(base_url, token, images, app, worker_name, n, *, timeout, stop, children):
+    """Throughput of the warm worker draining a backlog of n queued photos, no clients polling,
+    and the CPU each part of the stack used per photo during the drain."""
     from labeling.models import Photo, Prediction
 
     replies = app.control.cancel_consumer("inference", destination=[worker_name], reply=True, timeout=5)
@@ -247,6 +319,7 @@ def worker_alone(base_url, token, images, app, worker_name, n, *, timeout, stop)
     ids = [r.photo_id for r in phase.results if r.photo_id is not None]
     queued = Photo.objects.filter(id__in=ids, status=Photo.Status.QUEUED).count()
     log(f"Worker alone: {len(ids)} photos uploaded, {queued} still queued with the consumer off; resuming it...")
+    before = cpu_seconds(children)
     t0 = time.time()
     app.control.add_consumer("inference", destination=[worker_name], reply=True, timeout=5)
     deadline = time.monotonic() + timeout
@@ -254,19 +327,20 @@ def worker_alone(base_url, token, images, app, worker_name, n, *, timeout, stop)
         if time.monotonic() > deadline or stop.is_set():
             break
         time.sleep(0.2)
+    cpu = cpu_per_photo(before, cpu_seconds(children), len(ids))
     created = [c.timestamp() for c in Prediction.objects.filter(photo_id__in=ids).values_list("created_at", flat=True)]
     left = Photo.objects.filter(id__in=ids, status=Photo.Status.QUEUED).count()
     if not created:
-        return 0.0, 0.0, len(ids), left
+        return 0.0, 0.0, len(ids), left, cpu
     span = max(created) - t0
-    return len(created) / span, span, len(created), left
+    return len(created) / span, span, len(created), left, cpu
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", default="1,4,16", help="client concurrency levels, comma-separated (1,4,16)")
-    parser.add_argument("--uploads-per-level", type=int, default=40, help="photos uploaded at each level (40)")
+    parser.add_argument("--uploads-per-level", type=int, default=100, help="photos uploaded at each level (100)")
     parser.add_argument("--poll-interval", type=float, default=None,
                         help="seconds between a client's polls (default: the web page's schedule, "
                              "labeling/polling.py)")
@@ -275,11 +349,13 @@ def main():
                         help="backlog for the worker-alone measurement (default: --uploads-per-level)")
     parser.add_argument("--concurrency", type=int, default=2, help="inference worker processes, celery -c (2)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (2)")
-    parser.add_argument("--web-threads", type=int, default=8, help="threads per gunicorn worker (8)")
+    parser.add_argument("--web-threads", type=int, default=16,
+                        help="threads per gunicorn worker (16: at most PHOTO_UPDATES_MAX_WAITERS=8 of them wait)")
     parser.add_argument("--warmup", type=int, default=None, help="uncounted uploads first (4 x --concurrency)")
     parser.add_argument("--time-limit", type=float, default=900, help="seconds for all the measurements (900)")
     parser.add_argument("--image-size", type=int, default=320, help="longest side of the uploaded JPEGs (320)")
-    parser.add_argument("--model-image-size", type=int, default=64, help="the tiny model's input size (64)")
+    parser.add_argument("--model-image-size", type=int, default=224,
+                        help="the model's input size (224: resnet18 at 224 px, as the targets are set)")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--database", default="plantsite_bench_e2e")
     parser.add_argument("--conn-max-age", type=int, default=60)
@@ -292,7 +368,7 @@ def main():
     args.warmup = 4 * args.concurrency if args.warmup is None else args.warmup
     args.redis = None  # always a private Redis: nothing else may take this run's tasks
     args.worker_loglevel = "INFO"  # the task start times come from the worker's log
-    # Photos end `final` (the tiny model is rarely sure), so the latency measured is upload-to-final.
+    # Photos end `final` (the quickly trained model is rarely sure): the latency is upload-to-final.
     return run_stack(args, prefix="plantsite-bench-e2e-", worker_name=lambda port: f"bench-e2e-{port}@%h",
                      extra_env={"CONFIDENCE_THRESHOLD": "0.0"}, measure=lambda stack: _measure(stack, args, levels))
 
@@ -306,12 +382,14 @@ def _measure(stack, args, levels) -> int:
         log(f"Warming up: {args.warmup} uploads, not counted...")
         run_level(base_url, token, images, clients=min(args.warmup, 4), uploads=args.warmup,
                   poll_interval=args.poll_interval, photo_timeout=args.photo_timeout, deadline=deadline, stop=stop)
-    raw = []
+    raw, cpu = [], {}
     for level in levels:
         log(f"Level {level}: {args.uploads_per_level} uploads from {level} closed-loop clients...")
+        before = cpu_seconds(stack.children)
         samples, wall = run_level(base_url, token, images, clients=level, uploads=args.uploads_per_level,
                                   poll_interval=args.poll_interval, photo_timeout=args.photo_timeout,
                                   deadline=deadline, stop=stop)
+        cpu[level] = cpu_per_photo(before, cpu_seconds(stack.children), len(samples))
         stack.children.check_alive()
         raw.append((level, samples, wall))
     time.sleep(1.0)  # the last "succeeded" log lines
@@ -323,11 +401,13 @@ def _measure(stack, args, levels) -> int:
     from plantsite.celery import app
 
     log(f"Worker alone: consumer off, {alone_n} photos queued, consumer on, timing the drain...")
-    rate, span, done, left = worker_alone(base_url, token, images, app, stack.worker_name, alone_n,
-                                          timeout=max(30.0, deadline - time.monotonic()), stop=stop)
+    rate, span, done, left, cpu["worker alone"] = worker_alone(
+        base_url, token, images, app, stack.worker_name, alone_n, timeout=max(30.0, deadline - time.monotonic()),
+        stop=stop, children=stack.children)
     print_table(rows, args)
     print(f"worker alone: {done} queued photos predicted in {span:.2f} s = {rate:.2f} photos/s "
           f"(add_consumer to the last Prediction.created_at; {left} left queued)")
+    print_cpu(cpu)
     top = rows[-1]
     if rate:
         print(f"level {top['level']} / worker alone = {top['throughput']:.2f} / {rate:.2f} = "
