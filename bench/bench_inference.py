@@ -302,15 +302,15 @@ def bench_model(label, export, real, big, args, lines, extras=(), working=None):
     x = p.to_batch(sample)
     with torch.inference_mode():
         for _ in range(2):
-            p.model(x)
+            p.logits(x)
         times = []
         for _ in range(5):
             t0 = time.perf_counter()
-            p.model(x)
+            p.logits(x)
             times.append((time.perf_counter() - t0) / len(x))
     size = x.shape[-1]
     floor = RESNET18_GFLOPS_224 * (size / 224) ** 2
-    lines.append(f"\nNetwork alone, batch {len(x)} at {size} px: median {1000 * statistics.median(times):.1f} ms/img "
+    lines.append(f"\nNetwork alone ({p.backend}), batch {len(x)} at {size} px: median {1000 * statistics.median(times):.1f} ms/img "
                  f"(best {1000 * min(times):.1f}); resnet18 needs {floor:.2f} GFLOP per image.")
     print(lines[-1], flush=True)
 

@@ -463,12 +463,13 @@ class FastPredictor:
         with torch.inference_mode(), torch.jit.optimized_execution(not self.jit):
             for start in range(0, len(images), self.max_batch):
                 x = self.to_batch(images[start:start + self.max_batch])
-                out.append(torch.softmax(self._logits(x).float(), dim=self.softmax_axis).numpy())
+                out.append(torch.softmax(self.logits(x).float(), dim=self.softmax_axis).numpy())
         if not out:
             return np.zeros((0, len(self.vocab)), dtype=np.float32)
         return np.concatenate(out)
 
-    def _logits(self, x):
+    def logits(self, x):
+        """The network on a ready batch, on whichever backend this predictor uses."""
         import torch
 
         if self._session is not None:

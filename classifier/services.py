@@ -236,6 +236,30 @@ def model_version_shadow(*, version_id: int, enabled: bool = True) -> ModelVersi
     return version
 
 
+def model_cache_warm_up() -> list[int]:
+    """Load the active version (and the shadow one, if any) into this process's model cache, so
+    that the first photo after a worker starts does not wait seconds for it. Returns the ids
+    loaded; anything that goes wrong is logged, and the first task then loads the model itself."""
+    from django.db import connection
+
+    from .inference import model_cache
+    from .selectors import active_model_version, shadow_model_version
+
+    loaded = []
+    try:
+        for version in (active_model_version(), shadow_model_version()):
+            if version is not None:
+                model_cache.get(version.id, version.path, version.sha256, threads=settings.INFERENCE_THREADS)
+                loaded.append(version.id)
+        if loaded:
+            logger.info("Warmed up model version(s) %s.", ", ".join(map(str, loaded)))
+    except Exception:  # noqa: BLE001 - a warm-up is only a head start
+        logger.warning("Could not warm up the model cache; the first prediction will load it.", exc_info=True)
+    finally:
+        connection.close()  # this thread's own connection
+    return loaded
+
+
 def shadow_predictions_store(version, results) -> None:
     """results: (photo_id, {label: p}) pairs. A photo predicted twice keeps its first record."""
     rows = []

@@ -1,8 +1,9 @@
 import logging
+import threading
 from datetime import timedelta
 
-from celery import shared_task
-from celery.signals import worker_ready
+from celery import current_app, shared_task
+from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 
 from . import services
@@ -29,3 +30,14 @@ def _fail_runs_orphaned_by_a_dead_worker(sender, **kwargs):
         failed = services.training_runs_fail_orphaned()
         if failed:
             logger.warning("Marked %d training run(s) failed: their worker had died.", failed)
+
+
+@worker_process_init.connect
+def _warm_up_the_model_after_fork(**kwargs):
+    # Each inference worker process loads its model after the fork (never in the parent, whose
+    # torch threads would not survive it). Celery gives this handler seconds before it kills the
+    # process, and loading takes longer: a thread does it, and a task that arrives meanwhile
+    # waits for the same load (ModelCache holds its lock while loading).
+    queues = current_app.amqp.queues.consume_from or {current_app.conf.task_default_queue: None}
+    if settings.INFERENCE_WARM_UP and "inference" in queues:
+        threading.Thread(target=services.model_cache_warm_up, name="model-warm-up", daemon=True).start()

@@ -176,6 +176,9 @@ WORKING_COPY_MAX_SIDE = env_int("WORKING_COPY_MAX_SIDE", 1024, minimum=1)
 MODEL_ROOT = Path(env_str("MODEL_ROOT", str(MEDIA_ROOT / "models")))
 # Threads per inference worker process (threads × processes should match the cores).
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 1, minimum=1)
+# Each inference worker process loads the active model right after it starts (in a thread), so
+# that the first photo does not wait for it.
+INFERENCE_WARM_UP = env_bool("INFERENCE_WARM_UP", True)
 # Queued photos that have waited INFERENCE_BATCH_WAIT seconds are predicted together with the
 # photo a task is predicting, up to INFERENCE_BATCH_SIZE in one batch (1: no batching).
 INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 16, minimum=1)

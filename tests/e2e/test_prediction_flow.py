@@ -127,3 +127,15 @@ def test_without_an_active_model_an_uploaded_photo_waits_for_an_expert_and_says_
     assert photo["status"] == "needs_review"
     assert photo["prediction"] is None
     assert photo["reason"] == "No model is active yet: an expert will decide."
+
+
+def test_a_fresh_inference_worker_loads_the_active_model_before_any_photo_arrives(active_model, start_worker):
+    import time
+
+    worker = start_worker("inference")
+
+    deadline = time.monotonic() + 60
+    while f"Warmed up model version(s) {active_model.id}." not in worker.log():
+        assert time.monotonic() < deadline, f"no warm-up within 60 s:\n{worker.log()}"
+        time.sleep(0.2)
+    assert "Task labeling.tasks.photo_predict_task[" not in worker.log()  # no task came: the load was first
