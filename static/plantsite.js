@@ -4,9 +4,10 @@
 const TERMINAL = ["final", "rejected", "failed"];
 const REVIEW_POLL_MS = 3000;  // an expert's decision can take minutes
 
-// Waits before the 1st, 2nd, ... ask for a queued photo's result (the last one repeats): quick
-// at first, because a prediction is stored tens of milliseconds after the upload, then 250 ms.
-// The schedule is labeling/polling.py's, rendered into <body data-result-poll-ms>.
+// When the server answered without waiting for a change (see watchPhotos), the pause before the
+// 1st, 2nd, ... next ask for a queued photo (the last one repeats): quick at first, because a
+// prediction is stored tens of milliseconds after the upload, then 250 ms. The schedule is
+// labeling/polling.py's, rendered into <body data-result-poll-ms>.
 function resultPollDelay(attempt) {
   const delays = (document.body.dataset.resultPollMs || "250").split(",").map(Number);
   return delays[Math.min(attempt, delays.length - 1)];
