@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 import requests
 from playwright.sync_api import expect
@@ -28,6 +30,30 @@ RECORD_STATUSES = """() => {
     if (text && window.__statuses[window.__statuses.length - 1] !== text) window.__statuses.push(text);
   }).observe(list, { subtree: true, childList: true, characterData: true });
 }"""
+
+
+class WatchRequests:
+    """Records the page's GET /api/v1/photos/updates/ requests and how many were open at once."""
+
+    def __init__(self, page):
+        self.urls, self.open, self.most_at_once = [], 0, 0
+        page.on("request", self._started)
+        page.on("requestfinished", self._ended)
+        page.on("requestfailed", self._ended)
+
+    @staticmethod
+    def _is_watch(request):
+        return "/api/v1/photos/updates/" in request.url
+
+    def _started(self, request):
+        if self._is_watch(request):
+            self.urls.append(request.url)
+            self.open += 1
+            self.most_at_once = max(self.most_at_once, self.open)
+
+    def _ended(self, request):
+        if self._is_watch(request):
+            self.open -= 1
 
 
 def open_page(browser, problems, expected_errors=()):
@@ -77,6 +103,7 @@ def test_a_member_sees_the_upload_predicted_live_and_an_expert_decides_it_with_t
         result_poll_delay_ms(i) for i in range(asks)]
     expect(home.locator("#no-photos")).to_have_text("No photos yet.")
     home.evaluate("window.__noReload = 'still the same document'")
+    watching = WatchRequests(home)
     navigations = []
     home.on("framenavigated", lambda frame: frame == home.main_frame and navigations.append(frame.url))
     home.evaluate(RECORD_STATUSES)
@@ -121,6 +148,11 @@ def test_a_member_sees_the_upload_predicted_live_and_an_expert_decides_it_with_t
     # The member's page, still not reloaded, shows the expert's decision by itself.
     expect(card.locator("[data-role=status]")).to_have_text("dieffenbachia (expert)", timeout=15_000)
     assert home.evaluate("window.__noReload") == "still the same document"
+    # It learned both changes by asking the server to wait for them, one request at a time.
+    asked = [parse_qs(urlsplit(url).query) for url in watching.urls]
+    assert asked and all(q["photos"][0].startswith(f"{photo_id}:") and float(q["wait"][0]) > 0 for q in asked), asked
+    assert {q["photos"][0] for q in asked} >= {f"{photo_id}:queued", f"{photo_id}:needs_review"}
+    assert watching.most_at_once == 1
     assert navigations == []
     home.screenshot(path="/tmp/e2e-home-decided.png", full_page=True)
     assert problems == []
