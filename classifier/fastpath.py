@@ -27,8 +27,8 @@ What fastai does on the validation split, and what is reproduced here:
   validation split and are skipped.
 
 The network runs on the fastest backend that gives the eager model's probabilities on a check
-batch: ONNX Runtime (the model exported to ONNX in memory; on 2 cores about 1.5x faster than
-TorchScript at batch 1), else a TorchScript trace, frozen (batch norm folded into the
+batch: ONNX Runtime (the model exported to ONNX in memory; the network alone about 1.5x faster
+than TorchScript at batch 1 on 2 cores), else a TorchScript trace, frozen (batch norm folded into the
 convolutions) and optimised for inference, else the eager module. Everything runs under
 ``torch.inference_mode()``, in batches of at most ``max_batch`` images.
 
