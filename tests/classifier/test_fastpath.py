@@ -443,3 +443,23 @@ def test_an_exif_orientation_tag_is_applied(tmp_path):
     assert as_stored.size == (60, 20)
     assert upright.size == (20, 60)
     assert upright.getpixel((10, 2))[0] > 200 and upright.getpixel((10, 2))[1] < 80  # red now on top
+
+
+def test_a_learner_exported_from_gpu_training_is_served_by_the_cpu_fast_path(tiny_model_file, real_photos, tmp_path):
+    # A GPU training run exports its learner with fastai's MixedPrecision and ChannelsLast
+    # callbacks (classifier.training). Loaded for the CPU they are dropped and the model is made
+    # contiguous fp32 again, so the fast path takes it and gives learn.predict's answers.
+    from fastai.learner import load_learner
+
+    gpu_style = _load(tiny_model_file)
+    gpu_style.to_fp16()
+    gpu_style.to_channelslast()
+    assert {"MixedPrecision", "ChannelsLast"} <= {type(cb).__name__ for cb in gpu_style.cbs}
+    exported = tmp_path / "gpu-trained.pkl"
+    gpu_style.export(exported)
+
+    predictor = FastPredictor.from_learner(load_learner(exported, cpu=True))
+
+    assert predictor.backend == "onnxruntime"
+    _assert_same_answers(_reference(_load(tiny_model_file), real_photos), predictor.predict_paths(real_photos),
+                         real_photos)
