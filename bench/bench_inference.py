@@ -64,6 +64,30 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+# The CPU features that decide how fast the network runs, as /proc/cpuinfo names them.
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def onnxruntime_version():
+    try:
+        import onnxruntime
+
+        return onnxruntime.__version__
+    except ImportError:
+        return "not installed"
+
+
+def cpu_flags():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return " ".join(f for f in SPEED_FLAGS if f in present) or "none of " + " ".join(SPEED_FLAGS)
+    except OSError:
+        pass
+    return "unknown"
+
+
 def loadavg():
     try:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -344,8 +368,9 @@ def main():
         "## Inference benchmark",
         "",
         f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores; torch {torch.__version__}, fastai {fastai.__version__}",
+        f"- CPU flags: {cpu_flags()}",
         f"- torch threads: {torch.get_num_threads()}; torch.backends.cpu.get_cpu_capability(): "
-        f"{torch.backends.cpu.get_cpu_capability()}",
+        f"{torch.backends.cpu.get_cpu_capability()}; ONNX Runtime {onnxruntime_version()}",
         f"- load average at start: {loadavg()}",
         "- models trained from scratch (pretrained=False): no pretrained weights can be downloaded here",
     ]
