@@ -72,7 +72,10 @@ class PhotoUpdatesApi(APIView):
     @extend_schema(parameters=[PhotoUpdatesQuerySerializer], responses={200: PhotoUpdatesSerializer})
     def get(self, request):
         query = _query(PhotoUpdatesQuerySerializer, request)
-        photos, missing = selectors.photo_updates(request.user, query["photos"], wait=query["wait"])
+        # A server that handles one request at a time per process (gunicorn's sync workers)
+        # would stall every other request behind a waiting one: there, answer at once.
+        wait = query["wait"] if request.META.get("wsgi.multithread") else 0.0
+        photos, missing = selectors.photo_updates(request.user, query["photos"], wait=wait)
         return Response(PhotoUpdatesSerializer({"photos": photos, "missing": missing},
                                                context={"request": request}).data)
 

@@ -15,11 +15,12 @@ from tests.factories import PhotoFactory
 URL = "/api/v1/photos/updates/"
 
 
-def _ask(client, seen, wait=None):
+def _ask(client, seen, wait=None, multithreaded_server=True):
     params = {"photos": ",".join(f"{photo_id}:{status}" for photo_id, status in seen)}
     if wait is not None:
         params["wait"] = wait
-    return client.get(URL, params)
+    # What a threaded WSGI server (gunicorn gthread, runserver) says; the test client says False.
+    return client.get(URL, params, **{"wsgi.multithread": multithreaded_server})
 
 
 def _finalise(photo):
@@ -184,6 +185,19 @@ def test_the_worker_marking_a_prediction_failed_announces_it(api_for, member, lo
 
     assert [p["reason"] for p in response.json()["photos"]] == ["broken file"]
     assert took < 20
+
+
+@pytest.mark.django_db
+def test_a_server_that_runs_one_request_at_a_time_never_holds_one(api_for, member, settings, monkeypatch):
+    settings.PHOTO_UPDATES_MAX_WAIT = 60
+    photo = PhotoFactory(owner=member)
+    waits = []
+    monkeypatch.setattr(changes, "_wait", lambda *args: waits.append(args))
+
+    response = _ask(api_for(member), [(photo.id, "queued")], wait=40, multithreaded_server=False)
+
+    assert response.json() == {"photos": [], "missing": []}
+    assert waits == []
 
 
 @pytest.mark.django_db
