@@ -59,12 +59,22 @@ def announce_photo_change(photo_id: int) -> None:
     transaction.on_commit(lambda: _publish(channel))
 
 
+# After a failed announcement, announcements are skipped this long: a save must not wait for an
+# unreachable Redis again and again (waiting pages still see the change at their next re-read).
+PUBLISH_BACKOFF_SECONDS = 5.0
+_publish_paused_until = 0.0
+
+
 def _publish(channel: str) -> None:
+    global _publish_paused_until
+    if time.monotonic() < _publish_paused_until:
+        return
     try:
         _redis().publish(channel, "changed")
     except redis.RedisError as exc:
-        # Pages waiting on it still see the change at their next re-read.
-        logger.warning("Could not announce a photo change on %s: %s", channel, exc)
+        _publish_paused_until = time.monotonic() + PUBLISH_BACKOFF_SECONDS
+        logger.warning("Could not announce a photo change on %s (%s); not trying again for %s s.",
+                       channel, exc, PUBLISH_BACKOFF_SECONDS)
 
 
 def wait_for_change(photo_ids, read, timeout: float):

@@ -15,6 +15,12 @@ from tests.factories import PhotoFactory
 URL = "/api/v1/photos/updates/"
 
 
+@pytest.fixture(autouse=True)
+def _announcements_not_paused(monkeypatch):
+    """An earlier test with Redis down may have paused announcements; these tests need them."""
+    monkeypatch.setattr(changes, "_publish_paused_until", 0.0)
+
+
 def _ask(client, seen, wait=None, multithreaded_server=True):
     params = {"photos": ",".join(f"{photo_id}:{status}" for photo_id, status in seen)}
     if wait is not None:
@@ -241,9 +247,13 @@ def test_with_redis_down_a_waiting_request_still_sees_the_change_by_re_reading(
     assert len(reads) == 1
 
 
-def test_announcing_with_redis_down_is_logged_and_never_an_error(settings, closed_port, caplog):
+def test_announcing_with_redis_down_is_logged_never_an_error_and_paused_for_a_while(
+        settings, closed_port, caplog, monkeypatch):
     settings.REDIS_URL = f"redis://127.0.0.1:{closed_port}/0"
 
     changes._publish("plantsite:test:photo:1")
+    changes._publish("plantsite:test:photo:2")  # within the pause: not even tried
 
     assert "Could not announce a photo change on plantsite:test:photo:1" in caplog.text
+    assert "plantsite:test:photo:2" not in caplog.text
+    assert changes._publish_paused_until > time.monotonic() + changes.PUBLISH_BACKOFF_SECONDS - 1
