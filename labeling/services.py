@@ -166,14 +166,17 @@ def _claim_batch_mates(photo) -> list[Photo]:
         return []
     now = timezone.now()
     cutoff = now - timedelta(seconds=float(getattr(settings, "INFERENCE_BATCH_WAIT", 0.5)))
+    # Only rows this transaction could lock without waiting are written: two processes claiming
+    # at once (each locking the other's photo as a batch-mate) must never wait for each other.
+    # The photo itself is claimed too, unless another process is claiming it right now.
+    own = list(Photo.objects.select_for_update(skip_locked=True).filter(id=photo.id).values_list("id", flat=True))
     mates = list(
         Photo.objects.select_for_update(skip_locked=True)
         .filter(status=Photo.Status.QUEUED, uploaded_at__lte=cutoff)
         .filter(Q(batch_claimed_until__isnull=True) | Q(batch_claimed_until__lt=now))
         .exclude(id=photo.id).order_by("uploaded_at", "id")[: size - 1]
     )
-    # The photo itself too: it is in this batch, so no other process need take it into theirs.
-    Photo.objects.filter(id__in=[photo.id] + [m.id for m in mates]).update(batch_claimed_until=now + BATCH_CLAIM)
+    Photo.objects.filter(id__in=own + [m.id for m in mates]).update(batch_claimed_until=now + BATCH_CLAIM)
     return mates
 
 

@@ -229,3 +229,47 @@ def test_two_workers_claiming_at_the_same_moment_get_disjoint_batches(settings):
     assert ids["first"] == [p.id for p in backlog[1:4]]
     assert ids["second"] == [p.id for p in backlog[4:7]]
     assert ids["third"] == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_never_waits_for_another_process_claiming_its_photo(settings):
+    # Two processes claiming at once, each taking the other's photo as a batch-mate, used to
+    # wait for each other in the UPDATE until PostgreSQL broke the deadlock (after a second).
+    import threading
+
+    from django.db import connection, transaction
+
+    from labeling.services import _claim_batch_mates
+
+    settings.INFERENCE_BATCH_SIZE = 4
+    backlog = _waiting(8)
+    first_holds, second_done = threading.Event(), threading.Event()
+    events = []
+
+    def first():
+        try:
+            with transaction.atomic():
+                _claim_batch_mates(backlog[7])  # takes backlog[0..2] as mates and locks them
+                first_holds.set()
+                if not second_done.wait(15):  # held until the second claim is done, or 15 s
+                    events.append("first gave up holding")
+        finally:
+            connection.close()
+
+    def second():
+        try:
+            first_holds.wait(10)
+            events.append(("second claimed", [p.id for p in _claim_batch_mates(backlog[0])]))
+            second_done.set()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+    assert events == [("second claimed", [p.id for p in backlog[3:6]])]  # without waiting for the first
+    backlog[0].refresh_from_db()
+    assert backlog[0].batch_claimed_until is not None  # the first process's claim on it stands
