@@ -186,80 +186,32 @@ def test_a_batch_claims_its_photos_until_a_minute_from_now(active_model):
         assert before + timedelta(seconds=59) <= p.batch_claimed_until <= timezone.now() + timedelta(seconds=60)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_two_workers_claiming_at_the_same_moment_get_disjoint_batches(settings):
-    # Two worker processes whose tasks start together while a backlog waits: the second skips
-    # the rows the first has locked and not yet committed, then finds them claimed.
+def _claim_while_another_claim_is_open(held_photo, then):
+    """Two worker processes: the first claims batch-mates for `held_photo` in a transaction it
+    keeps open (its row locks held) until the second has run `then()`, or for 15 s.
+    Returns (the first's mates, what then() returned, whether the first stopped waiting)."""
     import threading
 
     from django.db import connection, transaction
 
     from labeling.services import _claim_batch_mates
 
-    settings.INFERENCE_BATCH_SIZE = 4
-    backlog = _waiting(8)
     first_holds, second_done = threading.Event(), threading.Event()
-    claimed = {}
+    out = {}
 
     def first():
         try:
             with transaction.atomic():
-                claimed["first"] = _claim_batch_mates(backlog[0])
+                out["first"] = _claim_batch_mates(held_photo)
                 first_holds.set()
-                second_done.wait(10)  # the row locks are held until this transaction commits
+                out["gave_up"] = not second_done.wait(15)
         finally:
             connection.close()
 
     def second():
         try:
             first_holds.wait(10)
-            claimed["second"] = _claim_batch_mates(backlog[7])
-            second_done.set()
-            claimed["third"] = _claim_batch_mates(backlog[6])  # after both, nothing is left
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(20)
-
-    ids = {name: [p.id for p in mates] for name, mates in claimed.items()}
-    assert ids["first"] == [p.id for p in backlog[1:4]]
-    assert ids["second"] == [p.id for p in backlog[4:7]]
-    assert ids["third"] == []
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_claim_never_waits_for_another_process_claiming_its_photo(settings):
-    # Two processes claiming at once, each taking the other's photo as a batch-mate, used to
-    # wait for each other in the UPDATE until PostgreSQL broke the deadlock (after a second).
-    import threading
-
-    from django.db import connection, transaction
-
-    from labeling.services import _claim_batch_mates
-
-    settings.INFERENCE_BATCH_SIZE = 4
-    backlog = _waiting(8)
-    first_holds, second_done = threading.Event(), threading.Event()
-    events = []
-
-    def first():
-        try:
-            with transaction.atomic():
-                _claim_batch_mates(backlog[7])  # takes backlog[0..2] as mates and locks them
-                first_holds.set()
-                if not second_done.wait(15):  # held until the second claim is done, or 15 s
-                    events.append("first gave up holding")
-        finally:
-            connection.close()
-
-    def second():
-        try:
-            first_holds.wait(10)
-            events.append(("second claimed", [p.id for p in _claim_batch_mates(backlog[0])]))
+            out["second"] = then()
             second_done.set()
         finally:
             connection.close()
@@ -269,7 +221,43 @@ def test_a_claim_never_waits_for_another_process_claiming_its_photo(settings):
         t.start()
     for t in threads:
         t.join(30)
+    return out["first"], out["second"], out["gave_up"]
 
-    assert events == [("second claimed", [p.id for p in backlog[3:6]])]  # without waiting for the first
+
+def _ids(photos):
+    return [p.id for p in photos]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_claiming_at_the_same_moment_get_disjoint_batches(settings):
+    # Two worker processes whose tasks start together while a backlog waits: the second skips
+    # the rows the first has locked and not yet committed, and then what it claimed itself.
+    from labeling.services import _claim_batch_mates
+
+    settings.INFERENCE_BATCH_SIZE = 4
+    backlog = _waiting(8)
+
+    first, (second, third), _ = _claim_while_another_claim_is_open(
+        backlog[0], lambda: (_claim_batch_mates(backlog[7]), _claim_batch_mates(backlog[6])))
+
+    assert _ids(first) == _ids(backlog[1:4])
+    assert _ids(second) == _ids(backlog[4:7])
+    assert third == []  # nothing is left
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_never_waits_for_another_process_claiming_its_photo(settings):
+    # Two processes claiming at once, each taking the other's photo as a batch-mate, used to
+    # wait for each other in the UPDATE until PostgreSQL broke the deadlock (after a second).
+    from labeling.services import _claim_batch_mates
+
+    settings.INFERENCE_BATCH_SIZE = 4
+    backlog = _waiting(8)
+
+    _, second, first_gave_up = _claim_while_another_claim_is_open(  # the first locks backlog[0..2]
+        backlog[7], lambda: _claim_batch_mates(backlog[0]))
+
+    assert not first_gave_up  # the second did not wait for the first to commit
+    assert _ids(second) == _ids(backlog[3:6])
     backlog[0].refresh_from_db()
     assert backlog[0].batch_claimed_until is not None  # the first process's claim on it stands
