@@ -68,7 +68,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loadtest import (  # noqa: E402
-    REQUEST_TIMEOUT, percentile, require_local, run_stack, run_uploads, upload_images,
+    REQUEST_TIMEOUT, percentile, post_photo, require_local, run_stack, run_uploads, upload_images,
 )
 from labeling.polling import RESULT_POLL_DELAYS_MS, result_poll_delay_ms  # noqa: E402
 
@@ -109,19 +109,9 @@ def run_level(base_url, token, images, *, clients, uploads, poll_interval, photo
                 i = next(counter, None)
             if i is None:
                 return
-            name, data = images[i % len(images)]
             started = time.time()
-            try:
-                response = session.post(f"{base_url}/api/v1/photos/", files={"image": (name, data, "image/jpeg")},
-                                        timeout=REQUEST_TIMEOUT)
-            except requests.RequestException as exc:
-                sample = Sample(started, time.time() - started, None, error=f"{type(exc).__name__}: {exc}"[:200])
-            else:
-                sample = Sample(started, time.time() - started, None)
-                if response.status_code == 201:
-                    sample.photo_id = response.json()["id"]
-                else:
-                    sample.error = f"HTTP {response.status_code}: {response.text[:150]}"
+            photo_id, _, error = post_photo(session, base_url, images[i % len(images)])
+            sample = Sample(started, time.time() - started, photo_id, error=error)
             with lock:
                 samples.append(sample)
             if sample.photo_id is None:

@@ -259,6 +259,22 @@ class UploadPhase:
     stopped_early: bool = False
 
 
+def post_photo(session, base_url, image) -> tuple[int | None, int, str]:
+    """POST one (name, JPEG bytes) to the upload API: (the photo's id or None, the HTTP status
+    or 0 for a transport error, what went wrong or "")."""
+    import requests
+
+    name, data = image
+    try:
+        response = session.post(f"{base_url}/api/v1/photos/", files={"image": (name, data, "image/jpeg")},
+                                timeout=REQUEST_TIMEOUT)
+    except requests.RequestException as exc:
+        return None, 0, f"{type(exc).__name__}: {exc}"[:200]
+    if response.status_code == 201:
+        return response.json()["id"], 201, ""
+    return None, response.status_code, f"HTTP {response.status_code}: {response.text[:150]}"
+
+
 def run_uploads(base_url, token, images, *, uploads, clients, time_limit, stop: threading.Event) -> UploadPhase:
     import requests
 
@@ -278,18 +294,9 @@ def run_uploads(base_url, token, images, *, uploads, clients, time_limit, stop: 
             i = next_index()
             if i is None:
                 return
-            name, data = images[i % len(images)]
             started = time.monotonic()
-            try:
-                response = session.post(f"{base_url}/api/v1/photos/", files={"image": (name, data, "image/jpeg")},
-                                        timeout=REQUEST_TIMEOUT)
-                result = Upload(started, time.monotonic() - started, response.status_code)
-                if response.status_code == 201:
-                    result.photo_id = response.json()["id"]
-                else:
-                    result.error = response.text[:200]
-            except requests.RequestException as exc:
-                result = Upload(started, time.monotonic() - started, 0, error=f"{type(exc).__name__}: {exc}"[:200])
+            photo_id, status, error = post_photo(session, base_url, images[i % len(images)])
+            result = Upload(started, time.monotonic() - started, status, photo_id, error)
             with lock:
                 phase.results.append(result)
 
