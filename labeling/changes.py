@@ -96,37 +96,85 @@ def wait_for_change(photo_ids, read, timeout: float):
 
 
 def _wait(photo_ids, read, deadline):
-    pubsub = _redis().pubsub(ignore_subscribe_messages=True)
-    try:
-        # Subscribe before the first read: a change committed in between is then not missed.
-        pubsub.subscribe(*(_channel(i) for i in photo_ids))
-    except redis.RedisError as exc:
-        logger.warning("Photo updates are re-read every %s s: Redis pub/sub is unavailable (%s).",
-                       RECHECK_SECONDS, exc)
-        pubsub = None
+    channels = [_channel(i) for i in photo_ids]
+    # Subscribe before the first read: a change committed in between is then not missed.
+    pubsub = _subscribe(channels)
     try:
         while True:
             result = read()
             now = time.monotonic()
             if result or now >= deadline:
                 return result
-            _sleep_until_announced(pubsub, min(deadline, now + RECHECK_SECONDS))
+            _sleep_until_announced(pubsub, min(deadline, now + RECHECK_SECONDS), channels)
     finally:
         if pubsub is not None:
-            try:
-                pubsub.close()
-            except redis.RedisError:
-                pass
+            _unsubscribe(pubsub, channels)
 
 
-def _sleep_until_announced(pubsub, until):
+# Each web thread keeps its pub/sub connection between the requests it holds: opening one (a new
+# connection and its handshake) cost more CPU than the rest of a waiting request's Redis work.
+_thread = threading.local()
+
+
+def _subscribe(channels):
+    """This thread's pub/sub connection, subscribed to channels; None when Redis is unreachable."""
+    url = settings.REDIS_URL
+    kept = getattr(_thread, "pubsub", None)
+    if kept is not None and _thread.url == url:
+        try:
+            kept.subscribe(*channels)
+            return kept
+        except redis.RedisError:
+            _forget(kept)  # closed by Redis or a restart since the last wait: one new connection
+    elif kept is not None:
+        _forget(kept)
+    pubsub = _redis().pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(*channels)
+    except redis.RedisError as exc:
+        _close(pubsub)
+        logger.warning("Photo updates are re-read every %s s: Redis pub/sub is unavailable (%s).",
+                       RECHECK_SECONDS, exc)
+        return None
+    _thread.pubsub, _thread.url = pubsub, url
+    return pubsub
+
+
+def _unsubscribe(pubsub, channels):
+    if getattr(_thread, "pubsub", None) is not pubsub:
+        return  # forgotten after an error: closed already
+    try:
+        pubsub.unsubscribe(*channels)
+    except redis.RedisError:
+        _forget(pubsub)
+
+
+def _forget(pubsub):
+    if getattr(_thread, "pubsub", None) is pubsub:
+        _thread.pubsub = None
+    _close(pubsub)
+
+
+def _close(pubsub):
+    try:
+        pubsub.close()
+    except redis.RedisError:
+        pass
+
+
+def _sleep_until_announced(pubsub, until, channels=()):
+    # A kept connection may still deliver a message for an earlier request's photo, published
+    # before that request unsubscribed: only our own channels wake us.
+    ours = {c.encode() for c in channels}
     while (left := until - time.monotonic()) > 0:
         if pubsub is None:
             time.sleep(left)
             return
         try:
-            if pubsub.get_message(timeout=left) is not None:
-                return
+            message = pubsub.get_message(timeout=left)
         except redis.RedisError:
+            _forget(pubsub)
             time.sleep(max(0.0, until - time.monotonic()))
+            return
+        if message is not None and message.get("channel") in ours:
             return

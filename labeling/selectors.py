@@ -19,11 +19,16 @@ def photo_updates(user, seen: dict[int, str], *, wait: float = 0.0):
     from .changes import wait_for_change
 
     visible = photos_visible_to(user)  # decides member or expert once, not at every re-read
+    # Most reads find nothing changed: they ask only for (id, status), which costs a fraction of
+    # building the full rows with their five joins; those are read for the changed photos alone.
+    statuses = visible.filter(id__in=list(seen)).order_by().values_list("id", "status")
 
     def read():
-        photos = {p.id: p for p in visible.filter(id__in=list(seen))}
-        changed = [p for photo_id, p in sorted(photos.items()) if p.status != seen[photo_id]]
-        missing = sorted(set(seen) - set(photos))
+        current = dict(statuses.all())  # .all(): a fresh query at every re-read
+        changed_ids = [photo_id for photo_id, status in current.items() if status != seen[photo_id]]
+        changed = list(visible.filter(id__in=changed_ids).order_by("id")) if changed_ids else []
+        # A photo deleted between the two reads is missing, not silently dropped.
+        missing = sorted(set(seen) - set(current) | set(changed_ids) - {p.id for p in changed})
         return (changed, missing) if changed or missing else None
 
     return wait_for_change(list(seen), read, wait) or ([], [])

@@ -1,10 +1,12 @@
 """GET /api/v1/photos/updates/: pages learn that a photo changed the moment it is stored,
 with one request that the server holds until then, instead of polling."""
 
+import socket
 import threading
 import time
 
 import pytest
+import redis
 from django.db import connection
 from django.utils import timezone
 
@@ -134,14 +136,20 @@ def _in_thread(target):
     return thread, box
 
 
-def _answer_while_waiting(client, photo, change):
-    """Ask about `photo` (wait=40) in a thread, make `change()` while the request waits, and
-    return (response, seconds the request took)."""
+def _answer_while_waiting(client, photo, change, *, in_this_thread=False):
+    """Ask about `photo` (wait=40), make `change()` while the request waits, and return
+    (response, seconds the request took). The request runs in a thread of its own, or with
+    in_this_thread in the test's thread (which then keeps its pub/sub connection between calls)."""
 
     def ask():
         started = time.monotonic()
         return _ask(client, [(photo.id, "queued")], wait=40), time.monotonic() - started
 
+    if in_this_thread:
+        changer, _ = _in_thread(lambda: (time.sleep(0.5), change()))
+        result = ask()
+        changer.join(30)
+        return result
     thread, box = _in_thread(ask)
     time.sleep(0.5)
     assert thread.is_alive()  # the request is waiting
@@ -233,10 +241,10 @@ def test_with_redis_down_a_waiting_request_still_sees_the_change_by_re_reading(
     reads = []
     original = changes._sleep_until_announced
 
-    def change_after_first_pause(pubsub, until):
+    def change_after_first_pause(pubsub, until, channels):
         assert pubsub is None  # no subscription: re-reading is all there is
         reads.append(until)
-        original(pubsub, until)
+        original(pubsub, until, channels)
         Photo.objects.filter(id=photo.id).update(status=Photo.Status.FINAL)
 
     monkeypatch.setattr(changes, "_sleep_until_announced", change_after_first_pause)
@@ -245,6 +253,59 @@ def test_with_redis_down_a_waiting_request_still_sees_the_change_by_re_reading(
 
     assert [p["status"] for p in response.json()["photos"]] == ["final"]
     assert len(reads) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_web_thread_keeps_one_pub_sub_connection_for_all_the_requests_it_holds(
+        api_for, member, long_waits, monkeypatch):
+    long_waits(60.0)
+    opened = []
+    real_pubsub = redis.Redis.pubsub
+    monkeypatch.setattr(redis.Redis, "pubsub", lambda self, **kw: opened.append(1) or real_pubsub(self, **kw))
+    client = api_for(member)
+
+    for _ in range(3):
+        photo = PhotoFactory(owner=member)
+        response, took = _answer_while_waiting(client, photo, lambda: _finalise(photo), in_this_thread=True)
+        assert [p["status"] for p in response.json()["photos"]] == ["final"] and took < 20
+
+    assert len(opened) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_pub_sub_connection_that_redis_closed_is_replaced(api_for, member, long_waits):
+    long_waits(60.0)
+    client = api_for(member)
+    first = PhotoFactory(owner=member)
+    _answer_while_waiting(client, first, lambda: _finalise(first), in_this_thread=True)
+    kept = changes._thread.pubsub
+    kept.connection._sock.shutdown(socket.SHUT_RDWR)  # what a Redis restart does to it
+
+    photo = PhotoFactory(owner=member)
+    response, took = _answer_while_waiting(client, photo, lambda: _finalise(photo), in_this_thread=True)
+
+    assert [p["status"] for p in response.json()["photos"]] == ["final"]
+    assert took < 20  # woken by the announcement on the new connection, not by a re-read
+    assert changes._thread.pubsub is not kept
+
+
+def test_a_message_for_an_earlier_requests_photo_does_not_wake_a_later_one(settings):
+    pubsub = redis.Redis.from_url(settings.REDIS_URL).pubsub(ignore_subscribe_messages=True)
+    earlier, ours = "plantsite:test:photo:earlier", "plantsite:test:photo:ours"
+    try:
+        pubsub.subscribe(earlier, ours)  # the earlier request's unsubscribe not yet processed
+        changes._redis().publish(earlier, "changed")
+
+        started = time.monotonic()
+        changes._sleep_until_announced(pubsub, started + 0.5, [ours])
+        assert time.monotonic() - started >= 0.5
+
+        changes._redis().publish(ours, "changed")
+        started = time.monotonic()
+        changes._sleep_until_announced(pubsub, started + 20, [ours])
+        assert time.monotonic() - started < 10
+    finally:
+        pubsub.close()
 
 
 def test_announcing_with_redis_down_is_logged_never_an_error_and_paused_for_a_while(
@@ -257,3 +318,42 @@ def test_announcing_with_redis_down_is_logged_never_an_error_and_paused_for_a_wh
     assert "Could not announce a photo change on plantsite:test:photo:1" in caplog.text
     assert "plantsite:test:photo:2" not in caplog.text
     assert changes._publish_paused_until > time.monotonic() + changes.PUBLISH_BACKOFF_SECONDS - 1
+
+
+
+@pytest.mark.django_db
+def test_a_read_that_finds_nothing_changed_asks_only_for_ids_and_statuses(member, django_assert_num_queries):
+    from labeling.selectors import photo_updates
+
+    photo = PhotoFactory(owner=member)
+
+    with django_assert_num_queries(2) as captured:  # is_expert, then the statuses
+        assert photo_updates(member, {photo.id: "queued"}) == ([], [])
+
+    statuses = captured.captured_queries[-1]["sql"]
+    assert "JOIN" not in statuses and '"labeling_photo"."status"' in statuses
+
+
+@pytest.mark.django_db
+def test_a_photo_deleted_between_the_status_read_and_the_full_read_is_missing(member, monkeypatch):
+    from labeling import selectors
+
+    photo = PhotoFactory(owner=member, status=Photo.Status.FINAL)
+    real_visible = selectors.photos_visible_to
+    monkeypatch.setattr(selectors, "photos_visible_to", lambda user: _DeletedBeforeTheFullRead(real_visible(user), photo))
+
+    assert selectors.photo_updates(member, {photo.id: "queued"}) == ([], [photo.id])
+
+
+class _DeletedBeforeTheFullRead:
+    """photos_visible_to's queryset, except that the photo is deleted just before the second
+    filter() (the full read of the changed photos; the first one builds the status read)."""
+
+    def __init__(self, qs, photo):
+        self.qs, self.photo, self.filters = qs, photo, 0
+
+    def filter(self, **kwargs):
+        self.filters += 1
+        if self.filters == 2:
+            Photo.objects.filter(id=self.photo.id).delete()
+        return self.qs.filter(**kwargs)
