@@ -96,9 +96,10 @@ class Photo(models.Model):
     claimed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     claim_expires_at = models.DateTimeField(null=True, blank=True)
-    # While a worker process predicts a queued photo as another photo's batch-mate, until when
-    # no other process takes it into a batch of its own (labeling.services.photo_predict).
+    # While a worker process predicts a queued photo in a batch, until when no other process
+    # predicts it, and which task claimed it (labeling.services.photo_predict).
     batch_claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    batch_claimed_by = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering = ["-uploaded_at", "-id"]
@@ -123,6 +124,12 @@ class Photo(models.Model):
     @property
     def is_terminal(self):
         return self.status in self.TERMINAL
+
+    def in_batch_of_another_task(self, claimant, now) -> bool:
+        """Another task's worker process has claimed this photo for the batch it is predicting
+        now, and its claim has not lapsed: that process stores the photo's prediction."""
+        return (self.batch_claimed_until is not None and self.batch_claimed_until > now
+                and self.batch_claimed_by != claimant)
 
     # --- state changes: the one place where the routing and review rules live ---------
 

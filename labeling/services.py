@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -88,15 +89,16 @@ def working_copy_name(original_name: str) -> str:
     return f"{original_name.rsplit('.', 1)[0]}-work.jpg"
 
 
-def photo_predict(photo_id: int) -> Photo | None:
+def photo_predict(photo_id: int, *, claimant: str = "") -> Photo | None:
     """Predict a queued photo with the active model and route it. Safe to run twice.
 
-    Other photos that have already waited INFERENCE_BATCH_WAIT seconds in `queued` are predicted
-    in the same batch (INFERENCE_BATCH_SIZE photos at most, oldest first), unless another worker
-    process has claimed them for its own batch. Nothing waits for a batch to fill, so a lone
-    photo is predicted at once, alone. Each photo's prediction is stored on its own under its row
-    lock, so the batch-mates' own tasks later find them done and leave them alone, and a
-    duplicated or concurrent task stores nothing twice.
+    Other photos that have already waited INFERENCE_BATCH_WAIT seconds in `queued` are claimed
+    and predicted in the same batch (INFERENCE_BATCH_SIZE photos at most, oldest first). Nothing
+    waits for a batch to fill, so a lone photo is predicted at once, alone. A photo that another
+    task's worker process has claimed for its batch is left to that process. `claimant` names
+    the claiming task (its Celery task id, the same in its retries and redeliveries), so a
+    task run again takes back its own claims. Each photo's prediction is stored on its own under
+    its row lock, so a duplicated or concurrent task stores nothing twice.
     """
     from classifier.inference import model_cache
     from classifier.selectors import active_model_version
@@ -108,13 +110,16 @@ def photo_predict(photo_id: int) -> Photo | None:
     if version is None:
         return _route_without_model(photo_id)
     model = model_cache.get(version.id, version.path, version.sha256, threads=settings.INFERENCE_THREADS)
-    mates = _claim_batch_mates(photo)
+    mates = _claim_batch(photo, claimant or uuid.uuid4().hex)
+    if mates is None:  # in another process's batch right now: that process stores it
+        return Photo.objects.filter(id=photo_id).first()
     if mates:
         try:
             batch = model.predict_paths([photo.model_input_path] + [m.model_input_path for m in mates])
         except Exception:  # noqa: BLE001 - a batch-mate's broken file must not fail this photo
             logger.warning("Batch prediction of photo %s with %s failed; predicting it alone.",
                            photo_id, [m.id for m in mates], exc_info=True)
+            _release_batch_mates(mates)
             mates, batch = [], None
         if batch is not None:
             stored = _store_prediction(photo_id, version, batch[0])
@@ -147,37 +152,52 @@ def _predict_in_shadow(photos):
 
 
 # How long a batch claim keeps other worker processes off a photo. Longer than any batch takes;
-# when it lapses (a killed worker), the photo can be taken into another batch again.
+# when it lapses (a killed worker), the photo is predicted by the next task that comes for it
+# (the sweeper sends one for every photo queued longer than SWEEP_QUEUED_AFTER_SECONDS).
 BATCH_CLAIM = timedelta(seconds=60)
 
 
 @transaction.atomic
-def _claim_batch_mates(photo) -> list[Photo]:
-    """Claim the queued photos that have waited long enough to be predicted along with `photo`.
+def _claim_batch(photo, claimant) -> list[Photo] | None:
+    """Claim `photo` and the queued photos that have waited long enough to be predicted with it;
+    return the batch-mates, or None when `photo` is in another task's batch.
 
-    Younger ones are left to their own task (another worker process may be about to start it).
-    Photos another process has claimed, or is claiming right now (row locked), are skipped, so
-    that two processes draining a backlog never predict the same batch twice. The claim only
-    saves work: every photo's own task still predicts it if it is still queued, so a claim lost
-    with a killed worker delays nothing.
+    A photo in another process's batch is left to it: predicting it a second time was what the
+    worker spent 40 % of its CPU on with 16 uploads in flight. Younger photos are left to their
+    own task (another worker process may be about to start it, and a lone photo is not made to
+    wait for others). Rows another process is claiming right now (locked) are skipped, so that
+    two processes never wait for each other.
     """
     size = int(getattr(settings, "INFERENCE_BATCH_SIZE", 1))
     if size <= 1:
         return []
     now = timezone.now()
-    cutoff = now - timedelta(seconds=float(getattr(settings, "INFERENCE_BATCH_WAIT", 0.5)))
+    own = Photo.objects.select_for_update(skip_locked=True).filter(id=photo.id).first()
+    if own is not None and (own.status != Photo.Status.QUEUED or own.in_batch_of_another_task(claimant, now)):
+        return None
     # Only rows this transaction could lock without waiting are written: two processes claiming
     # at once (each locking the other's photo as a batch-mate) must never wait for each other.
-    # The photo itself is claimed too, unless another process is claiming it right now.
-    own = list(Photo.objects.select_for_update(skip_locked=True).filter(id=photo.id).values_list("id", flat=True))
+    # The photo itself is claimed too, unless another process is claiming it right now (then it
+    # is predicted here anyway: that process may be storing it, or about to claim it).
+    cutoff = now - timedelta(seconds=float(getattr(settings, "INFERENCE_BATCH_WAIT", 0.5)))
     mates = list(
         Photo.objects.select_for_update(skip_locked=True)
         .filter(status=Photo.Status.QUEUED, uploaded_at__lte=cutoff)
-        .filter(Q(batch_claimed_until__isnull=True) | Q(batch_claimed_until__lt=now))
+        .filter(Q(batch_claimed_until__isnull=True) | Q(batch_claimed_until__lt=now) | Q(batch_claimed_by=claimant))
         .exclude(id=photo.id).order_by("uploaded_at", "id")[: size - 1]
     )
-    Photo.objects.filter(id__in=own + [m.id for m in mates]).update(batch_claimed_until=now + BATCH_CLAIM)
+    claimed = [m.id for m in mates] + ([own.id] if own is not None else [])
+    Photo.objects.filter(id__in=claimed).update(batch_claimed_until=now + BATCH_CLAIM, batch_claimed_by=claimant)
     return mates
+
+
+def _release_batch_mates(mates):
+    """A failed batch gives its mates back. Their own tasks may have left them to this batch
+    already, so each is sent again: it is then predicted, or reports its own failure."""
+    ids = [m.id for m in mates]
+    Photo.objects.filter(id__in=ids, status=Photo.Status.QUEUED).update(batch_claimed_until=None, batch_claimed_by="")
+    for photo_id in ids:
+        _enqueue_prediction(photo_id)
 
 
 @transaction.atomic

@@ -27,7 +27,8 @@ class PhotoTask(Task):
     retry_backoff=True, retry_backoff_max=60, max_retries=5,
 )
 def photo_predict_task(self, photo_id):
-    services.photo_predict(photo_id)
+    # The task id names its batch claims: a retry or redelivery of this task takes them back.
+    services.photo_predict(photo_id, claimant=self.request.id or "")
 
 
 @shared_task(acks_late=True, ignore_result=True)

@@ -122,16 +122,23 @@ def test_a_batch_size_of_one_turns_batching_off(active_model, predict_calls, set
 
 
 @pytest.mark.django_db
-def test_a_batch_mate_with_a_broken_file_does_not_fail_the_photo(active_model, predict_calls):
+def test_a_batch_mate_with_a_broken_file_does_not_fail_the_photo(active_model, predict_calls, monkeypatch,
+                                                                 django_capture_on_commit_callbacks):
+    from labeling.tasks import photo_predict_task
+
     (broken,) = _waiting(1, image=ContentFile(b"not an image at all", name="broken.jpg"))
     photo = PhotoFactory()
+    sent = []
+    monkeypatch.setattr(photo_predict_task, "delay", sent.append)
 
-    photo_predict(photo.id)
+    with django_capture_on_commit_callbacks(execute=True):
+        photo_predict(photo.id)
 
     assert predict_calls == [[photo.image.path, broken.image.path], [photo.image.path]]
     assert Prediction.objects.filter(photo=photo).count() == 1
     broken.refresh_from_db()
-    assert broken.status == Photo.Status.QUEUED  # its own task reports its own failure
+    assert broken.status == Photo.Status.QUEUED  # its own task reports its own failure:
+    assert broken.batch_claimed_until is None and sent == [broken.id]  # released and sent again
     with pytest.raises(Exception):
         photo_predict(broken.id)
     assert not Prediction.objects.filter(photo=broken).exists()
@@ -162,15 +169,57 @@ def test_a_lapsed_claim_no_longer_keeps_a_photo_out_of_batches(active_model, pre
 
 
 @pytest.mark.django_db
-def test_a_photo_in_another_workers_batch_is_still_predicted_by_its_own_task(active_model, predict_calls):
-    # The claim only saves work: if the claiming worker died, the photo's own task must not wait.
+def test_a_photo_in_another_tasks_batch_is_left_to_that_batch(active_model, predict_calls):
+    # Predicting it here too was most of the worker's extra CPU with 16 uploads in flight.
     photo = PhotoFactory(uploaded_at=timezone.now() - timedelta(seconds=5))
-    Photo.objects.filter(id=photo.id).update(batch_claimed_until=timezone.now() + timedelta(seconds=30))
+    Photo.objects.filter(id=photo.id).update(batch_claimed_until=timezone.now() + timedelta(seconds=30),
+                                             batch_claimed_by="another-task")
 
-    photo_predict(photo.id)
+    returned = photo_predict(photo.id, claimant="this-task")
+
+    assert predict_calls == []
+    assert returned.status == Photo.Status.QUEUED and not Prediction.objects.filter(photo=photo).exists()
+
+
+@pytest.mark.django_db
+def test_a_task_run_again_takes_back_the_batch_it_had_claimed(active_model, predict_calls):
+    # A retry, or the redelivery of a task whose worker process was killed: same task id.
+    mates = _waiting(2)
+    photo = PhotoFactory()
+    Photo.objects.filter(id__in=[photo.id] + _ids(mates)).update(
+        batch_claimed_until=timezone.now() + timedelta(seconds=30), batch_claimed_by="task-1")
+
+    photo_predict(photo.id, claimant="task-1")
+
+    assert predict_calls == [[photo.image.path] + [p.image.path for p in mates]]
+    assert Prediction.objects.filter(photo_id__in=[photo.id] + _ids(mates)).count() == 3
+
+
+@pytest.mark.django_db
+def test_a_photo_whose_claim_lapsed_is_predicted_by_the_next_task_for_it(active_model, predict_calls):
+    # The claiming worker died: the sweeper's task for the photo comes after the claim lapsed.
+    photo = PhotoFactory(uploaded_at=timezone.now() - timedelta(minutes=3))
+    Photo.objects.filter(id=photo.id).update(batch_claimed_until=timezone.now() - timedelta(seconds=1),
+                                             batch_claimed_by="a-dead-task")
+
+    photo_predict(photo.id, claimant="the-sweepers-task")
 
     assert predict_calls == [[photo.image.path]]
     assert Prediction.objects.filter(photo=photo).count() == 1
+
+
+@pytest.mark.django_db
+def test_the_prediction_task_claims_in_its_own_name(active_model):
+    from labeling.tasks import photo_predict_task
+
+    mate = _waiting(1)[0]
+    photo = PhotoFactory()
+
+    photo_predict_task.apply(args=[photo.id], task_id="the-task-id", throw=True)
+
+    for p in (photo, mate):
+        p.refresh_from_db()
+        assert p.status != Photo.Status.QUEUED and p.batch_claimed_by == "the-task-id"
 
 
 @pytest.mark.django_db
@@ -179,11 +228,12 @@ def test_a_batch_claims_its_photos_until_a_minute_from_now(active_model):
     photo = PhotoFactory()
     before = timezone.now()
 
-    photo_predict(photo.id)
+    photo_predict(photo.id, claimant="task-1")
 
     for p in [photo, *waiting]:
         p.refresh_from_db()
         assert before + timedelta(seconds=59) <= p.batch_claimed_until <= timezone.now() + timedelta(seconds=60)
+        assert p.batch_claimed_by == "task-1"
 
 
 def _claim_while_another_claim_is_open(held_photo, then):
@@ -194,7 +244,7 @@ def _claim_while_another_claim_is_open(held_photo, then):
 
     from django.db import connection, transaction
 
-    from labeling.services import _claim_batch_mates
+    from labeling.services import _claim_batch
 
     first_holds, second_done = threading.Event(), threading.Event()
     out = {}
@@ -202,7 +252,7 @@ def _claim_while_another_claim_is_open(held_photo, then):
     def first():
         try:
             with transaction.atomic():
-                out["first"] = _claim_batch_mates(held_photo)
+                out["first"] = _claim_batch(held_photo, "first")
                 first_holds.set()
                 out["gave_up"] = not second_done.wait(15)
         finally:
@@ -232,30 +282,30 @@ def _ids(photos):
 def test_two_workers_claiming_at_the_same_moment_get_disjoint_batches(settings):
     # Two worker processes whose tasks start together while a backlog waits: the second skips
     # the rows the first has locked and not yet committed, and then what it claimed itself.
-    from labeling.services import _claim_batch_mates
+    from labeling.services import _claim_batch
 
     settings.INFERENCE_BATCH_SIZE = 4
     backlog = _waiting(8)
 
     first, (second, third), _ = _claim_while_another_claim_is_open(
-        backlog[0], lambda: (_claim_batch_mates(backlog[7]), _claim_batch_mates(backlog[6])))
+        backlog[0], lambda: (_claim_batch(backlog[7], "second"), _claim_batch(backlog[6], "third")))
 
     assert _ids(first) == _ids(backlog[1:4])
     assert _ids(second) == _ids(backlog[4:7])
-    assert third == []  # nothing is left
+    assert third is None  # its photo is in the second's batch: left to it
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_claim_never_waits_for_another_process_claiming_its_photo(settings):
     # Two processes claiming at once, each taking the other's photo as a batch-mate, used to
     # wait for each other in the UPDATE until PostgreSQL broke the deadlock (after a second).
-    from labeling.services import _claim_batch_mates
+    from labeling.services import _claim_batch
 
     settings.INFERENCE_BATCH_SIZE = 4
     backlog = _waiting(8)
 
     _, second, first_gave_up = _claim_while_another_claim_is_open(  # the first locks backlog[0..2]
-        backlog[7], lambda: _claim_batch_mates(backlog[0]))
+        backlog[7], lambda: _claim_batch(backlog[0], "second"))
 
     assert not first_gave_up  # the second did not wait for the first to commit
     assert _ids(second) == _ids(backlog[3:6])

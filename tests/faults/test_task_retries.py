@@ -39,15 +39,17 @@ def run_with(photo, side_effect):
     """Run the task as a worker would, in this process (retries included), the service replaced."""
     attempts = []
 
-    def predict(photo_id):
+    def predict(photo_id, claimant):
         attempts.append(task.request.retries)
+        run_with.claimants.append(claimant)
         effect = side_effect.pop(0) if isinstance(side_effect, list) else side_effect
         if isinstance(effect, BaseException):
             raise effect
 
+    run_with.claimants = []
     with mock.patch.object(tasks.services, "photo_predict", side_effect=predict), \
             mock.patch.object(task, "retry", wraps=task.retry) as retry:
-        result = task.apply(args=[photo.id])
+        result = task.apply(args=[photo.id], task_id="the-task")
     return result, attempts, retry
 
 
@@ -78,6 +80,8 @@ def test_an_error_that_passes_is_retried_and_the_photo_is_not_failed(photo, back
 
     assert result.successful()
     assert attempts == [0, 1]
+    # The retry claims batch-mates in the same name, so it takes back what the first try claimed.
+    assert run_with.claimants == ["the-task", "the-task"]
     photo.refresh_from_db()
     assert photo.status == Photo.Status.QUEUED  # what the (replaced) prediction left: not failed
     assert photo.reason == ""
