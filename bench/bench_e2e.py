@@ -3,7 +3,8 @@
 Starts, on 127.0.0.1 only and with bench/loadtest.py's own functions, a private redis-server,
 a fresh PostgreSQL database (`plantsite_bench_e2e`), a resnet18 at 224 px (--model-image-size)
 trained for one epoch on generated images and registered as the active version, gunicorn with
-the production settings (2 workers x 16 threads) and one Celery inference worker (`-c 2`, one
+the production settings (2 workers x 16 threads, 12 of which may hold a waiting request:
+--web-waiters) and one Celery inference worker (`-c 2`, one
 thread each, log level INFO).
 Everything is stopped again on exit or Ctrl-C.
 
@@ -88,6 +89,7 @@ class Sample:
     seen: float | None = None  # wall clock of the poll that saw a terminal state
     status: str = ""
     error: str = ""
+    asks: int = 0              # GETs this client made for the photo (1 when the server waited)
 
 
 WAIT_S = 20  # what the page asks the server to wait for a change (static/plantsite.js)
@@ -120,6 +122,7 @@ def run_level(base_url, token, images, *, clients, uploads, poll_interval, photo
             attempt = 0
             while not stop.is_set() and time.monotonic() < min(give_up, deadline):
                 asked = time.monotonic()
+                sample.asks += 1
                 try:
                     status = (ask_fixed(session, sample.photo_id) if poll_interval is not None
                               else ask_like_the_page(session, sample.photo_id))
@@ -251,7 +254,8 @@ def level_row(level, samples, wall, runs):
                 throughput=finished / wall if wall else float("nan"), wall=wall,
                 upload=upload, to_final=to_final, queue=queue, task=task, note=note,
                 not_terminal=not_terminal + (len(samples) - len(ids)), statuses=statuses,
-                errors=[s.error for s in samples if s.error][:3])
+                errors=[s.error for s in samples if s.error][:3],
+                asks=sum(s.asks for s in samples if s.photo_id is not None) / max(1, len(ids)))
 
 
 def p(values, q):
@@ -264,7 +268,7 @@ def print_table(rows, args):
                f"wait for the result as the page does (photos/updates, wait {WAIT_S} s; when not waited "
                f"on, ask again after {'/'.join(map(str, RESULT_POLL_DELAYS_MS))} ms)")
     print(f"Plantsite bench e2e: closed-loop clients, {polling}; gunicorn "
-          f"{args.web_workers}x{args.web_threads} gthread; inference worker -c {args.concurrency}; "
+          f"{args.web_workers}x{args.web_threads} gthread, {args.web_waiters} wait slots each; inference worker -c {args.concurrency}; "
           f"CONFIDENCE_THRESHOLD=0.0 (photos end `final`); {os.cpu_count()} CPUs; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("All times in ms. upload->final: client clock, start of the POST to the poll that saw the terminal state.")
@@ -282,7 +286,7 @@ def print_table(rows, args):
         extra = f"; e.g. {r['errors'][0]}" if r["errors"] else ""
         print(f"  level {r['level']}: {r['finished']} terminal in {r['wall']:.1f} s, states {r['statuses']}; "
               f"queue wait p95 {p(r['queue'], 95)}, task time p95 {p(r['task'], 95)}, "
-              f"notification p95 {p(r['note'], 95)}{extra}")
+              f"notification p95 {p(r['note'], 95)}; {r['asks']:.2f} GETs per photo{extra}")
 
 
 def print_cpu(cpu):
@@ -339,8 +343,11 @@ def main():
                         help="backlog for the worker-alone measurement (200: smaller ones drain too fast to time well)")
     parser.add_argument("--concurrency", type=int, default=2, help="inference worker processes, celery -c (2)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (2)")
-    parser.add_argument("--web-threads", type=int, default=16,
-                        help="threads per gunicorn worker (16: at most PHOTO_UPDATES_MAX_WAITERS=8 of them wait)")
+    parser.add_argument("--web-threads", type=int, default=16, help="threads per gunicorn worker (16)")
+    parser.add_argument("--web-waiters", type=int, default=12,
+                        help="PHOTO_UPDATES_MAX_WAITERS: how many of a gunicorn worker's threads may hold a waiting "
+                             "request (12; with 16 clients spread unevenly over 2 workers, the default 8 sends "
+                             "some of them back to polling)")
     parser.add_argument("--warmup", type=int, default=None, help="uncounted uploads first (4 x --concurrency)")
     parser.add_argument("--time-limit", type=float, default=900, help="seconds for all the measurements (900)")
     parser.add_argument("--image-size", type=int, default=320, help="longest side of the uploaded JPEGs (320)")
@@ -360,7 +367,7 @@ def main():
     args.worker_loglevel = "INFO"  # the task start times come from the worker's log
     # Photos end `final` (the quickly trained model is rarely sure): the latency is upload-to-final.
     return run_stack(args, prefix="plantsite-bench-e2e-", worker_name=lambda port: f"bench-e2e-{port}@%h",
-                     extra_env={"CONFIDENCE_THRESHOLD": "0.0"}, measure=lambda stack: _measure(stack, args, levels))
+                     extra_env={"CONFIDENCE_THRESHOLD": "0.0", "PHOTO_UPDATES_MAX_WAITERS": str(args.web_waiters)}, measure=lambda stack: _measure(stack, args, levels))
 
 
 def _measure(stack, args, levels) -> int:
