@@ -182,6 +182,9 @@ def percentile(values, q):
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
+SETTLE_S = 0.05
+
+
 def run_interleaved(methods, paths, batch, rounds):
     chunks = [paths[i:i + batch] for i in range(0, len(paths), batch)]
     # Warm-up: every method once on the first chunk, not recorded.
@@ -193,6 +196,9 @@ def run_interleaved(methods, paths, batch, rounds):
             order = methods[turn % len(methods):] + methods[:turn % len(methods)]
             turn += 1
             for m in order:
+                # Each method starts on quiet cores: threads the previous one left spinning (torch's
+                # OpenMP pool spins a while after each parallel region) would slow its first image.
+                time.sleep(SETTLE_S)
                 if m.batched:
                     m.run(chunk)
                 else:
