@@ -437,7 +437,7 @@ class FastPredictor:
 
         The arithmetic is fastai's (float32, divide, then normalise), done in numpy: torch's
         elementwise ops run on its OpenMP threads, which keep spinning for a while afterwards
-        and took a core from ONNX Runtime's run that follows (36 instead of 29 ms per photo at
+        and took a core from ONNX Runtime's run that follows (35.5 instead of 31 ms per photo at
         batch 1 with 2 threads on an AMD EPYC).
         """
         import torch

@@ -162,8 +162,8 @@ def _claim_batch(photo, claimant) -> list[Photo] | None:
     """Claim `photo` and the queued photos that have waited long enough to be predicted with it;
     return the batch-mates, or None when `photo` is in another task's batch.
 
-    A photo in another process's batch is left to it: predicting it a second time was what the
-    worker spent 40 % of its CPU on with 16 uploads in flight. Younger photos are left to their
+    A photo in another process's batch is left to it: with 16 uploads in flight, half of the
+    tasks used to predict a photo that another process's batch was predicting too. Younger photos are left to their
     own task (another worker process may be about to start it, and a lone photo is not made to
     wait for others). Rows another process is claiming right now (locked) are skipped, so that
     two processes never wait for each other.
