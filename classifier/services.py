@@ -146,7 +146,8 @@ def _train(run):
 
     try:
         result = train(fit_rows, options, export_path, on_progress=on_progress, should_cancel=should_cancel,
-                       confusion_png=confusion_png, top_losses_png=top_losses_png)
+                       confusion_png=confusion_png, top_losses_png=top_losses_png,
+                       workers=settings.TRAINING_LOADER_WORKERS)
     except BaseException:
         for leftover in (export_path, confusion_png, top_losses_png):
             leftover.unlink(missing_ok=True)  # no orphan files from a cancelled or failed run

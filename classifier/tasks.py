@@ -1,5 +1,7 @@
 import logging
+import multiprocessing
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
 from celery import current_app, shared_task
@@ -13,7 +15,26 @@ logger = logging.getLogger(__name__)
 
 @shared_task(acks_late=True, time_limit=settings.TRAINING_HARD_TIME_LIMIT)
 def training_run_execute(run_id):
-    services.training_run_execute(run_id)
+    with _children_allowed():
+        services.training_run_execute(run_id)
+
+
+@contextmanager
+def _children_allowed():
+    # Celery's pool processes are daemonic, and multiprocessing refuses to start a process from a
+    # daemonic one, lest it outlive its parent. A GPU run's data-loading workers are such
+    # processes, and they cannot outlive it: torch's DataLoader workers watch their parent and
+    # exit when it is gone. So the flag is lifted for the run, and put back after it.
+    config = multiprocessing.current_process()._config
+    daemon = config.get("daemon")
+    config["daemon"] = False
+    try:
+        yield
+    finally:
+        if daemon is None:
+            config.pop("daemon", None)
+        else:
+            config["daemon"] = daemon
 
 
 @shared_task(acks_late=True, ignore_result=True)

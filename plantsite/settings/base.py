@@ -159,6 +159,9 @@ CELERY_TASK_ALWAYS_EAGER = False
 # heartbeat is older than TRAINING_HEARTBEAT_TIMEOUT are marked failed.
 SWEEP_QUEUED_AFTER_SECONDS = env_int("SWEEP_QUEUED_AFTER_SECONDS", 120, minimum=1)
 TRAINING_HEARTBEAT_TIMEOUT = env_int("TRAINING_HEARTBEAT_TIMEOUT", 600, minimum=10)
+# Processes that decode and augment photos for a training run; unset: up to 8 on a GPU
+# (it trains faster than one core can feed it), none on the CPU (classifier.training.loader_workers).
+TRAINING_LOADER_WORKERS = env_int("TRAINING_LOADER_WORKERS", None, minimum=0)
 CELERY_BEAT_SCHEDULE = {
     "sweep-queued-photos": {"task": "labeling.tasks.photos_sweep_task", "schedule": 30.0},
     "sweep-training-runs": {"task": "classifier.tasks.training_runs_sweep_task", "schedule": 60.0},

@@ -47,7 +47,9 @@ def test_a_training_run_started_over_the_api_trains_in_the_worker_and_its_activa
             break
         import_generated_photos(tmp_path / f"extra-{extra}", staff, per_label=1, seed=100 + extra)
     assert {valid for _, _, valid in training_rows()} == {True, False}
-    start_worker("training")
+    # Data-loading worker processes, as a GPU machine uses by default: they must start from
+    # inside the Celery worker's pool process, and the exported model must not carry them.
+    start_worker("training", TRAINING_LOADER_WORKERS=2)
     as_staff = api_as(staff)
 
     started = as_staff.post("/api/v1/training-runs/", json=OPTIONS)
@@ -64,6 +66,7 @@ def test_a_training_run_started_over_the_api_trains_in_the_worker_and_its_activa
     assert run["progress"] == 1.0
     assert run["error"] == ""
     assert run["data_hash"] and len(run["history"]) == 1
+    assert "2 data-loading workers" in run["log"], run["log"]
     version_id = run["model_version"]
     assert version_id is not None
 
