@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -61,12 +62,33 @@ def test_a_run_whose_worker_is_killed_is_marked_failed_when_the_worker_comes_bac
     assert services.training_run_start(user=staff, options={"epochs": 1}, enqueue=False).status == "queued"
 
 
+def _descendants(pid):
+    """Every process below pid, read from /proc (children of children included)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+@pytest.mark.parametrize("loader_workers", [0, 2], ids=["photos-loaded-in-the-run", "two-loader-processes"])
 def test_cancelling_a_running_run_stops_it_and_keeps_the_active_model(
-        private_broker, active_model, labelled, start_worker, staff, api_as):
-    start_worker("training")
+        private_broker, active_model, labelled, start_worker, staff, api_as, loader_workers):
+    worker = start_worker("training", TRAINING_LOADER_WORKERS=loader_workers)
     run = services.training_run_start(user=staff, options=LONG_RUN, enqueue=False)
     services._enqueue_training(run.id)
     wait_until(lambda: _running_with_progress(run.id), timeout=120, what="the run training")
+    if loader_workers:
+        wait_until(lambda: len(_descendants(worker.process.pid)) > 1, timeout=30,
+                   what="loader processes running below the pool process")
 
     response = api_as(staff).post(f"/api/v1/training-runs/{run.id}/cancel/")
     assert response.status_code == 202, response.text
@@ -79,3 +101,6 @@ def test_cancelling_a_running_run_stops_it_and_keeps_the_active_model(
     assert not ModelVersion.objects.exclude(id=active_model.id).exists()
     assert ModelVersion.objects.get(is_active=True) == active_model
     assert not list(active_model.path.parent.glob(f"model-{run.id}-*"))  # no orphan files
+    # Nothing is left running below the worker but its one pool process: no loader processes.
+    wait_until(lambda: len(_descendants(worker.process.pid)) == 1, timeout=30,
+               what="only the pool process left below the worker")
