@@ -376,10 +376,12 @@ def _plot_top_losses(learn, path, k=9):
     import matplotlib.pyplot as plt
     from fastai.interpret import ClassificationInterpretation
 
+    # Both predict (plot_top_losses predicts its photos again, with their inputs): without
+    # no_bar, fastai would draw a progress bar into the worker's log and the command's output.
     with learn.no_bar():
         interp = ClassificationInterpretation.from_learner(learn)
-    k = min(k, len(interp.losses))
-    interp.plot_top_losses(k, nrows=max(1, int(k ** 0.5)))
+        k = min(k, len(interp.losses))
+        interp.plot_top_losses(k, nrows=max(1, int(k ** 0.5)))
     plt.gcf().savefig(path, dpi=80, bbox_inches="tight")
     plt.close("all")
 

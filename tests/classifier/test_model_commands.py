@@ -53,7 +53,9 @@ def test_train_runs_the_training_task_and_can_activate_the_result(db, staff, tmp
     run = TrainingRun.objects.get()
     assert run.status == "succeeded" and run.started_by == staff
     assert ModelVersion.objects.get(is_active=True) == run.model_version
-    assert "created model version" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "created model version" in out
+    assert "%" not in out and "█" not in out  # no fastai progress bar among the command's lines
 
 
 def test_train_refuses_bad_options(db):
