@@ -98,9 +98,10 @@ def pick_device():
 def loader_workers(device, requested: int | None = None) -> int:
     """Worker processes that decode and augment the training photos.
 
-    On a GPU the training process alone cannot feed it: with none, an H200 trained 244 images/s
-    while it waited on one core's JPEG decoding and RandomResizedCrop. On the CPU, workers would
-    take cores from the training arithmetic itself, so there are none unless asked for."""
+    On a GPU the training process alone cannot feed it: with none, an H200 trained 262 images/s
+    while it waited on one core's JPEG decoding and RandomResizedCrop, and 613 with 8 (see
+    docs/performance.md). On the CPU, workers would take cores from the training arithmetic
+    itself, so there are none unless asked for."""
     if requested is not None:
         return int(requested)
     if device.type != "cuda":
