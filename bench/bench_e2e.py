@@ -62,6 +62,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -175,18 +176,10 @@ def cpu_seconds(children) -> dict[str, float]:
     tick = os.sysconf("SC_CLK_TCK")
     groups = {process.pid: name for name, process in children.processes}
     used: dict[str, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()  # from field 3 (state) on
+    for pid, comm, fields in processes():
         pgrp, seconds = int(fields[2]), (int(fields[11]) + int(fields[12])) / tick
         reaped = (int(fields[13]) + int(fields[14])) / tick  # its exited children's
-        if int(entry) == os.getpid():
+        if pid == os.getpid():
             name = "clients"  # its exited children are other parts (or setup), not clients
         elif pgrp in groups:
             name, seconds = groups[pgrp], seconds + reaped
@@ -267,13 +260,21 @@ def p(values, q):
     return f"{percentile(values, q):.0f}" if values else "-"
 
 
+def cores_note(args):
+    if not args.worker_cpus:
+        return ""
+    return (f", alone on CPU {','.join(map(str, args.worker_cpus))} (gunicorn, Redis, PostgreSQL and the clients on "
+            f"{','.join(map(str, args.other_cpus))})")
+
+
 def print_table(rows, args):
     print()
     polling = (f"poll every {args.poll_interval * 1000:.0f} ms" if args.poll_interval is not None else
                f"wait for the result as the page does (photos/updates, wait {WAIT_S} s; when not waited "
                f"on, ask again after {'/'.join(map(str, RESULT_POLL_DELAYS_MS))} ms)")
     print(f"Plantsite bench e2e: closed-loop clients, {polling}; gunicorn "
-          f"{args.web_workers}x{args.web_threads} gthread, {args.web_waiters} wait slots each; inference worker -c {args.concurrency}; "
+          f"{args.web_workers}x{args.web_threads} gthread, {args.web_waiters} wait slots each; inference worker -c {args.concurrency}"
+          f"{cores_note(args)}; "
           f"CONFIDENCE_THRESHOLD=0.0 (photos end `final`); {os.cpu_count()} CPUs; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("All times in ms. upload->final: client clock, start of the POST to the poll that saw the terminal state.")
@@ -346,7 +347,12 @@ def main():
     parser.add_argument("--photo-timeout", type=float, default=60, help="seconds a client waits for one photo (60)")
     parser.add_argument("--worker-alone-photos", type=int, default=200,
                         help="backlog for the worker-alone measurement (200: smaller ones drain too fast to time well)")
-    parser.add_argument("--concurrency", type=int, default=2, help="inference worker processes, celery -c (2)")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="inference worker processes, celery -c (2, or --worker-cores)")
+    parser.add_argument("--worker-cores", type=int, default=0,
+                        help="give the inference worker this many cores of its own (the last ones) and pin "
+                             "everything else, PostgreSQL's processes included, to the others, for this run "
+                             "(0: all share every core, the default)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (2)")
     parser.add_argument("--web-threads", type=int, default=16, help="threads per gunicorn worker (16)")
     parser.add_argument("--web-waiters", type=int, default=12,
@@ -367,12 +373,65 @@ def main():
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     if not levels or min(levels) < 1 or args.uploads_per_level < 1:
         parser.error("--levels and --uploads-per-level must be positive.")
+    cores = sorted(os.sched_getaffinity(0))
+    if not 0 <= args.worker_cores < len(cores):
+        parser.error(f"--worker-cores must leave at least one of the {len(cores)} cores to the rest.")
+    if args.concurrency is None:
+        args.concurrency = args.worker_cores or 2
     args.warmup = 4 * args.concurrency if args.warmup is None else args.warmup
     args.redis = None  # always a private Redis: nothing else may take this run's tasks
     args.worker_loglevel = "INFO"  # the task start times come from the worker's log
+    args.worker_cpus, args.other_cpus = (cores[-args.worker_cores:], cores[:-args.worker_cores]) \
+        if args.worker_cores else (None, None)
     # Photos end `final` (the quickly trained model is rarely sure): the latency is upload-to-final.
-    return run_stack(args, prefix="plantsite-bench-e2e-", worker_name=lambda port: f"bench-e2e-{port}@%h",
-                     extra_env={"CONFIDENCE_THRESHOLD": "0.0", "PHOTO_UPDATES_MAX_WAITERS": str(args.web_waiters)}, measure=lambda stack: _measure(stack, args, levels))
+    with cores_split(args.other_cpus):
+        return run_stack(args, prefix="plantsite-bench-e2e-", worker_name=lambda port: f"bench-e2e-{port}@%h",
+                         extra_env={"CONFIDENCE_THRESHOLD": "0.0", "PHOTO_UPDATES_MAX_WAITERS": str(args.web_waiters)},
+                         measure=lambda stack: _measure(stack, args, levels))
+
+
+@contextmanager
+def cores_split(others):
+    """With --worker-cores: this process (and so gunicorn and Redis, which it starts) and every
+    PostgreSQL process run on `others` for the run; the worker is started on its own cores
+    (loadtest.run_stack). PostgreSQL's processes get their own affinity back afterwards."""
+    if not others:
+        yield
+        return
+    os.sched_setaffinity(0, others)
+    restored = {}
+    for pid in postgres_pids():
+        try:
+            restored[pid] = os.sched_getaffinity(pid)
+            os.sched_setaffinity(pid, others)  # the postmaster's new backends inherit it
+        except OSError as exc:
+            log(f"PostgreSQL process {pid} not pinned ({exc}): it shares the worker's cores.")
+    try:
+        yield
+    finally:
+        for pid, cpus in restored.items():
+            try:
+                os.sched_setaffinity(pid, cpus)
+            except OSError:
+                pass  # a backend that has ended since
+        # Backends started during the run inherited the pinned set from the postmaster; they
+        # end with their connections, and the postmaster itself has its own set back.
+
+
+def postgres_pids():
+    return [pid for pid, comm, _ in processes() if comm == "postgres"]
+
+
+def processes():
+    """(pid, command name, the stat fields from field 3 on) of every process, from /proc."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # it ended while we looked
+            continue
+        yield int(entry), stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
 
 
 def _measure(stack, args, levels) -> int:
@@ -420,8 +479,8 @@ def _measure(stack, args, levels) -> int:
         # the worker's share of the CPU each photo needs.
         share = used["celery worker"] / sum(used.values())
         print(f"the worker's share of the CPU per photo at level {top['level']}: {used['celery worker']:.1f} / "
-              f"{sum(used.values()):.1f} ms = {share:.2f} (on shared, saturated cores the ratio above "
-              f"cannot go much beyond this)")
+              f"{sum(used.values()):.1f} ms = {share:.2f}"
+              + ("" if args.worker_cpus else " (on shared, saturated cores the ratio above cannot go much beyond this)"))
     lost = sum(r["not_terminal"] for r in rows) + left
     print(f"not terminal, all levels and the worker-alone backlog: {lost}")
     return 1 if lost else 0

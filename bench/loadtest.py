@@ -514,7 +514,10 @@ def run_stack(args, *, prefix, worker_name, measure, extra_env=None) -> int:
                                     "--timeout", "120", "--graceful-timeout", "10"],
                        env, run_dir / "gunicorn.log")
         name = worker_name(port)
-        children.start("celery worker", [str(VENV_BIN / "celery"), "-A", "plantsite", "worker", "-Q", "inference",
+        # taskset execs the worker, so its pid (and process group) stay the worker's own.
+        pinned = getattr(args, "worker_cpus", None)
+        pin = ["taskset", "-c", ",".join(map(str, pinned))] if pinned else []
+        children.start("celery worker", [*pin, str(VENV_BIN / "celery"), "-A", "plantsite", "worker", "-Q", "inference",
                                          "-c", str(args.concurrency), "-n", name,
                                          "--without-gossip", "--without-mingle", "--loglevel", args.worker_loglevel],
                        env, run_dir / "celery.log")
