@@ -105,6 +105,8 @@ def photo_predict(photo_id: int, *, claimant: str = "") -> Photo | None:
 
     photo = Photo.objects.filter(id=photo_id).first()
     if photo is None or photo.status != Photo.Status.QUEUED:
+        if photo is not None and claimant and photo.batch_claimed_by == claimant:
+            _release_claims_left_by(claimant)
         return photo
     version = active_model_version()
     if version is None:
@@ -189,6 +191,16 @@ def _claim_batch(photo, claimant) -> list[Photo] | None:
     claimed = [m.id for m in mates] + ([own.id] if own is not None else [])
     Photo.objects.filter(id__in=claimed).update(batch_claimed_until=now + BATCH_CLAIM, batch_claimed_by=claimant)
     return mates
+
+
+def _release_claims_left_by(claimant):
+    """This task's photo was stored by an earlier try of the task, in a batch: a try that failed
+    after storing it may have left batch-mates unstored. Their own tasks left them to that batch,
+    so they would wait for the sweeper; they are given back and sent again instead."""
+    left = list(Photo.objects.filter(status=Photo.Status.QUEUED, batch_claimed_by=claimant))
+    if left:
+        logger.warning("Task %s stored its own photo but not %s: sending them again.", claimant, [p.id for p in left])
+        _release_batch_mates(left)
 
 
 def _release_batch_mates(mates):

@@ -196,6 +196,69 @@ def test_a_task_run_again_takes_back_the_batch_it_had_claimed(active_model, pred
 
 
 @pytest.mark.django_db
+def test_a_task_that_failed_between_storing_its_photo_and_its_mates_sends_the_mates_again_when_retried(
+        active_model, predict_calls, monkeypatch, django_capture_on_commit_callbacks):
+    from django.db import OperationalError
+
+    from labeling import services
+    from labeling.tasks import photo_predict_task
+
+    mates = _waiting(2)
+    photo = PhotoFactory()
+    store = services._store_prediction
+    calls = []
+
+    def database_gone_after_the_first(photo_id, version, probabilities):
+        calls.append(photo_id)
+        if len(calls) > 1:
+            raise OperationalError("the database went away")
+        return store(photo_id, version, probabilities)
+
+    monkeypatch.setattr(services, "_store_prediction", database_gone_after_the_first)
+    with pytest.raises(OperationalError):
+        photo_predict(photo.id, claimant="task-1")
+    monkeypatch.setattr(services, "_store_prediction", store)
+    assert Photo.objects.get(id=photo.id).status != Photo.Status.QUEUED
+    assert all(Photo.objects.get(id=m.id).status == Photo.Status.QUEUED for m in mates)
+    # Their own tasks leave them to the failed task's batch, whose claim is still live.
+    assert photo_predict(mates[0].id, claimant="mate-task").status == Photo.Status.QUEUED
+    sent = []
+    monkeypatch.setattr(photo_predict_task, "delay", sent.append)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        photo_predict(photo.id, claimant="task-1")  # the retry
+
+    assert sorted(sent) == sorted(_ids(mates))
+    for mate in mates:
+        mate.refresh_from_db()
+        assert mate.status == Photo.Status.QUEUED
+        assert mate.batch_claimed_until is None and mate.batch_claimed_by == ""
+    for mate_id in sent:  # the tasks sent again
+        photo_predict(mate_id, claimant=f"sent-again-{mate_id}")
+    assert [Prediction.objects.filter(photo_id=p.id).count() for p in [photo, *mates]] == [1, 1, 1]
+
+
+@pytest.mark.django_db
+def test_a_task_whose_photo_another_batch_stored_sends_nothing_again(active_model, predict_calls, monkeypatch,
+                                                                     django_capture_on_commit_callbacks):
+    from labeling.tasks import photo_predict_task
+
+    (mate,), photo = _waiting(1), PhotoFactory()
+    others = _waiting(1, seconds=3)
+    Photo.objects.filter(id=others[0].id).update(batch_claimed_until=timezone.now() + timedelta(seconds=30),
+                                                 batch_claimed_by="another-task")
+    photo_predict(photo.id, claimant="task-1")
+    sent = []
+    monkeypatch.setattr(photo_predict_task, "delay", sent.append)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        photo_predict(mate.id, claimant="the-mates-own-task")
+
+    assert sent == []
+    assert Photo.objects.get(id=others[0].id).batch_claimed_by == "another-task"
+
+
+@pytest.mark.django_db
 def test_a_photo_whose_claim_lapsed_is_predicted_by_the_next_task_for_it(active_model, predict_calls):
     # The claiming worker died: the sweeper's task for the photo comes after the claim lapsed.
     photo = PhotoFactory(uploaded_at=timezone.now() - timedelta(minutes=3))
