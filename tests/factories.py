@@ -81,3 +81,27 @@ class PredictionFactory(factory.django.DjangoModelFactory):
     confidence = 0.6
     margin = 0.2
     probabilities = factory.LazyFunction(lambda: {"monstera": 0.6, "spider_plant": 0.4})
+
+
+def import_photos_on_both_sides_of_the_split(directory, owner, *, per_label, seed, size=64):
+    """Generated photos of the demo plants, imported as labelled, with one more per label until
+    the training split and the validation split both have photos.
+
+    The split is the hash of each photo's id, as the training worker computes it: a test that
+    trains in a worker process cannot patch it there, and a dozen or two photos leave the
+    validation split empty about once in fifty runs.
+    """
+    from classifier.demo_images import generate_dataset
+    from classifier.services import training_rows
+    from labeling.services import photos_import_folder
+
+    imported = []
+    for extra in range(21):
+        folder = directory / (f"extra-{extra}" if extra else "data")
+        generate_dataset(folder, per_label=per_label if not extra else 1, size=size, seed=seed + extra)
+        report = photos_import_folder(directory=folder, owner=owner, synthetic=True)
+        assert not report.refused, report.summary()
+        imported += report.imported
+        if {valid for _, _, valid in training_rows()} == {True, False}:
+            return imported
+    raise AssertionError("20 more photos per label left one side of the split empty")

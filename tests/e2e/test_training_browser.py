@@ -7,9 +7,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from classifier.demo_images import generate_dataset
 from classifier.models import ModelVersion, TrainingRun
-from labeling.services import photos_import_folder
+from tests.factories import import_photos_on_both_sides_of_the_split
 
 from .test_browser import log_in, open_page
 
@@ -19,11 +18,8 @@ READ_PROGRESS = "() => document.querySelector('#training-run [data-role=progress
 
 
 def test_an_admin_starts_a_run_watches_progress_and_activates_the_new_version(
-        training_worker, live_server, browser, staff, tmp_path, monkeypatch):
-    # A split that always has photos of every label on both sides.
-    monkeypatch.setattr("classifier.services.is_validation", lambda key: int(key) % 4 == 0)
-    generate_dataset(tmp_path / "data", per_label=8, size=64, seed=4)
-    photos_import_folder(directory=tmp_path / "data", owner=staff)
+        training_worker, live_server, browser, staff, tmp_path):
+    import_photos_on_both_sides_of_the_split(tmp_path, staff, per_label=8, seed=4)
     problems = []
     page = open_page(browser, problems)
     log_in(page, live_server.url, "staff")

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from classifier import services
-from classifier.demo_images import generate_dataset
 from classifier.models import ModelVersion, TrainingRun
-from labeling.services import photos_import_folder
+from tests.factories import import_photos_on_both_sides_of_the_split
 
 from .conftest import wait_until
 
@@ -27,10 +26,8 @@ LONG_RUN = {"image_size": 32, "epochs": 60, "batch_size": 4, "pretrained": False
 
 
 @pytest.fixture
-def labelled(staff, tmp_path, monkeypatch):
-    monkeypatch.setattr("classifier.services.is_validation", lambda key: int(key) % 4 == 0)
-    generate_dataset(tmp_path / "data", per_label=6, size=64, seed=9)
-    photos_import_folder(directory=tmp_path / "data", owner=staff)
+def labelled(staff, tmp_path):
+    import_photos_on_both_sides_of_the_split(tmp_path, staff, per_label=6, seed=9)
 
 
 def _running_with_progress(run_id):
