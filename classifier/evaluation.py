@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.conf import settings
-
 from labeling.models import Photo
 
+from .cores import inference_threads
 from .inference import model_cache
 from .training import is_validation
 
@@ -37,7 +36,7 @@ def validation_photos(limit=COMPARE_LIMIT):
 
 
 def _predict(version, photos):
-    model = model_cache.get(version.id, version.path, version.sha256, threads=settings.INFERENCE_THREADS)
+    model = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
     return [max(probs, key=probs.get) for probs in model.predict_paths([p.model_input_path for p in photos])]
 
 

@@ -243,6 +243,7 @@ def model_cache_warm_up() -> list[int]:
     loaded; anything that goes wrong is logged, and the first task then loads the model itself."""
     from django.db import connection
 
+    from .cores import inference_threads
     from .inference import model_cache
     from .selectors import active_model_version, shadow_model_version
 
@@ -250,7 +251,7 @@ def model_cache_warm_up() -> list[int]:
     try:
         for version in (active_model_version(), shadow_model_version()):
             if version is not None:
-                model_cache.get(version.id, version.path, version.sha256, threads=settings.INFERENCE_THREADS)
+                model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
                 loaded.append(version.id)
         if loaded:
             logger.info("Warmed up model version(s) %s.", ", ".join(map(str, loaded)))

@@ -5,10 +5,10 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from celery import current_app, shared_task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import celeryd_after_setup, worker_process_init, worker_ready
 from django.conf import settings
 
-from . import services
+from . import cores, services
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,15 @@ def _fail_runs_orphaned_by_a_dead_worker(sender, **kwargs):
         failed = services.training_runs_fail_orphaned()
         if failed:
             logger.warning("Marked %d training run(s) failed: their worker had died.", failed)
+
+
+@celeryd_after_setup.connect
+def _share_the_cores_among_the_pool(sender, instance, **kwargs):
+    # Runs in the worker's main process before it forks its pool: each pool process then takes
+    # its share of the cores for torch and ONNX Runtime (classifier.cores.inference_threads).
+    cores.inference_pool_started(instance.concurrency)
+    if "inference" in (instance.app.amqp.queues.consume_from or {}):
+        logger.info("Inference: %s.", cores.inference_plan())
 
 
 @worker_process_init.connect

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import cores
+
 ARCHITECTURES = ("resnet18", "resnet34", "xresnet18", "xresnet34")
 # Architectures that have torchvision pretrained weights; xresnets always train from scratch.
 PRETRAINABLE = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights"}
@@ -106,7 +108,7 @@ def loader_workers(device, requested: int | None = None) -> int:
         return int(requested)
     if device.type != "cuda":
         return 0
-    return max(0, min(8, len(os.sched_getaffinity(0)) - 1))
+    return max(0, min(8, cores.given() - 1))  # the cores this process is given, less its own
 
 
 def _make_callback(on_progress, should_cancel):

@@ -100,6 +100,7 @@ def photo_predict(photo_id: int, *, claimant: str = "") -> Photo | None:
     task run again takes back its own claims. Each photo's prediction is stored on its own under
     its row lock, so a duplicated or concurrent task stores nothing twice.
     """
+    from classifier.cores import inference_threads
     from classifier.inference import model_cache
     from classifier.selectors import active_model_version
 
@@ -111,7 +112,7 @@ def photo_predict(photo_id: int, *, claimant: str = "") -> Photo | None:
     version = active_model_version()
     if version is None:
         return _route_without_model(photo_id)
-    model = model_cache.get(version.id, version.path, version.sha256, threads=settings.INFERENCE_THREADS)
+    model = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
     mates = _claim_batch(photo, claimant or uuid.uuid4().hex)
     if mates is None:  # in another process's batch right now: that process stores it
         return Photo.objects.filter(id=photo_id).first()
@@ -139,6 +140,7 @@ def _predict_in_shadow(photos):
     """The shadow version predicts the same photos; its answers are stored for comparison only.
     Whatever goes wrong with it is logged and never touches the photos' own results."""
     from classifier import services as classifier_services
+    from classifier.cores import inference_threads
     from classifier.inference import model_cache
     from classifier.selectors import shadow_model_version
 
@@ -146,7 +148,7 @@ def _predict_in_shadow(photos):
     if shadow is None:
         return
     try:
-        model = model_cache.get(shadow.id, shadow.path, shadow.sha256, threads=settings.INFERENCE_THREADS)
+        model = model_cache.get(shadow.id, shadow.path, shadow.sha256, threads=inference_threads())
         results = model.predict_paths([p.model_input_path for p in photos])
         classifier_services.shadow_predictions_store(shadow, zip((p.id for p in photos), results))
     except Exception:  # noqa: BLE001 - a broken shadow must not fail real predictions

@@ -177,8 +177,9 @@ UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 40_000_000, minimum=1)
 WORKING_COPY_MAX_SIDE = env_int("WORKING_COPY_MAX_SIDE", 1024, minimum=1)
 # Where exported learners live; files are loaded only if their sha256 matches the registry.
 MODEL_ROOT = Path(env_str("MODEL_ROOT", str(MEDIA_ROOT / "models")))
-# Threads per inference worker process (threads × processes should match the cores).
-INFERENCE_THREADS = env_int("INFERENCE_THREADS", 1, minimum=1)
+# Threads per inference worker process; unset: the cores the worker is given divided by its
+# pool processes, so that threads x processes match the cores (classifier.cores).
+INFERENCE_THREADS = env_int("INFERENCE_THREADS", None, minimum=1)
 # Each inference worker process loads the active model right after it starts (in a thread), so
 # that the first photo does not wait for it.
 INFERENCE_WARM_UP = env_bool("INFERENCE_WARM_UP", True)

@@ -22,7 +22,7 @@ def test_the_cpu_trains_with_no_data_loading_workers():
 
 @pytest.mark.parametrize("cores, expected", [(1, 0), (2, 1), (4, 3), (9, 8), (64, 8)])
 def test_a_gpu_gets_one_worker_fewer_than_the_cores_it_may_use_and_at_most_eight(cores, expected):
-    with mock.patch("classifier.training.os.sched_getaffinity", return_value=set(range(cores))):
+    with mock.patch("classifier.cores.given", return_value=cores):
         assert loader_workers(torch.device("cuda")) == expected
 
 

@@ -179,9 +179,10 @@ def start_worker(request, transactional_db, media_root, settings, tmp_path):
             MODEL_ROOT=str(settings.MODEL_ROOT),
             REDIS_URL=broker_url,
             CONFIDENCE_THRESHOLD=str(settings.CONFIDENCE_THRESHOLD),
-            INFERENCE_THREADS=str(settings.INFERENCE_THREADS),
             PYTHONUNBUFFERED="1",
         )
+        if settings.INFERENCE_THREADS is not None:
+            worker_env["INFERENCE_THREADS"] = str(settings.INFERENCE_THREADS)
         worker_env.update({k: str(v) for k, v in env_overrides.items()})
         worker = CeleryWorker(queue, unique, worker_env, tmp_path / f"celery-{unique}.log")
         workers.append(worker)

@@ -27,6 +27,7 @@ def confidences_as_the_worker_will_see_them(version, paths, tmp_path) -> list[fl
     import torch
     from django.conf import settings
 
+    from classifier.cores import inference_threads
     from classifier.inference import ModelCache
     from labeling.image_checks import check_and_clean
 
@@ -39,7 +40,7 @@ def confidences_as_the_worker_will_see_them(version, paths, tmp_path) -> list[fl
         stored.append(target)
     threads = torch.get_num_threads()
     try:
-        model = ModelCache().get(version.id, version.path, version.sha256, threads=settings.INFERENCE_THREADS)
+        model = ModelCache().get(version.id, version.path, version.sha256, threads=inference_threads())
         return [max(probs.values()) for probs in model.predict_paths(stored)]
     finally:
         torch.set_num_threads(threads)
@@ -139,3 +140,21 @@ def test_a_fresh_inference_worker_loads_the_active_model_before_any_photo_arrive
         assert time.monotonic() < deadline, f"no warm-up within 60 s:\n{worker.log()}"
         time.sleep(0.2)
     assert "Task labeling.tasks.photo_predict_task[" not in worker.log()  # no task came: the load was first
+
+
+def test_an_inference_worker_process_of_its_own_predicts_with_all_the_cores_it_is_given(
+        active_model, start_worker, settings):
+    import time
+
+    from classifier import cores
+
+    settings.INFERENCE_THREADS = None  # the default: not passed to the worker
+    worker = start_worker("inference")  # one pool process
+
+    deadline = time.monotonic() + 60
+    while f"Warmed up model version(s) {active_model.id}." not in worker.log():
+        assert time.monotonic() < deadline, f"no warm-up within 60 s:\n{worker.log()}"
+        time.sleep(0.2)
+    log = worker.log()
+    assert f"Inference: 1 pool process(es) x {cores.given()} inference thread(s) (its share)" in log
+    assert f"(CPU, {cores.given()} threads)" in log  # the ONNX Runtime session the fast path runs

@@ -1,6 +1,6 @@
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from classifier.cores import inference_threads
 from classifier.inference import ModelIntegrityError, model_cache
 from classifier.selectors import active_model_version
 
@@ -17,7 +17,7 @@ class Command(BaseCommand):
         if version is None:
             raise CommandError("No model version is active; train one and activate it first.")
         try:
-            model = model_cache.get(version.id, version.path, version.sha256, threads=settings.INFERENCE_THREADS)
+            model = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
         except (ModelIntegrityError, FileNotFoundError) as exc:
             raise CommandError(str(exc)) from None
         for start in range(0, len(files), max(1, batch_size)):
