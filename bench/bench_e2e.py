@@ -4,8 +4,8 @@ Starts, on 127.0.0.1 only and with bench/loadtest.py's own functions, a private 
 a fresh PostgreSQL database (`plantsite_bench_e2e`), a resnet18 at 224 px (--model-image-size)
 trained for one epoch on generated images and registered as the active version, gunicorn with
 the production settings (2 workers x 16 threads, 12 of which may hold a waiting request:
---web-waiters) and one Celery inference worker (`-c 2`, one
-thread each, log level INFO).
+--web-waiters) and one Celery inference worker (`-c 2`, log level INFO; each process takes its
+share of the worker's cores, one thread each on two cores).
 Everything is stopped again on exit or Ctrl-C.
 
 For each level in --levels, that many client threads run a closed loop: upload a photo
@@ -267,14 +267,20 @@ def cores_note(args):
             f"{','.join(map(str, args.other_cpus))})")
 
 
-def print_table(rows, args):
+def worker_plan(worker_log: Path) -> str:
+    """How the worker shares its cores, as it logged at start (classifier.cores.inference_plan)."""
+    found = re.search(r"Inference: (.*)\.$", worker_log.read_text(errors="replace"), re.MULTILINE)
+    return f" ({found.group(1)})" if found else ""
+
+
+def print_table(rows, args, plan=""):
     print()
     polling = (f"poll every {args.poll_interval * 1000:.0f} ms" if args.poll_interval is not None else
                f"wait for the result as the page does (photos/updates, wait {WAIT_S} s; when not waited "
                f"on, ask again after {'/'.join(map(str, RESULT_POLL_DELAYS_MS))} ms)")
     print(f"Plantsite bench e2e: closed-loop clients, {polling}; gunicorn "
           f"{args.web_workers}x{args.web_threads} gthread, {args.web_waiters} wait slots each; inference worker -c {args.concurrency}"
-          f"{cores_note(args)}; "
+          f"{plan}{cores_note(args)}; "
           f"CONFIDENCE_THRESHOLD=0.0 (photos end `final`); {os.cpu_count()} CPUs; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("All times in ms. upload->final: client clock, start of the POST to the poll that saw the terminal state.")
@@ -465,7 +471,7 @@ def _measure(stack, args, levels) -> int:
     rate, span, done, left, cpu["worker alone"] = worker_alone(
         base_url, token, images, app, stack.worker_name, alone_n, timeout=max(30.0, deadline - time.monotonic()),
         stop=stop, children=stack.children)
-    print_table(rows, args)
+    print_table(rows, args, worker_plan(stack.worker_log))
     print(f"worker alone: {done} queued photos predicted in {span:.2f} s = {rate:.2f} photos/s "
           f"(add_consumer to the last Prediction.created_at; {left} left queued)")
     print_cpu(cpu)

@@ -132,7 +132,6 @@ def environment(args, run_dir: Path, port: int) -> dict:
         MEDIA_ROOT=str(run_dir / "media"),
         MODEL_ROOT=str(run_dir / "media" / "models"),
         UPLOAD_THROTTLE_RATE="1000000/min",  # the test measures the pipeline, not the throttle
-        INFERENCE_THREADS="1",
         LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
         PORT=str(port),
