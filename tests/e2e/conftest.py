@@ -67,8 +67,9 @@ def _broker_url() -> str:
 class CeleryWorker:
     """One `celery worker` process consuming one queue, started and stopped by the test."""
 
-    def __init__(self, queue: str, unique: str, env: dict, log_path: Path):
+    def __init__(self, queue: str, unique: str, env: dict, log_path: Path, processes: int = 1):
         self.queue = queue
+        self.processes = processes  # prefork pool processes (-c)
         self.unique = unique  # also the application_name of its database sessions
         self.name = f"{unique}@{socket.gethostname()}"
         self.env = env
@@ -77,7 +78,7 @@ class CeleryWorker:
 
     def start(self, wait: bool = True):
         """Start the process; with `wait`, return once the worker answers a ping."""
-        command = [str(CELERY), "-A", "plantsite", "worker", "-Q", self.queue, "-c", "1", "--pool", "prefork",
+        command = [str(CELERY), "-A", "plantsite", "worker", "-Q", self.queue, "-c", str(self.processes), "--pool", "prefork",
                    "-n", self.name, "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
         with open(self.log_path, "wb") as log:
             # A session of its own: stopping it reaches the prefork child too.
@@ -168,7 +169,7 @@ def start_worker(request, transactional_db, media_root, settings, tmp_path):
     redis.Redis.from_url(broker_url).flushdb()
     workers: list[CeleryWorker] = []
 
-    def start(queue: str, *, wait: bool = True, **env_overrides) -> CeleryWorker:
+    def start(queue: str, *, wait: bool = True, processes: int = 1, **env_overrides) -> CeleryWorker:
         worker_env = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "PYTEST_CURRENT_TEST")}
         unique = f"e2e-{queue}-{uuid.uuid4().hex[:8]}"
         worker_env.update(
@@ -184,7 +185,7 @@ def start_worker(request, transactional_db, media_root, settings, tmp_path):
         if settings.INFERENCE_THREADS is not None:
             worker_env["INFERENCE_THREADS"] = str(settings.INFERENCE_THREADS)
         worker_env.update({k: str(v) for k, v in env_overrides.items()})
-        worker = CeleryWorker(queue, unique, worker_env, tmp_path / f"celery-{unique}.log")
+        worker = CeleryWorker(queue, unique, worker_env, tmp_path / f"celery-{unique}.log", processes)
         workers.append(worker)
         return worker.start(wait=wait)
 

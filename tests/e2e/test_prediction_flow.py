@@ -142,19 +142,23 @@ def test_a_fresh_inference_worker_loads_the_active_model_before_any_photo_arrive
     assert "Task labeling.tasks.photo_predict_task[" not in worker.log()  # no task came: the load was first
 
 
-def test_an_inference_worker_process_of_its_own_predicts_with_all_the_cores_it_is_given(
-        active_model, start_worker, settings):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_each_inference_worker_process_predicts_with_its_share_of_the_cores(
+        active_model, start_worker, settings, processes):
     import time
 
     from classifier import cores
 
     settings.INFERENCE_THREADS = None  # the default: not passed to the worker
-    worker = start_worker("inference")  # one pool process
+    worker = start_worker("inference", processes=processes)
+    share = max(1, cores.given() // processes)
 
-    deadline = time.monotonic() + 60
-    while f"Warmed up model version(s) {active_model.id}." not in worker.log():
-        assert time.monotonic() < deadline, f"no warm-up within 60 s:\n{worker.log()}"
+    deadline = time.monotonic() + 90
+    while worker.log().count(f"Warmed up model version(s) {active_model.id}.") < processes:
+        assert time.monotonic() < deadline, f"no warm-up in every process within 90 s:\n{worker.log()}"
         time.sleep(0.2)
     log = worker.log()
-    assert f"Inference: 1 pool process(es) x {cores.given()} inference thread(s) (its share)" in log
-    assert f"(CPU, {cores.given()} threads)" in log  # the ONNX Runtime session the fast path runs
+    assert f"Inference: {processes} pool process(es) x {share} inference thread(s) (its share)" in log
+    # What each process's fast path runs with: the share, learnt from the pool size its parent
+    # recorded before forking it.
+    assert log.count(f"(CPU, {share} threads)") == processes, log
