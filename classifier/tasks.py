@@ -57,7 +57,9 @@ def _fail_runs_orphaned_by_a_dead_worker(sender, **kwargs):
 def _share_the_cores_among_the_pool(sender, instance, **kwargs):
     # Runs in the worker's main process before it forks its pool: each pool process then takes
     # its share of the cores for torch and ONNX Runtime (classifier.cores.inference_threads).
-    cores.inference_pool_started(instance.concurrency)
+    # The solo pool runs its tasks one at a time in this process, whatever -c says.
+    solo = getattr(instance.pool_cls, "__module__", "") == "celery.concurrency.solo"
+    cores.inference_pool_started(1 if solo else instance.concurrency)
     if "inference" in (instance.app.amqp.queues.consume_from or {}):
         logger.info("Inference: %s.", cores.inference_plan())
 

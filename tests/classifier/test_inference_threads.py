@@ -5,6 +5,7 @@ import os
 from types import SimpleNamespace
 
 import pytest
+from celery.concurrency import get_implementation
 
 from classifier import cores, tasks
 
@@ -64,11 +65,24 @@ def test_a_cgroup_cpu_quota_caps_the_cores_given(monkeypatch):
     assert cores.given() == 1
 
 
+def _inference_worker(pool, concurrency):
+    """What celeryd_after_setup hands over: a worker consuming the inference queue."""
+    app = SimpleNamespace(amqp=SimpleNamespace(queues=SimpleNamespace(consume_from={"inference": None})))
+    return SimpleNamespace(concurrency=concurrency, app=app, pool_cls=get_implementation(pool))
+
+
 def test_the_worker_records_its_pool_size_before_it_forks_the_pool(threads_unset, monkeypatch, caplog):
     monkeypatch.setattr(cores, "given", lambda: 4)
-    app = SimpleNamespace(amqp=SimpleNamespace(queues=SimpleNamespace(consume_from={"inference": None})))
 
-    tasks._share_the_cores_among_the_pool(sender="inference@test", instance=SimpleNamespace(concurrency=2, app=app))
+    tasks._share_the_cores_among_the_pool(sender="inference@test", instance=_inference_worker("prefork", 2))
 
     assert cores.inference_threads() == 2
     assert "Inference: 2 pool process(es) x 2 inference thread(s) (its share) on 4 core(s)." in caplog.text
+
+
+def test_a_solo_worker_runs_its_tasks_in_one_process_whatever_its_concurrency(threads_unset, monkeypatch):
+    monkeypatch.setattr(cores, "given", lambda: 4)
+
+    tasks._share_the_cores_among_the_pool(sender="inference@test", instance=_inference_worker("solo", 4))
+
+    assert cores.inference_threads() == 4

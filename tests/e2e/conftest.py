@@ -78,8 +78,8 @@ class CeleryWorker:
 
     def start(self, wait: bool = True):
         """Start the process; with `wait`, return once the worker answers a ping."""
-        command = [str(CELERY), "-A", "plantsite", "worker", "-Q", self.queue, "-c", str(self.processes), "--pool", "prefork",
-                   "-n", self.name, "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+        command = [str(CELERY), "-A", "plantsite", "worker", "-Q", self.queue, "-c", str(self.processes),
+                   "--pool", "prefork", "-n", self.name, "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
         with open(self.log_path, "wb") as log:
             # A session of its own: stopping it reaches the prefork child too.
             self.process = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log,
