@@ -183,7 +183,7 @@ def _claim_batch(photo, claimant) -> list[Photo] | None:
     # at once (each locking the other's photo as a batch-mate) must never wait for each other.
     # The photo itself is claimed too, unless another process is claiming it right now (then it
     # is predicted here anyway: that process may be storing it, or about to claim it).
-    cutoff = now - timedelta(seconds=float(getattr(settings, "INFERENCE_BATCH_WAIT", 0.5)))
+    cutoff = now - timedelta(seconds=float(getattr(settings, "INFERENCE_BATCH_WAIT", 0.2)))
     mates = list(
         Photo.objects.select_for_update(skip_locked=True)
         .filter(status=Photo.Status.QUEUED, uploaded_at__lte=cutoff)

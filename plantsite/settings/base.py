@@ -184,9 +184,11 @@ INFERENCE_THREADS = env_int("INFERENCE_THREADS", None, minimum=1)
 # that the first photo does not wait for it.
 INFERENCE_WARM_UP = env_bool("INFERENCE_WARM_UP", True)
 # Queued photos that have waited INFERENCE_BATCH_WAIT seconds are predicted together with the
-# photo a task is predicting, up to INFERENCE_BATCH_SIZE in one batch (1: no batching).
+# photo a task is predicting, up to INFERENCE_BATCH_SIZE in one batch (1: no batching). An idle
+# worker process takes a photo's task within milliseconds, so a photo that has waited 0.2 s is
+# waiting because every process is busy: batching it then costs no one anything.
 INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 16, minimum=1)
-INFERENCE_BATCH_WAIT = env_float("INFERENCE_BATCH_WAIT", 0.5, minimum=0.0)
+INFERENCE_BATCH_WAIT = env_float("INFERENCE_BATCH_WAIT", 0.2, minimum=0.0)
 # GET /api/v1/photos/updates/ waits for a change at most this long, and each web process lets
 # at most this many such requests wait at once (each holds a thread; keep it under the threads).
 PHOTO_UPDATES_MAX_WAIT = env_float("PHOTO_UPDATES_MAX_WAIT", 25.0, minimum=0.0)
