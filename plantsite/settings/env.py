@@ -4,6 +4,7 @@ A typo in an environment variable should stop the process at start-up with a mes
 names the variable, not surface later as a surprising default.
 """
 
+import math
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -54,6 +55,10 @@ def env_float(name, default, *, minimum=None, maximum=None):
         value = float(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
+    # float() reads "nan" and "inf" too: NaN passes every bound (its comparisons are all false),
+    # and either would break the arithmetic of whatever setting it is.
+    if not math.isfinite(value):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a finite number.")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise ImproperlyConfigured(f"{name}={value} must be between {minimum} and {maximum}.")
     return value

@@ -79,6 +79,16 @@ def test_env_float_refuses_a_value_that_is_not_a_number(monkeypatch, raw):
         env_float(VAR, 0.5)
 
 
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "Infinity"])
+def test_env_float_refuses_a_value_that_is_not_finite_even_without_bounds(monkeypatch, raw):
+    monkeypatch.setenv(VAR, raw)
+
+    with pytest.raises(ImproperlyConfigured, match=f"{VAR}='{raw}' is not a finite number"):
+        env_float(VAR, 0.5)
+    with pytest.raises(ImproperlyConfigured, match=f"{VAR}='{raw}' is not a finite number"):
+        env_float(VAR, 0.5, minimum=0.0, maximum=1.0)
+
+
 @pytest.mark.parametrize("raw", ["1.5", "-0.1"])
 def test_env_float_refuses_a_value_outside_its_bounds(monkeypatch, raw):
     monkeypatch.setenv(VAR, raw)
