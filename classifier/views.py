@@ -153,4 +153,4 @@ def model_versions_compare(request):
 
 def _version_param(raw, versions):
     """Only ids of existing versions are accepted; anything else is ignored."""
-    return next((v for v in versions if raw and raw.isdigit() and v.id == int(raw)), None)
+    return next((v for v in versions if raw and raw.isascii() and raw.isdigit() and v.id == int(raw)), None)

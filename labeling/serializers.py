@@ -122,7 +122,9 @@ class PhotoUpdatesQuerySerializer(serializers.Serializer):
         seen = {}
         for pair in value.split(","):
             photo_id, _, status = pair.strip().partition(":")
-            if not photo_id.isdigit() or not 0 < int(photo_id) < 2**63 or status not in statuses:
+            # isdigit() alone also accepts "²" and "①", which int() refuses.
+            if not (photo_id.isascii() and photo_id.isdigit()) or not 0 < int(photo_id) < 2**63 \
+                    or status not in statuses:
                 raise serializers.ValidationError(
                     f'"{pair.strip()[:40]}" is not ID:STATUS with a photo id and one of {", ".join(sorted(statuses))}.')
             seen[int(photo_id)] = status

@@ -181,6 +181,16 @@ def test_the_compare_page_and_api_show_both_versions(validation_set, active_mode
     assert api_for(member).get("/api/v1/models/compare/?a=x&b=1").status_code == 400
 
 
+@pytest.mark.parametrize("raw", ["x", "²", "①", "-1", "99999999999999999999999"])
+def test_the_compare_page_ignores_a_version_id_that_is_not_one(active_model, member, raw):
+    client = Client()
+    client.force_login(member)
+
+    page = client.get(f"/models/compare/?a={raw}&b={active_model.id}")
+
+    assert page.status_code == 200 and b"compare-table" not in page.content
+
+
 def test_photos_left_out_of_training_are_left_out_of_the_comparison(validation_set, active_model):
     Photo.objects.filter(id=validation_set[0].id).update(excluded_from_training=True)
 

@@ -91,6 +91,8 @@ def test_a_request_without_credentials_is_401(api_for, member):
     ("12:done", '"12:done" is not ID:STATUS'),
     ("x:queued", '"x:queued" is not ID:STATUS'),
     ("0:queued", '"0:queued" is not ID:STATUS'),
+    ("²:queued", '"²:queued" is not ID:STATUS'),
+    ("①:queued", '"①:queued" is not ID:STATUS'),
     (",".join(f"{i}:queued" for i in range(1, 52)), "At most 50 photos at once."),
 ])
 def test_a_malformed_photos_parameter_is_a_400_that_says_why(api_for, member, photos, message):
