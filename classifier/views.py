@@ -8,6 +8,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from labeling import selectors as labeling_selectors
+from labeling.models import Photo
 from labeling import services as labeling_services
 from labeling.views import expert_required
 
@@ -124,6 +125,8 @@ def model_version_clean_photo(request, pk, photo_id):
     try:
         labeling_services.photo_clean(photo_id=photo_id, user=request.user, action=request.POST.get("action", ""),
                                       label_name=request.POST.get("label"), model_version=version)
+    except Photo.DoesNotExist:
+        raise Http404("No such photo.") from None
     except (labeling_services.CleaningError, labeling_services.UnknownLabel) as exc:
         messages.error(request, str(exc))
     else:

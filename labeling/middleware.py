@@ -26,6 +26,43 @@ class SecurityHeadersMiddleware:
         return response
 
 
+NULL_CHARACTER = "The request contains a NUL character (%00), which no field here accepts."
+
+
+class NullCharactersMiddleware:
+    """A NUL character in the path, the query string or a page form's fields is a 400.
+
+    PostgreSQL text cannot hold one, so any lookup with it fails with a DataError: a 500 from
+    every view that passes a raw parameter on (a media file name, a label name in a form). The
+    API's serializers refuse it already (DRF's CharField); this is the one place for the rest.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "\x00" in request.path or _has_null(request.GET):
+            return _bad_request(request, NULL_CHARACTER)
+        return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        # Page forms only: CsrfViewMiddleware has parsed their fields already. The API's views
+        # (csrf-exempt) read their own bodies through DRF's parsers, which must see them unread.
+        if request.method == "POST" and not getattr(view_func, "csrf_exempt", False) and _has_null(request.POST):
+            return _bad_request(request, NULL_CHARACTER)
+        return None
+
+
+def _has_null(query_dict) -> bool:
+    return any("\x00" in key or any("\x00" in value for value in values) for key, values in query_dict.lists())
+
+
+def _bad_request(request, message):
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message}, status=400)
+    return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
+
+
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 RETRY_AFTER_SECONDS = 10
 # Errors of a database that is down, restarting or unreachable: not bugs, and they pass.

@@ -115,3 +115,14 @@ def test_the_cleaner_page_lists_photos_by_loss_and_records_actions(labelled_phot
     member_client.force_login(member)
     assert member_client.get(f"/models/{version.id}/cleaner/").status_code == 403
     assert client.get(f"/models/{version.id}/top-losses.png").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_cleaning_action_on_a_photo_that_does_not_exist_is_a_404(expert, active_model):
+    client = Client()
+    client.force_login(expert)
+
+    response = client.post(f"/models/{active_model.id}/cleaner/987654/", {"action": "keep"})
+
+    assert response.status_code == 404
+    assert not PhotoEvent.objects.exists()
