@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, status
@@ -10,7 +9,7 @@ from rest_framework.views import APIView
 from . import selectors, services
 from .image_checks import ImageRejected
 from .permissions import IsExpert
-from .throttling import UploadRateThrottle
+from .throttling import UploadRateThrottle, too_many_uploads
 from .serializers import (
     LabelSerializer,
     PhotoListQuerySerializer,
@@ -41,8 +40,7 @@ class PhotoListCreateApi(generics.ListAPIView):
         return [UploadRateThrottle()] if self.request.method == "POST" else []
 
     def throttled(self, request, wait):
-        raise Throttled(wait, detail=UploadRateThrottle().wait_message() if wait is None else
-                        f"Too many uploads: at most {settings.UPLOAD_THROTTLE_RATE}. Try again in {int(wait) + 1} s.")
+        raise Throttled(wait, detail=too_many_uploads(wait))
 
     def get_queryset(self):
         return selectors.photos_list(self.request.user, **_query(PhotoListQuerySerializer, self.request))

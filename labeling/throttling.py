@@ -36,9 +36,14 @@ class UploadRateThrottle(UserRateThrottle):
             return True
 
     def wait_message(self):
-        wait = self.wait()
-        seconds = int(wait) + 1 if wait else 1
-        return f"Too many uploads: at most {settings.UPLOAD_THROTTLE_RATE}. Try again in {seconds} s."
+        return too_many_uploads(self.wait())
+
+
+def too_many_uploads(wait) -> str:
+    """wait: seconds until the next upload is allowed; None when DRF cannot tell, which is when
+    the limit was lowered below the uploads a user made within its window."""
+    when = f"in {int(wait) + 1} s" if wait is not None else "when the limit's window has passed"
+    return f"Too many uploads: at most {settings.UPLOAD_THROTTLE_RATE}. Try again {when}."
 
 
 def upload_allowed(request):

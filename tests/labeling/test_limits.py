@@ -99,6 +99,25 @@ def test_uploads_beyond_the_rate_get_429_with_a_message(api_for, member, setting
     assert "Too many uploads" in response.json()["detail"]
 
 
+def test_a_limit_lowered_below_a_users_recent_uploads_is_a_429_that_says_when(api_for, member, settings, monkeypatch):
+    # DRF cannot say how long to wait then (its wait is None): the message must still be built.
+    monkeypatch.setattr("labeling.tasks.photo_predict_task.delay", lambda *a: None)
+    client = api_for(member)
+
+    def upload(i):
+        image = SimpleUploadedFile(f"p{i}.jpg", jpeg_bytes(colour=(i, 100, 50)), content_type="image/jpeg")
+        return client.post("/api/v1/photos/", {"image": image}, format="multipart")
+
+    settings.UPLOAD_THROTTLE_RATE = "5/min"
+    assert [upload(i).status_code for i in range(4)] == [201] * 4
+    settings.UPLOAD_THROTTLE_RATE = "2/min"
+    response = upload(5)
+
+    assert response.status_code == 429
+    assert response.json()["detail"] == ("Too many uploads: at most 2/min. "
+                                         "Try again when the limit's window has passed.")
+
+
 def test_the_upload_limit_is_per_user(api_for, member, other_member, settings, monkeypatch):
     settings.UPLOAD_THROTTLE_RATE = "1/min"
     monkeypatch.setattr("labeling.tasks.photo_predict_task.delay", lambda *a: None)
