@@ -216,9 +216,14 @@ def _example_photos(label, photo_ids):
 @transaction.atomic
 def label_create(*, name: str, description: str = "", example_ids=()) -> Label:
     _check_name(name)
+    exists = LabelError(f"A label named {name!r} exists already.")
     if Label.objects.filter(name=name).exists():
-        raise LabelError(f"A label named {name!r} exists already.")
-    label = Label.objects.create(name=name, description=description or "")
+        raise exists
+    try:
+        with transaction.atomic():  # a savepoint: the caller's transaction survives a lost race
+            label = Label.objects.create(name=name, description=description or "")
+    except IntegrityError:  # created by someone else since the check, not committed then
+        raise exists from None
     if example_ids:
         label.examples.set(_example_photos(label, example_ids))
     return label

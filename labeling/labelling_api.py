@@ -100,6 +100,8 @@ class LabelDetailApi(APIView):
                                            retired=data.get("retired"), example_ids=data.get("examples"))
         except labelling.LabelError as exc:
             raise ValidationError({"detail": str(exc)}) from None
+        except Label.DoesNotExist:  # deleted since _label() found it
+            raise Http404("No such label.") from None
         return Response(LabelFullSerializer(label).data)
 
     @extend_schema(responses={204: None, 409: OpenApiResponse(description="The label is in use: retire it.")})

@@ -96,6 +96,35 @@ class LabelEditForm(forms.Form):
                                             f"below (up to {labelling.MAX_EXAMPLES} examples in all).")
 
 
+def _label_edit_post(request, label):
+    """(the form to show again, None) or (None, the redirect once it is done)."""
+    action = request.POST.get("action", "save")
+    if action in ("retire", "unretire"):
+        labelling.label_update(label_id=label.id, retired=action == "retire")
+        messages.success(request, f"Label {label.name} {'retired' if action == 'retire' else 'back in use'}.")
+        return None, redirect("label-edit", pk=label.pk)
+    if action == "delete":
+        try:
+            labelling.label_delete(label_id=label.id)
+        except labelling.LabelInUse as exc:
+            messages.error(request, str(exc))
+            return None, redirect("label-edit", pk=label.pk)
+        messages.success(request, f"Label {label.name} deleted.")
+        return None, redirect("labels")
+    form = LabelEditForm(request.POST)
+    if form.is_valid():
+        ids = request.POST.getlist("example") + _parse_ids(form.cleaned_data["example_ids"])
+        try:
+            labelling.label_update(label_id=label.id, description=form.cleaned_data["description"],
+                                   example_ids=list(dict.fromkeys(ids)))
+        except labelling.LabelError as exc:
+            form.add_error("example_ids", str(exc))
+        else:
+            messages.success(request, f"Label {label.name} saved.")
+            return None, redirect("label-edit", pk=label.pk)
+    return form, None
+
+
 def _parse_ids(text):
     return [part for part in text.replace(",", " ").split() if part]
 
@@ -124,30 +153,12 @@ def label_edit(request, pk):
     examples = list(label.examples.all())
     form = LabelEditForm(initial={"description": label.description})
     if request.method == "POST":
-        action = request.POST.get("action", "save")
-        if action in ("retire", "unretire"):
-            labelling.label_update(label_id=label.id, retired=action == "retire")
-            messages.success(request, f"Label {label.name} {'retired' if action == 'retire' else 'back in use'}.")
-            return redirect("label-edit", pk=label.pk)
-        if action == "delete":
-            try:
-                labelling.label_delete(label_id=label.id)
-            except labelling.LabelInUse as exc:
-                messages.error(request, str(exc))
-                return redirect("label-edit", pk=label.pk)
-            messages.success(request, f"Label {label.name} deleted.")
-            return redirect("labels")
-        form = LabelEditForm(request.POST)
-        if form.is_valid():
-            ids = request.POST.getlist("example") + _parse_ids(form.cleaned_data["example_ids"])
-            try:
-                labelling.label_update(label_id=label.id, description=form.cleaned_data["description"],
-                                       example_ids=list(dict.fromkeys(ids)))
-            except labelling.LabelError as exc:
-                form.add_error("example_ids", str(exc))
-            else:
-                messages.success(request, f"Label {label.name} saved.")
-                return redirect("label-edit", pk=label.pk)
+        try:
+            form, done = _label_edit_post(request, label)
+        except Label.DoesNotExist:  # deleted since it was looked up above
+            raise Http404("No such label.") from None
+        if done is not None:
+            return done
     usage = selectors.label_usage(label)
     # The current examples first (ticked), then this label's photos to pick from.
     example_ids = {p.id for p in examples}

@@ -11,6 +11,7 @@ from django.db import connection
 from labeling import labelling
 from labeling.models import LabellingAssignment, LabelVote, Photo
 from tests.factories import LabelFactory, PhotoFactory, PredictionFactory, UserFactory
+from tests.threads import at_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,29 +25,6 @@ def uncertain(margin):
     photo = PhotoFactory(status=Photo.Status.NEEDS_REVIEW, review_kind=Photo.ReviewKind.UNCERTAIN)
     PredictionFactory(photo=photo, margin=margin, label=LabelFactory(name="monstera"))
     return photo
-
-
-def at_once(functions):
-    """Run the functions in threads released together; each thread closes its own connection."""
-    barrier = threading.Barrier(len(functions))
-    results, errors = [None] * len(functions), []
-
-    def run(i, fn):
-        try:
-            barrier.wait(timeout=10)
-            results[i] = fn()
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(functions)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
-    return results
 
 
 def test_two_labellers_asking_at_once_get_different_photos():
@@ -100,3 +78,30 @@ def test_the_last_two_votes_at_once_decide_the_photo_once():
     assert LabelVote.objects.filter(photo=photo).count() == 2
     photo.refresh_from_db()
     assert (photo.status, photo.label_source) == ("final", "consensus")
+
+
+def test_two_staff_creating_the_same_label_at_once_get_one_label_and_a_clear_refusal():
+    from django.db import transaction
+
+    from labeling.models import Label
+
+    created = threading.Event()
+    outcomes = {}
+
+    def first():
+        with transaction.atomic():
+            outcomes["first"] = labelling.label_create(name="rose")
+            created.set()
+            time.sleep(0.5)  # the second INSERT waits on this uncommitted row meanwhile
+
+    def second():
+        assert created.wait(timeout=10)
+        try:
+            labelling.label_create(name="rose")
+        except labelling.LabelError as exc:
+            outcomes["second"] = str(exc)
+
+    at_once([first, second])
+
+    assert outcomes["second"] == "A label named 'rose' exists already."
+    assert list(Label.objects.values_list("name", flat=True)) == ["rose"]

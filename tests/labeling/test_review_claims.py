@@ -1,17 +1,16 @@
 """Review claims (labeling.review): a lease on a photo, so that two experts working the queue at
 once are never shown the same photo, and a lapsed claim returns the photo to the queue."""
 
-import threading
 import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from labeling import review, services
 from labeling.models import Photo, ReviewDecision
 from tests.factories import LabelFactory, PhotoFactory, PredictionFactory, UserFactory
+from tests.threads import at_once
 
 QUEUE = "/api/v1/review-queue/"
 CLAIM_NEXT = "/api/v1/review-queue/claim-next/"
@@ -190,28 +189,6 @@ def test_only_the_holder_releases_a_live_claim(waiting, expert, second_expert):
 # --- two experts at once (real PostgreSQL transactions) -------------------------
 
 
-def _race(calls):
-    """Run the calls in threads released together; returns their results (or exceptions)."""
-    barrier = threading.Barrier(len(calls), timeout=10)
-    results = [None] * len(calls)
-
-    def run(i, call):
-        try:
-            barrier.wait()
-            results[i] = call()
-        except Exception as exc:  # reported by the assertions
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return results
-
-
 def _slow_take(monkeypatch):
     """Hold each claim's transaction open a moment after its row is taken, so that the other
     expert's claim runs while the first one is still uncommitted."""
@@ -231,7 +208,7 @@ def test_two_experts_claiming_the_next_photo_at_once_get_different_photos(monkey
     photos = [PredictionFactory(margin=margin).photo for margin in (0.1, 0.2, 0.3)]
     experts = [UserFactory(expert=True), UserFactory(expert=True)]
 
-    results = _race([lambda e=e: review.review_claim_next(e) for e in experts])
+    results = at_once([lambda e=e: review.review_claim_next(e) for e in experts], return_exceptions=True)
 
     assert all(isinstance(r, Photo) for r in results), results
     assert results[0].id != results[1].id
@@ -246,7 +223,7 @@ def test_two_experts_claiming_the_same_photo_at_once_exactly_one_gets_it(monkeyp
     photo = PredictionFactory().photo
     experts = [UserFactory(expert=True), UserFactory(expert=True)]
 
-    results = _race([lambda e=e: review.review_claim(photo.id, e) for e in experts])
+    results = at_once([lambda e=e: review.review_claim(photo.id, e) for e in experts], return_exceptions=True)
 
     won = [r for r in results if isinstance(r, Photo)]
     lost = [r for r in results if isinstance(r, review.ClaimConflict)]
@@ -260,7 +237,7 @@ def test_two_experts_racing_for_the_last_photo_one_gets_it_and_the_other_nothing
     photo = PredictionFactory().photo
     experts = [UserFactory(expert=True), UserFactory(expert=True)]
 
-    results = _race([lambda e=e: review.review_claim_next(e) for e in experts])
+    results = at_once([lambda e=e: review.review_claim_next(e) for e in experts], return_exceptions=True)
 
     assert sorted(type(r).__name__ for r in results) == ["NoneType", "Photo"], results
     assert next(r for r in results if r is not None).id == photo.id
