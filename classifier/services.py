@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from labeling.models import Photo
@@ -100,17 +102,28 @@ def training_run_execute(run_id: int) -> TrainingRun:
     )
     run = TrainingRun.objects.get(id=run_id)
     if not claimed:
-        if run.status == TrainingRun.Status.RUNNING:
-            # The broker redelivered the task: the worker that ran it died mid-run.
-            _finish(run, TrainingRun.Status.FAILED, WORKER_LOST)
-        return run
+        # Still running: the broker redelivered the task, the worker that ran it died mid-run.
+        return _end_running(run_id, TrainingRun.Status.FAILED, WORKER_LOST)
     try:
         return _train(run)
     except TrainingCancelled:
-        return _finish(run, TrainingRun.Status.CANCELLED, "Cancelled by an admin; the active model is unchanged.")
+        return _end_running(run_id, TrainingRun.Status.CANCELLED, CANCELLED)
     except Exception as exc:  # the run must end failed with its reason, whatever broke
         logger.exception("Training run %s failed", run_id)
-        return _finish(run, TrainingRun.Status.FAILED, f"{type(exc).__name__}: {exc}")
+        return _end_running(run_id, TrainingRun.Status.FAILED, f"{type(exc).__name__}: {exc}")
+
+
+CANCELLED = "Cancelled by an admin; the active model is unchanged."
+
+
+@transaction.atomic
+def _end_running(run_id, status, error) -> TrainingRun:
+    """End a running run, unless something else has ended it meanwhile (the sweeper, when its
+    heartbeat stopped): the first end stands."""
+    run = TrainingRun.objects.select_for_update().get(id=run_id)
+    if run.status == TrainingRun.Status.RUNNING:
+        _finish(run, status, error)
+    return run
 
 
 def _train(run):
@@ -144,34 +157,96 @@ def _train(run):
     def should_cancel():
         return TrainingRun.objects.filter(id=run.id, cancel_requested=True).exists()
 
+    files = (export_path, confusion_png, top_losses_png)
     try:
-        result = train(fit_rows, options, export_path, on_progress=on_progress, should_cancel=should_cancel,
-                       confusion_png=confusion_png, top_losses_png=top_losses_png,
-                       workers=settings.TRAINING_LOADER_WORKERS)
+        with _heartbeat(run.id):
+            result = train(fit_rows, options, export_path, on_progress=on_progress, should_cancel=should_cancel,
+                           confusion_png=confusion_png, top_losses_png=top_losses_png,
+                           workers=settings.TRAINING_LOADER_WORKERS)
     except BaseException:
-        for leftover in (export_path, confusion_png, top_losses_png):
-            leftover.unlink(missing_ok=True)  # no orphan files from a cancelled or failed run
+        _remove(files)  # no orphan files from a cancelled or failed run
         raise
-    with transaction.atomic():
-        version = ModelVersion.objects.create(
-            training_run=run, file=export_path.name, sha256=file_sha256(export_path),
-            size=export_path.stat().st_size, labels=result.labels, architecture=options.architecture,
-            image_size=options.image_size,
-            metrics={**result.metrics, "confusion_png": confusion_png.name, "top_losses_png": top_losses_png.name,
-                     "pretrained": result.pretrained_used},
-        )
-        _store_losses(version, rows, result.out_of_sample)
-        run.refresh_from_db()
-        run.model_version = version
-        run.metrics = {**result.metrics, **sources}
-        run.history = result.history
-        run.device = result.device[:32]
-        run.log = "\n".join(result.log)
-        run.save()
-        _finish(run, TrainingRun.Status.SUCCEEDED, "")
-        if run.options.get("activate"):
-            model_version_activate(version_id=version.id)
+    try:
+        return _register(run.id, result, options, rows, sources, files)
+    except BaseException:
+        _remove(files)  # nothing refers to them: the transaction that would have was rolled back
+        raise
+
+
+@transaction.atomic
+def _register(run_id, result, options, rows, sources, files):
+    """Register the trained model as a version of the succeeded run (and activate it if asked)."""
+    export_path, confusion_png, top_losses_png = files
+    # The run must still be running, and not cancelled, under its row lock: an admin may have
+    # cancelled it after its last check (in the last batch), or the sweeper may have failed it
+    # and freed the slot for another run. Either decision stands; this model is not kept.
+    run = TrainingRun.objects.select_for_update().get(id=run_id)
+    if run.status != TrainingRun.Status.RUNNING or run.cancel_requested:
+        _remove(files)
+        if run.status == TrainingRun.Status.RUNNING:
+            return _finish(run, TrainingRun.Status.CANCELLED, CANCELLED)
+        logger.warning("Training run %s finished training after it had ended %s (%s): its model is not "
+                       "registered.", run.id, run.status, run.error)
+        return run
+    version = ModelVersion.objects.create(
+        training_run=run, file=export_path.name, sha256=file_sha256(export_path),
+        size=export_path.stat().st_size, labels=result.labels, architecture=options.architecture,
+        image_size=options.image_size,
+        metrics={**result.metrics, "confusion_png": confusion_png.name, "top_losses_png": top_losses_png.name,
+                 "pretrained": result.pretrained_used},
+    )
+    _store_losses(version, rows, result.out_of_sample)
+    run.model_version = version
+    run.metrics = {**result.metrics, **sources}
+    run.history = result.history
+    run.device = result.device[:32]
+    run.log = "\n".join(result.log)
+    run.save()
+    _finish(run, TrainingRun.Status.SUCCEEDED, "")
+    if run.options.get("activate"):
+        model_version_activate(version_id=version.id)
     return run
+
+
+def _remove(files):
+    for path in files:
+        path.unlink(missing_ok=True)
+
+
+# How often a training run's heartbeat is written, whatever the training is doing.
+HEARTBEAT_SECONDS = 30.0
+
+
+@contextmanager
+def _heartbeat(run_id):
+    """Write the run's heartbeat every HEARTBEAT_SECONDS while its block runs.
+
+    The sweeper fails a run whose heartbeat is older than TRAINING_HEARTBEAT_TIMEOUT, meaning
+    that its worker is gone. The progress reports beat too, but only in training batches: the
+    learning-rate finder, validation, evaluation and export have none, and a long one of
+    those made a healthy run look dead. This thread beats as long as the process lives.
+    """
+    stop = threading.Event()
+
+    def beat():
+        try:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                try:
+                    TrainingRun.objects.filter(id=run_id, status=TrainingRun.Status.RUNNING).update(
+                        heartbeat_at=timezone.now())
+                except DatabaseError:  # a database restart: the next beat tries again
+                    logger.warning("Training run %s: could not write its heartbeat.", run_id, exc_info=True)
+                    connection.close()
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"training-run-{run_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _store_losses(version, rows, out_of_sample):
@@ -207,10 +282,19 @@ def training_run_cancel(*, run_id: int) -> bool:
     return False
 
 
+def _lock_registry():
+    """Lock every version row, in id order: two changes of which version is active (or shadow)
+    then run one after the other. Locking only the target row was not enough: the second change
+    did not see the first's newly active row, and its save broke the one-active-version
+    constraint (an IntegrityError, a 500) instead of taking over from it."""
+    list(ModelVersion.objects.select_for_update().order_by("id").values_list("id", flat=True))
+
+
 @transaction.atomic
 def model_version_activate(*, version_id: int) -> ModelVersion:
     """Make one version the active model (also how an admin rolls back to an earlier one)."""
-    version = ModelVersion.objects.select_for_update().get(id=version_id)
+    _lock_registry()
+    version = ModelVersion.objects.get(id=version_id)
     ModelVersion.objects.filter(is_active=True).exclude(id=version_id).update(is_active=False)
     version.is_active = True
     version.is_shadow = False  # a shadow that is promoted stops being a shadow
@@ -227,7 +311,8 @@ class ShadowError(Exception):
 def model_version_shadow(*, version_id: int, enabled: bool = True) -> ModelVersion:
     """Put a version in shadow mode (it predicts every new photo beside the active one, unseen
     by users), replacing any other shadow; or take it out of shadow mode."""
-    version = ModelVersion.objects.select_for_update().get(id=version_id)
+    _lock_registry()
+    version = ModelVersion.objects.get(id=version_id)
     if enabled:
         if version.is_active:
             raise ShadowError("The active version cannot also run in shadow mode.")

@@ -352,3 +352,77 @@ def test_a_run_over_photos_of_a_single_label_fails_with_a_clear_error(db, staff,
     assert run.holds_slot is None
     assert not ModelVersion.objects.exists()
 
+
+
+# --- a run that ends otherwise while its training is finishing ------------------------
+
+
+def _model_files(settings, run):
+    return sorted(p.name for p in settings.MODEL_ROOT.glob(f"model-{run.id}-*")) if settings.MODEL_ROOT.exists() else []
+
+
+def test_a_run_the_sweeper_failed_while_it_trained_stays_failed_and_keeps_no_model(db, staff, labelled_photos,
+                                                                                    settings):
+    from datetime import timedelta
+
+    active = ModelVersionFactory(is_active=True)
+    run = training_run_start(user=staff, options=TINY, activate=True, enqueue=False)
+
+    def train_while_the_sweeper_gives_up(*args, **kwargs):
+        result = train(*args, **kwargs)
+        # The heartbeat looked stale: the sweeper fails the run and frees the slot meanwhile.
+        assert services.training_runs_fail_stale(older_than=timedelta(0)) == 1
+        return result
+
+    with mock.patch.object(services, "train", train_while_the_sweeper_gives_up):
+        training_run_execute(run.id)
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
+    assert run.error == services.WORKER_LOST
+    assert run.model_version is None
+    assert list(ModelVersion.objects.all()) == [active] and ModelVersion.objects.get(id=active.id).is_active
+    assert _model_files(settings, run) == []
+
+
+def test_a_cancel_that_comes_after_the_last_batch_still_cancels_the_run(db, staff, labelled_photos, settings):
+    active = ModelVersionFactory(is_active=True)
+    run = training_run_start(user=staff, options=TINY, activate=True, enqueue=False)
+
+    def train_then_cancel(*args, **kwargs):
+        result = train(*args, **kwargs)
+        assert training_run_cancel(run_id=run.id) is True  # pressed during the export, say
+        return result
+
+    with mock.patch.object(services, "train", train_then_cancel):
+        training_run_execute(run.id)
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.CANCELLED
+    assert run.model_version is None and run.holds_slot is None
+    assert list(ModelVersion.objects.all()) == [active] and ModelVersion.objects.get(id=active.id).is_active
+    assert _model_files(settings, run) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_goes_on_through_steps_without_training_batches(monkeypatch):
+    """The learning-rate finder, evaluation and export report no batches; the run must not look dead then."""
+    import time
+
+    monkeypatch.setattr(services, "HEARTBEAT_SECONDS", 0.05)
+    staff = UserFactory(is_staff=True)
+    run = training_run_start(user=staff, options=TINY, enqueue=False)
+    seen = []
+
+    def a_long_step_without_batches(*args, **kwargs):
+        seen.append(TrainingRun.objects.get(id=run.id).heartbeat_at)
+        time.sleep(0.5)
+        seen.append(TrainingRun.objects.get(id=run.id).heartbeat_at)
+        raise RuntimeError("stopped here")
+
+    with mock.patch.object(services, "train", a_long_step_without_batches):
+        training_run_execute(run.id)
+
+    assert seen[1] > seen[0]
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED and run.error == "RuntimeError: stopped here"
