@@ -7,6 +7,7 @@ sha256 matches the one the registry recorded when it wrote the file itself.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import threading
 from dataclasses import dataclass
@@ -83,7 +84,10 @@ class ModelCache:
         import torch
         from fastai.learner import load_learner
 
-        actual = file_sha256(path)
+        # The bytes that are checked are the bytes that are unpickled: hashing the file and then
+        # loading it again by name would unpickle whatever replaced it in between.
+        data = path.read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
             logger.error("Refusing model version %s: %s has sha256 %s, the registry recorded %s.",
                          version_id, path, actual, sha256)
@@ -91,7 +95,8 @@ class ModelCache:
                 f"Model version {version_id} was refused: its file does not match the recorded sha256."
             )
         torch.set_num_threads(threads)
-        learner = load_learner(path, cpu=True)
+        learner = load_learner(io.BytesIO(data), cpu=True)
+        del data
         learner.model.eval()
         predictor = _fast_predictor(learner, version_id)
         logger.info("Loaded model version %s from %s.", version_id, path)

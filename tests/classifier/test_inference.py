@@ -48,6 +48,28 @@ def test_a_file_whose_sha256_matches_is_loaded_with_its_labels(model_copy, tiny_
     assert loaded.labels == LABELS
 
 
+def test_the_bytes_unpickled_are_the_bytes_whose_sha256_was_checked(model_copy, monkeypatch):
+    """Loading the file again by name after hashing it would unpickle whatever replaced it meanwhile."""
+    import hashlib
+
+    import fastai.learner
+
+    given = []
+    real = fastai.learner.load_learner
+
+    def spy(source, *args, **kwargs):
+        given.append(source)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(fastai.learner, "load_learner", spy)
+    sha256 = file_sha256(model_copy)
+
+    ModelCache().get(1, model_copy, sha256)
+
+    assert len(given) == 1
+    assert hashlib.sha256(given[0].getvalue()).hexdigest() == sha256
+
+
 def test_predict_paths_gives_every_label_a_probability_summing_to_one_per_image(model_copy, three_images):
     loaded = ModelCache().get(1, model_copy, file_sha256(model_copy))
 
