@@ -215,11 +215,20 @@ def review_decide(*, photo_id: int, expert, label_name: str | None = None, rejec
 
 @transaction.atomic
 def review_correct(*, photo_id: int, expert, label_name: str | None = None, reject: bool = False,
-                   reason: str = "") -> Photo:
+                   reason: str = "", seen_decided_at=None) -> Photo:
     """Correct a decided photo (final or rejected). Adds a "correction" decision recording the
-    label and state before; nothing earlier is changed or removed."""
+    label and state before; nothing earlier is changed or removed.
+
+    seen_decided_at: the photo's decided_at when the expert looked at it. If another decision
+    has come since (another expert's correction, a cleaning relabel), this one would silently
+    replace a decision the expert never saw: ReviewConflict instead.
+    """
     label = _label_or_raise(label_name, reject)
     photo = Photo.objects.select_for_update().get(id=photo_id)
+    if seen_decided_at is not None and photo.decided_at != seen_decided_at:
+        now = photo.final_label.name if photo.final_label_id else photo.get_status_display().lower()
+        raise ReviewConflict(f"This photo was decided again after you opened it: it is now {now}. "
+                             "Look at its history, then correct it again if it still needs it.")
     if photo.status not in (Photo.Status.FINAL, Photo.Status.REJECTED):
         raise ReviewConflict(f"Only a decided photo can be corrected; this one is {photo.get_status_display()}"
                              + (": review it instead." if photo.status == Photo.Status.NEEDS_REVIEW else "."))

@@ -85,7 +85,8 @@ class PhotoCorrectApi(APIView):
         data = body.validated_data
         try:
             review.review_correct(photo_id=pk, expert=request.user, label_name=data.get("label"),
-                                  reject=data["reject"], reason=data["reason"])
+                                  reject=data["reject"], reason=data["reason"],
+                                  seen_decided_at=data.get("decided_at"))
         except services.UnknownLabel as exc:
             raise ValidationError({"label": [str(exc)]}) from None
         except review.CorrectionError as exc:

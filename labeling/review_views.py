@@ -5,7 +5,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from . import review, selectors, services
-from .forms import ReviewForm
+from .forms import CorrectionForm, ReviewForm
 from .serializers import ReviewQueueQuerySerializer
 from .views import expert_required
 
@@ -115,13 +115,14 @@ def review_claim_next(request):
 def photo_correct(request, pk):
     """The correction form on a photo's history page."""
     photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
-    form = ReviewForm(request.POST)
+    form = CorrectionForm(request.POST)
     if not form.is_valid() or bool(form.cleaned_data["reject"]) == bool(form.cleaned_data["label"]):
         messages.error(request, "Choose a new label, or reject the photo.")
         return redirect("photo-history", pk=photo.pk)
     try:
         review.review_correct(photo_id=photo.pk, expert=request.user, label_name=form.cleaned_data["label"] or None,
-                              reject=form.cleaned_data["reject"], reason=form.cleaned_data["reason"])
+                              reject=form.cleaned_data["reject"], reason=form.cleaned_data["reason"],
+                              seen_decided_at=form.cleaned_data["decided_at"])
     except (services.UnknownLabel, review.CorrectionError, services.ReviewConflict) as exc:
         messages.error(request, f"Not corrected: {exc}")
     else:

@@ -163,6 +163,12 @@ class ReviewQueueQuerySerializer(serializers.Serializer):
 class CorrectionSerializer(ReviewSerializer):
     """A correction of a decided photo: a new label, or reject: true; with a reason."""
 
+    decided_at = serializers.DateTimeField(
+        required=False,
+        help_text="The photo's decided_at as you saw it. When the photo has been decided again since "
+                  "(another expert's correction, say), the correction is refused with 409 instead of "
+                  "replacing a decision you have not seen.")
+
 
 class AuditStatsSerializer(serializers.Serializer):
     audited = serializers.IntegerField(help_text="Audited photos an expert has decided.")

@@ -1,8 +1,12 @@
 """Every decision is kept: a correction adds a record (kind "correction", with the label before),
 nothing is overwritten or deleted, and the photo's history shows it all."""
 
+import re
+from datetime import timedelta
+
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from labeling import review, services
 from labeling.models import Photo, ReviewDecision
@@ -18,7 +22,8 @@ def labels(db):
 def auto_accepted(member, labels):
     """A photo the model labelled monstera on its own."""
     return PhotoFactory(owner=member, status=Photo.Status.FINAL, final_label=labels["monstera"],
-                        label_source=Photo.LabelSource.MODEL, decided_by=Photo.DecidedBy.MODEL)
+                        label_source=Photo.LabelSource.MODEL, decided_by=Photo.DecidedBy.MODEL,
+                        decided_at=timezone.now() - timedelta(minutes=5))
 
 
 @pytest.fixture
@@ -113,7 +118,37 @@ def test_a_correction_to_an_unknown_label_is_refused(auto_accepted, expert):
     assert auto_accepted.final_label.name == "monstera"
 
 
+def test_a_correction_made_on_a_stale_view_is_refused_and_the_newer_decision_stands(auto_accepted, expert, labels):
+    seen = auto_accepted.decided_at
+    other_expert = UserFactory(expert=True)
+    review.review_correct(photo_id=auto_accepted.id, expert=other_expert, label_name="spider_plant",
+                          seen_decided_at=seen)
+
+    with pytest.raises(services.ReviewConflict, match="decided again after you opened it: it is now spider_plant"):
+        review.review_correct(photo_id=auto_accepted.id, expert=expert, label_name="dieffenbachia",
+                              seen_decided_at=seen)
+
+    auto_accepted.refresh_from_db()
+    assert auto_accepted.final_label == labels["spider_plant"]
+    assert list(ReviewDecision.objects.values_list("expert", flat=True)) == [other_expert.id]
+
+
 # --- the API ------------------------------------------------------------------
+
+
+def test_the_correction_api_refuses_a_correction_of_a_photo_decided_since_with_409(api_for, auto_accepted, expert):
+    seen = api_for(expert).get(f"/api/v1/photos/{auto_accepted.id}/").json()["decided_at"]
+    review.review_correct(photo_id=auto_accepted.id, expert=UserFactory(expert=True), label_name="spider_plant")
+
+    stale = api_for(expert).post(correct_url(auto_accepted), {"label": "dieffenbachia", "decided_at": seen},
+                                 format="json")
+    fresh_seen = api_for(expert).get(f"/api/v1/photos/{auto_accepted.id}/").json()["decided_at"]
+    fresh = api_for(expert).post(correct_url(auto_accepted), {"label": "dieffenbachia", "decided_at": fresh_seen},
+                                 format="json")
+
+    assert stale.status_code == 409
+    assert "decided again after you opened it" in stale.json()["detail"]
+    assert fresh.status_code == 200 and fresh.json()["final_label"] == "dieffenbachia"
 
 
 def test_the_correction_api_answers_the_corrected_photo(api_for, auto_accepted, expert):
@@ -200,6 +235,22 @@ def test_the_history_page_corrects_with_a_small_form_and_shows_before_and_after(
     assert f"Correction saved for photo {auto_accepted.id}." in page
     assert "corrected monstera → spider_plant" in page
     assert "final → final; Striped." in page
+
+
+def test_the_history_page_form_refuses_a_correction_of_a_photo_another_expert_corrected_since(auto_accepted,
+                                                                                              expert, labels):
+    client = page_client(expert)
+    page = client.get(f"/photos/{auto_accepted.id}/history/").content.decode()
+    seen = re.search(r'name="decided_at" value="([^"]+)"', page).group(1)
+    review.review_correct(photo_id=auto_accepted.id, expert=UserFactory(expert=True), label_name="spider_plant")
+
+    response = client.post(f"/photos/{auto_accepted.id}/correct/", {"label": "dieffenbachia", "decided_at": seen},
+                           follow=True)
+
+    assert "Not corrected: This photo was decided again after you opened it: it is now spider_plant." \
+        in response.content.decode()
+    auto_accepted.refresh_from_db()
+    assert auto_accepted.final_label == labels["spider_plant"]
 
 
 def test_the_history_page_form_reports_a_refused_correction(auto_accepted, expert):
