@@ -4,6 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.dateparse import parse_datetime
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
@@ -124,7 +125,8 @@ def model_version_clean_photo(request, pk, photo_id):
     version = get_object_or_404(selectors.model_versions(), pk=pk)
     try:
         labeling_services.photo_clean(photo_id=photo_id, user=request.user, action=request.POST.get("action", ""),
-                                      label_name=request.POST.get("label"), model_version=version)
+                                      label_name=request.POST.get("label"), model_version=version,
+                                      seen_decided_at=_datetime_param(request.POST.get("decided_at")))
     except Photo.DoesNotExist:
         raise Http404("No such photo.") from None
     except (labeling_services.CleaningError, labeling_services.UnknownLabel) as exc:
@@ -152,6 +154,14 @@ def model_versions_compare(request):
             messages.error(request, str(exc))
     return render(request, "classifier/compare.html", {"versions": versions, "a": chosen["a"], "b": chosen["b"],
                                                        "result": result})
+
+
+def _datetime_param(raw):
+    """An ISO 8601 date and time from a form's hidden field; None when absent or malformed."""
+    try:
+        return parse_datetime(raw or "")
+    except ValueError:  # well-formed but impossible, e.g. month 13
+        return None
 
 
 def _version_param(raw, versions):

@@ -354,9 +354,13 @@ class CleaningError(Exception):
 
 @transaction.atomic
 def photo_clean(*, photo_id: int, user, action: str, label_name: str | None = None, model_version=None,
-                note: str = "") -> Photo:
+                note: str = "", seen_decided_at=None) -> Photo:
     """A data-cleaning action (the book's ImageClassifierCleaner): keep, relabel, exclude from
-    training, or restore. Each is recorded in the photo's history; nothing is deleted."""
+    training, or restore. Each is recorded in the photo's history; nothing is deleted.
+
+    seen_decided_at: the photo's decided_at on the page the relabel came from; a photo decided
+    again since (an expert's correction) is not relabelled over a decision the user never saw.
+    """
     photo = Photo.objects.select_for_update().get(id=photo_id)
     before = photo.final_label
     after = before
@@ -366,6 +370,9 @@ def photo_clean(*, photo_id: int, user, action: str, label_name: str | None = No
             raise UnknownLabel(f"Unknown label {label_name!r}.")
         if photo.status != Photo.Status.FINAL:
             raise CleaningError("Only photos with a final label can be relabelled here; review the others.")
+        if seen_decided_at is not None and photo.decided_at != seen_decided_at:
+            raise CleaningError(f"Photo {photo.id} was decided again after this page was loaded: it is now "
+                                f"{before.name if before else 'unlabelled'}. Reload the page to see it.")
         photo.relabel_by(user, after)
     elif action == PhotoEvent.Action.EXCLUDE:
         photo.excluded_from_training = True

@@ -126,3 +126,32 @@ def test_a_cleaning_action_on_a_photo_that_does_not_exist_is_a_404(expert, activ
 
     assert response.status_code == 404
     assert not PhotoEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_relabel_from_a_cleaner_page_loaded_before_an_experts_correction_is_refused(expert, member, active_model):
+    import re
+
+    from django.utils import timezone
+
+    from labeling import review
+    from tests.factories import LabelFactory, PhotoFactory, UserFactory
+
+    monstera, spider, dieff = (LabelFactory(name=n) for n in ("monstera", "spider_plant", "dieffenbachia"))
+    photo = PhotoFactory(owner=member, status=Photo.Status.FINAL, final_label=monstera, decided_at=timezone.now())
+    PhotoLoss.objects.create(model_version=active_model, photo=photo, label="monstera", split=PhotoLoss.Split.VALID,
+                             loss=2.5, probabilities={"monstera": 0.1, "spider_plant": 0.9})
+    client = Client()
+    client.force_login(expert)
+    page = client.get(f"/models/{active_model.id}/cleaner/").content.decode()
+    seen = re.search(r'name="decided_at" value="([^"]+)"', page).group(1)
+    review.review_correct(photo_id=photo.id, expert=UserFactory(expert=True), label_name="spider_plant")
+
+    response = client.post(f"/models/{active_model.id}/cleaner/{photo.id}/",
+                           {"action": "relabel", "label": "dieffenbachia", "decided_at": seen}, follow=True)
+
+    assert f"Photo {photo.id} was decided again after this page was loaded: it is now spider_plant." \
+        in response.content.decode()
+    photo.refresh_from_db()
+    assert photo.final_label == spider
+    assert not PhotoEvent.objects.filter(photo=photo).exists()
