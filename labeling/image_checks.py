@@ -86,6 +86,8 @@ def check_and_clean(fileobj, *, max_bytes: int, max_pixels: int) -> CleanImage:
     # now means a tiny file claiming 20000x20000 is refused before a single
     # byte of pixel memory is allocated.
     _check_pixels(img.size, max_pixels)
+    if extension == "jpg":
+        _check_jpeg_data(data)
     _decode(img, max_pixels)
     pixels = _upright(img)
     content = _encode(pixels, extension, img.info.get("icc_profile"))
@@ -203,6 +205,33 @@ def _webp_header_size(data: bytes) -> tuple[int, int]:
 
 
 # --- 4. decode -------------------------------------------------------------
+
+# libjpeg's warnings that mean pixels are missing or made up: it pads a scan that ends early
+# with grey, or guesses past bad data, and goes on. Its other warnings (extraneous bytes before
+# a marker, a bad ICC marker) leave every pixel as it was encoded, and real cameras write them.
+_JPEG_DATA_LOST = ("premature end", "bad huffman code", "bad arithmetic code", "instead of rst")
+
+
+def _check_jpeg_data(data: bytes) -> None:
+    """Refuse a JPEG whose compressed data is cut short or damaged.
+
+    Pillow refuses a JPEG that simply stops, but not one whose data ends early and is followed
+    by an end-of-image marker: libjpeg only warns ("premature end of data segment"), Pillow
+    never shows its warnings, and the rest of the picture comes out grey (a 633-byte file whose
+    header claimed 6000x6000 became a 36-megapixel grey photo). libjpeg-turbo through simplejpeg
+    in strict mode raises those warnings instead. It decodes at 1/8 scale in grey: every byte of
+    the compressed data is still read, but the full-size pixels are not built twice.
+    """
+    import simplejpeg
+
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+        simplejpeg.decode_jpeg(data, colorspace="CMYK" if colorspace in ("CMYK", "YCCK") else "GRAY",
+                               strict=True, min_factor=8)
+    except ValueError as exc:
+        if any(sign in str(exc).lower() for sign in _JPEG_DATA_LOST):
+            raise ImageRejected(UNDECODABLE) from None
+        # Anything else is for Pillow's own decoder to accept or refuse, as before.
 
 
 def _decode(img: Image.Image, max_pixels: int) -> None:

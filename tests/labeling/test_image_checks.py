@@ -445,6 +445,30 @@ def test_truncated_jpeg_is_refused_even_if_someone_enabled_truncated_loading(
     assert refusal(whole[: len(whole) // 2]) == UNDECODABLE
 
 
+@pytest.mark.parametrize("progressive", [False, True])
+def test_jpeg_cut_short_but_ended_with_an_end_of_image_marker_is_refused(progressive):
+    # Pillow would pad the missing rows with grey and accept it.
+    whole = encode(Image.effect_noise((256, 256), 80).convert("RGB"), "JPEG", quality=90, progressive=progressive)
+
+    assert refusal(whole[: len(whole) // 3] + b"\xff\xd9") == UNDECODABLE
+
+
+def test_small_jpeg_whose_header_claims_a_huge_picture_is_refused():
+    data = bytearray(encode(photo((16, 16)), "JPEG"))
+    frame = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, frame + 5, 6000, 6000)  # height, width of the frame header
+
+    assert refusal(bytes(data)) == UNDECODABLE
+
+
+def test_jpeg_with_extraneous_bytes_before_its_end_marker_is_still_accepted():
+    # libjpeg warns about these, but every pixel is intact; some cameras write them.
+    whole = noisy_jpeg()
+    padded = whole[:-2] + b"\x00\x00\x00" + whole[-2:]
+
+    assert check(padded).width == 256
+
+
 def test_png_cut_in_half_is_refused():
     whole = encode(Image.effect_noise((128, 128), 80), "PNG")
 
