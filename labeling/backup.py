@@ -26,6 +26,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, time, timezone
@@ -205,8 +206,10 @@ def backup_create(path) -> BackupReport:
         # (an upload stores the file before its row commits).
         rows = _dump_database(dump)
         try:
+            # Readable by its owner only: it holds every password hash and API token, and every photo.
+            raw = os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
             # Level 6, not tarfile's 9: photos and learners barely compress, and 9 is several times slower.
-            with tarfile.open(partial, "w:gz", compresslevel=6) as tar:
+            with raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as tar:
                 database = _add_file(tar, DATABASE_DUMP, dump)
                 files = [entry for name, file_path in _files_to_back_up()
                          if (entry := _add_file(tar, name, file_path)) is not None]
@@ -250,7 +253,10 @@ def _read_archive(path: Path, into: Path) -> dict:
     except (OSError, tarfile.TarError) as exc:
         raise BackupError(f"{path} is not a readable .tar.gz archive: {exc}") from None
     with tar:
-        members = tar.getmembers()
+        try:
+            members = tar.getmembers()
+        except (OSError, EOFError, zlib.error, tarfile.TarError) as exc:  # cut short or damaged
+            raise BackupError(f"{path} is damaged or incomplete: {exc or type(exc).__name__}") from None
         for member in members:
             _check_member(member)
         names = {m.name for m in members if m.isfile()}
@@ -260,6 +266,8 @@ def _read_archive(path: Path, into: Path) -> dict:
             tar.extractall(into, members=members, filter="data")
         except tarfile.FilterError as exc:
             raise BackupError(f"The archive is refused: {exc}") from None
+        except (OSError, EOFError, zlib.error, tarfile.TarError) as exc:
+            raise BackupError(f"{path} is damaged or incomplete: {exc or type(exc).__name__}") from None
     manifest = json.loads((into / MANIFEST).read_text())
     if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
         raise BackupError(f"{path} is not a version {FORMAT_VERSION} Plantsite backup.")

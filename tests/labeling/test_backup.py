@@ -9,7 +9,9 @@ every row and every file byte for byte, with a model the registry still accepts.
 import hashlib
 import io
 import json
+import os
 import shutil
+import stat
 import tarfile
 from pathlib import Path
 from unittest import mock
@@ -291,6 +293,31 @@ def test_restore_refuses_a_file_that_is_not_a_backup(db, tmp_path):
 
     with pytest.raises(CommandError, match="is not a readable .tar.gz archive"):
         call_command("restore", str(not_a_backup), verbosity=0)
+
+
+def test_restore_refuses_a_backup_cut_short_with_a_clear_error_and_changes_nothing(site, media_root, tmp_path):
+    archive = tmp_path / "site.tar.gz"
+    backup.backup_create(archive)
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    photos_before = Photo.objects.count()
+
+    with pytest.raises(CommandError, match="is damaged or incomplete"):
+        call_command("restore", str(cut), "--force", verbosity=0)
+
+    assert Photo.objects.count() == photos_before
+
+
+def test_a_backup_is_readable_by_its_owner_only_whatever_the_umask(site, tmp_path):
+    """It holds every password hash and API token."""
+    archive = tmp_path / "site.tar.gz"
+    old = os.umask(0o022)
+    try:
+        backup.backup_create(archive)
+    finally:
+        os.umask(old)
+
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
 
 
 def test_backup_refuses_a_path_in_a_folder_that_does_not_exist(db, tmp_path):
