@@ -110,7 +110,9 @@ def _write_chunk(archive, writer, photos, summary):
     for photo in photos:
         label = photo.final_label.name
         extension = PurePosixPath(photo.image.name).suffix.lower() or ".jpg"
-        name = f"{label}/photo-{photo.id}{extension}"
+        # A label stored by an import before manifests were checked may not be a folder name.
+        folder = label if is_folder_name(label) else (_label_slug(label) or "unnamed")
+        name = f"{folder}/photo-{photo.id}{extension}"
         try:
             with photo.image.open("rb") as source, archive.open(name, "w", force_zip64=True) as target:
                 while block := source.read(1024 * 1024):
@@ -183,10 +185,19 @@ def _label_slug(name) -> str:
 
 def manifest_label_name(row, folder_label_name) -> str:
     """The label's exact name from the manifest when it is the folder's (a name the folder name
-    spells differently, such as one with a hyphen, comes back as it was); else the folder's."""
-    if row and row.get("label") and _label_slug(row["label"]) == folder_label_name:
-        return row["label"]
+    spells differently, such as one with a hyphen, comes back as it was); else the folder's.
+    A manifest name that could not itself be a folder of an export ("../../etc/x" slugs to
+    "etcx") is not taken: every later export would write outside its folder."""
+    label = row.get("label") if row else None
+    if label and _label_slug(label) == folder_label_name and is_folder_name(label):
+        return label
     return folder_label_name
+
+
+def is_folder_name(name: str) -> bool:
+    """One plain path component of at most 64 printable characters: safe as an export's folder."""
+    return (0 < len(name) <= 64 and name.isprintable() and name not in (".", "..")
+            and not any(c in name for c in '/\\:'))
 
 
 def restore_provenance(photo, row) -> Photo:
@@ -226,9 +237,14 @@ def _parse_when(text):
     return when
 
 
-def safe_extract(zip_path, target) -> Path:
-    """Unzip an export into `target`, refusing members that would land outside it."""
+def safe_extract(zip_path, target, *, max_member_bytes: int) -> list[tuple[str, str]]:
+    """Unzip an export into `target`, refusing the whole archive when a member would land outside
+    it. A member larger than max_member_bytes (the upload limit: the import would refuse it anyway)
+    is not written, whatever size the archive declares for it: a few kilobytes of zip can inflate
+    to gigabytes. Encrypted members and unknown compression methods are not written either.
+    Returns (member, why) for each member left out."""
     target = Path(target).resolve()
+    left_out = []
     with zipfile.ZipFile(zip_path) as archive:
         for member in archive.infolist():
             destination = (target / member.filename).resolve()
@@ -238,7 +254,28 @@ def safe_extract(zip_path, target) -> Path:
                 destination.mkdir(parents=True, exist_ok=True)
                 continue
             destination.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(member) as source, open(destination, "wb") as out:
-                while block := source.read(1024 * 1024):
-                    out.write(block)
-    return target
+            why = _extract_member(archive, member, destination, max_member_bytes)
+            if why:
+                destination.unlink(missing_ok=True)
+                left_out.append((member.filename, why))
+    return left_out
+
+
+def _extract_member(archive, member, destination, limit) -> str:
+    """Copy one member, stopping at limit + 1 bytes; "" when it was written whole, else why not."""
+    too_large = f"larger than the {limit / (1024 * 1024):g} MB upload limit"
+    if member.file_size > limit:
+        return too_large
+    written = 0
+    try:
+        with archive.open(member) as source, open(destination, "wb") as out:
+            while block := source.read(min(1024 * 1024, limit + 1 - written)):
+                written += len(block)
+                if written > limit:
+                    return too_large
+                out.write(block)
+    except RuntimeError:  # zipfile: "... is encrypted, password required for extraction"
+        return "encrypted"
+    except NotImplementedError:  # zipfile: "That compression method is not supported"
+        return "compressed with a method this site cannot read"
+    return ""

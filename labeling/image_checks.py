@@ -75,7 +75,7 @@ def check_and_clean(fileobj, *, max_bytes: int, max_pixels: int) -> CleanImage:
     Raises ImageRejected with a human-readable message if the upload is too
     big, not a JPEG/PNG/WebP, has too many pixels, or cannot be decoded.
     """
-    data = _read_limited(fileobj, max_bytes)
+    data = read_limited(fileobj, max_bytes)
     extension = _sniff_extension(data)
     if extension == "webp":
         # Pillow's WebP opener allocates the whole canvas while opening, so
@@ -103,9 +103,10 @@ def check_and_clean(fileobj, *, max_bytes: int, max_pixels: int) -> CleanImage:
 # --- 1. size ---------------------------------------------------------------
 
 
-def _read_limited(fileobj, max_bytes: int) -> bytes:
+def read_limited(fileobj, max_bytes: int) -> bytes:
     """Read at most max_bytes + 1 bytes: enough to know the file is too big
-    without pulling an arbitrarily large upload into memory."""
+    without pulling an arbitrarily large upload into memory. ImageRejected when
+    it is empty or too big."""
     _rewind(fileobj)
     chunks, remaining = [], max_bytes + 1
     while remaining > 0:

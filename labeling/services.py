@@ -282,23 +282,29 @@ def photo_import_one(*, owner, fileobj, label_name, synthetic=False, report: Imp
     label_name None (the site's bulk upload with "let the model predict"): the photo is stored
     and predicted like any upload, still refused as a duplicate when its bytes are stored already.
     """
-    from .image_checks import ImageRejected
+    from .image_checks import ImageRejected, read_limited
 
-    data = fileobj.read()
+    try:
+        # Never more than the upload limit in memory: a file from an archive may be of any size.
+        data = read_limited(fileobj, settings.UPLOAD_MAX_BYTES)
+    except ImageRejected as exc:
+        report.refused.append((source_name, exc.message))
+        return None
     digest = hashlib.sha256(data).hexdigest()
     if Photo.objects.filter(sha256=digest).exists():
         report.skipped.append((source_name, "duplicate of a photo already stored"))
         return None
-    label = None
-    if label_name is not None:
-        label, created = Label.objects.get_or_create(name=label_name)
-        if created:
-            report.labels_created.append(label.name)
+    label, created = None, False
     try:
-        photo = photo_upload(owner=owner, fileobj=io.BytesIO(data), synthetic=synthetic, label=label)
+        with transaction.atomic():  # a refused photo leaves no new label behind
+            if label_name is not None:
+                label, created = Label.objects.get_or_create(name=label_name)
+            photo = photo_upload(owner=owner, fileobj=io.BytesIO(data), synthetic=synthetic, label=label)
     except ImageRejected as exc:
         report.refused.append((source_name, exc.message))
         return None
+    if created:
+        report.labels_created.append(label.name)
     report.imported.append((source_name, label.name if label is not None else None))
     return photo
 

@@ -143,7 +143,8 @@ def test_export_then_import_into_an_empty_site_gives_back_the_same_labelled_set(
     pixels_before = {sha: pixels(p) for sha, p in before.items()}
     provenance_before = {sha: (p.label_source, p.decided_by, p.decided_at) for sha, p in before.items()}
     call_command("export_dataset", str(tmp_path / "dataset.zip"), stdout=io.StringIO())
-    unzipped = export.safe_extract(tmp_path / "dataset.zip", tmp_path / "unzipped")
+    unzipped = tmp_path / "unzipped"
+    assert export.safe_extract(tmp_path / "dataset.zip", unzipped, max_member_bytes=20 * 1024 * 1024) == []
 
     # An empty site: no photos, no labels, new storage.
     for model in (LabelVote, LabellingAssignment, ReviewDecision, PhotoEvent, Prediction):
@@ -193,7 +194,8 @@ def test_fastai_reads_the_unzipped_export(site, tmp_path):
     )
 
     export.export_dataset_to_path(tmp_path / "dataset.zip")
-    path = export.safe_extract(tmp_path / "dataset.zip", tmp_path / "unzipped")
+    path = tmp_path / "unzipped"
+    assert export.safe_extract(tmp_path / "dataset.zip", path, max_member_bytes=20 * 1024 * 1024) == []
 
     dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
                        splitter=RandomSplitter(seed=0))
@@ -225,6 +227,76 @@ def test_a_zip_that_would_write_outside_the_folder_is_refused(db, staff, tmp_pat
     with pytest.raises(CommandError, match="outside the folder"):
         call_command("import_photos", str(evil), owner="staff", stdout=io.StringIO())
     assert not (tmp_path / "escaped.jpg").exists()
+
+
+def test_a_zip_bomb_member_is_left_out_without_being_inflated(db, staff, tmp_path, settings):
+    settings.UPLOAD_MAX_BYTES = 1024 * 1024
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("rose/a.jpg", b"\0" * (50 * 1024 * 1024))  # 50 MB of zeros: about 50 KB zipped
+        archive.writestr("rose/b.png", png_bytes(11))
+    assert bomb.stat().st_size < 200 * 1024
+    unzipped = tmp_path / "unzipped"
+
+    left_out = export.safe_extract(bomb, unzipped, max_member_bytes=settings.UPLOAD_MAX_BYTES)
+
+    assert left_out == [("rose/a.jpg", "larger than the 1 MB upload limit")]
+    assert not (unzipped / "rose" / "a.jpg").exists() and (unzipped / "rose" / "b.png").exists()
+    err = io.StringIO()
+    call_command("import_photos", str(bomb), owner="staff", stdout=io.StringIO(), stderr=err)
+    assert "rose/a.jpg: larger than the 1 MB upload limit" in err.getvalue()
+    assert Photo.objects.count() == 1
+
+
+def test_an_encrypted_member_is_left_out_with_its_reason(db, staff, tmp_path, settings):
+    archive_path = tmp_path / "locked.zip"
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        archive.writestr("rose/a.png", png_bytes(11))
+    data = bytearray(archive_path.read_bytes())
+    for signature, flag_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # mark the entry encrypted
+        at = data.index(signature)
+        data[at + flag_at] |= 0x01
+    archive_path.write_bytes(bytes(data))
+
+    left_out = export.safe_extract(archive_path, tmp_path / "out", max_member_bytes=settings.UPLOAD_MAX_BYTES)
+
+    assert left_out == [("rose/a.png", "encrypted")]
+
+
+def test_a_manifest_label_that_could_not_be_a_folder_is_not_taken(db, staff, tmp_path):
+    folder = tmp_path / "export" / "etcx"
+    folder.mkdir(parents=True)
+    (folder / "a.png").write_bytes(png_bytes(11))
+    (tmp_path / "export" / "manifest.csv").write_text("file,label,source,who,when,agreement\n"
+                                                      "etcx/a.png,../../etc/x,import,,,\n")
+
+    call_command("import_photos", str(tmp_path / "export"), owner="staff", stdout=io.StringIO())
+
+    assert list(Label.objects.values_list("name", flat=True)) == ["etcx"]
+    call_command("export_dataset", str(tmp_path / "again.zip"), stdout=io.StringIO())
+    with zipfile.ZipFile(tmp_path / "again.zip") as archive:
+        assert [n for n in archive.namelist() if n != "manifest.csv"] == [f"etcx/photo-{Photo.objects.get().id}.png"]
+
+
+def test_a_label_that_is_not_a_folder_name_is_exported_under_its_slug(db, staff, tmp_path):
+    photo = services.photo_upload(owner=staff, fileobj=io.BytesIO(png_bytes(11)), label=LabelFactory(name="../a/b"))
+
+    call_command("export_dataset", str(tmp_path / "out.zip"), stdout=io.StringIO())
+
+    with zipfile.ZipFile(tmp_path / "out.zip") as archive:
+        assert f"ab/photo-{photo.id}.png" in archive.namelist()
+
+
+def test_a_refused_import_creates_no_label(db, staff, tmp_path):
+    folder = tmp_path / "plain" / "rose"
+    folder.mkdir(parents=True)
+    (folder / "a.png").write_bytes(b"not an image at all")
+
+    err = io.StringIO()
+    call_command("import_photos", str(tmp_path / "plain"), owner="staff", stdout=io.StringIO(), stderr=err)
+
+    assert "refused" in err.getvalue()
+    assert not Label.objects.filter(name="rose").exists()
 
 
 def test_export_dataset_wants_a_zip_path(db):

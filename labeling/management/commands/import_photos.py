@@ -2,6 +2,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
@@ -28,10 +29,11 @@ class Command(BaseCommand):
                 # An export's zip (manage.py export_dataset, the site's export): unzipped, then imported.
                 with tempfile.TemporaryDirectory(prefix="import-") as unzipped:
                     try:
-                        safe_extract(directory, unzipped)
+                        left_out = safe_extract(directory, unzipped, max_member_bytes=settings.UPLOAD_MAX_BYTES)
                     except (ValueError, zipfile.BadZipFile) as exc:
                         raise CommandError(f"{directory}: {exc}") from None
                     report = photos_import_folder(directory=unzipped, owner=user, synthetic=synthetic)
+                    report.refused[:0] = [(f"{directory}:{name}", why) for name, why in left_out]
             else:
                 report = photos_import_folder(directory=directory, owner=user, synthetic=synthetic)
         except FileNotFoundError as exc:
