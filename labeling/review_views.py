@@ -93,6 +93,9 @@ def _review_submit(request, photo):
         messages.warning(request, f"Not saved: {exc}")
         return redirect("review-queue")
     except services.ReviewConflict as exc:
+        if selectors.latest_decision_by(photo.pk) == request.user.pk:  # the same form sent twice
+            messages.info(request, f"Photo {photo.pk} is decided already: you decided it a moment ago.")
+            return redirect_to_next(request)
         messages.warning(request, f"Not saved: {exc} Another expert decided it first.")
         return redirect("review-photo", pk=photo.pk)
     messages.success(request, f"Decision saved for photo {photo.pk}.")

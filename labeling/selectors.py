@@ -3,7 +3,7 @@
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .models import Label, Photo, is_expert
+from .models import Label, Photo, ReviewDecision, is_expert
 
 
 def photos_visible_to(user):
@@ -78,6 +78,12 @@ def review_queue(*, ordering=REVIEW_DEFAULT_ORDERING, label=None, viewer=None, n
         qs = qs.exclude(Q(claimed_by__isnull=False) & ~Q(claimed_by=viewer)
                         & Q(claim_expires_at__gt=now or timezone.now()))
     return qs
+
+
+def latest_decision_by(photo_id: int):
+    """The id of the expert who made the photo's latest review decision, or None."""
+    return (ReviewDecision.objects.filter(photo_id=photo_id).order_by("-id")
+            .values_list("expert_id", flat=True).first())
 
 
 def labels_all():

@@ -87,16 +87,21 @@ async function watchPhotos() {
     watchWake = controller;
     const started = performance.now();
     let changed = false;
+    const gone = new Set();  // deleted, or no longer visible to this user: not asked about again
     try {
       const response = await fetch(`/api/v1/photos/updates/?photos=${query}&wait=${WATCH_WAIT_S}`,
         { headers: { Accept: "application/json" }, signal: controller.signal });
+      if (response.status === 401 || response.status === 403) {
+        watchedCards.clear();  // logged out meanwhile: asking again would fail again, forever
+        break;
+      }
       if (response.ok) {
         const body = await response.json();
         for (const photo of body.photos) {
           const card = watchedCards.get(String(photo.id));
           if (card) { renderPhoto(card, photo); changed = true; }
         }
-        for (const id of body.missing) { watchedCards.delete(String(id)); changed = true; }
+        for (const id of body.missing) { gone.add(String(id)); changed = true; }
       }
     } catch (err) {
       if (controller.signal.aborted) { attempt = 0; continue; }
@@ -104,6 +109,7 @@ async function watchPhotos() {
     }
     for (const card of cards) {
       watchedCards.delete(card.dataset.photoId);  // to the back of the line (more than WATCH_MAX)
+      if (gone.has(card.dataset.photoId)) { markGone(card); continue; }
       if (!TERMINAL.includes(card.dataset.status) && card.isConnected) watchedCards.set(card.dataset.photoId, card);
     }
     if (changed) { attempt = 0; continue; }
@@ -114,6 +120,11 @@ async function watchPhotos() {
   }
   watching = false;
   watchWake = null;
+}
+
+function markGone(card) {
+  const status = card.querySelector("[data-role=status]");
+  if (status) status.textContent = "No longer available";
 }
 
 function photoCard(photo) {
@@ -177,8 +188,12 @@ function setUpReviewKeys() {
   const next = document.getElementById("next-photo");
   const start = document.getElementById("start-reviewing");
   if (!form && !next && !start) return;
+  // One decision per page: a second key press or click while the next page loads would post the
+  // same photo again, and be told another expert had decided it.
+  let sent = false;
+  if (form) form.addEventListener("submit", (e) => { if (sent) e.preventDefault(); sent = true; });
   document.addEventListener("keydown", (e) => {
-    if (["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName) || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (sent || ["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName) || e.ctrlKey || e.metaKey || e.altKey) return;
     if (e.key === "n" && next) { e.preventDefault(); window.location = next.href; return; }
     // The queue's "Start reviewing" claims the next photo and opens it.
     if (e.key === "s" && start && !start.disabled) { e.preventDefault(); start.click(); return; }

@@ -252,3 +252,50 @@ def test_two_experts_deciding_the_same_photo_at_once_one_wins_and_one_gets_a_con
     assert len(decisions) == 1
     assert decisions[0].expert_id == winner_id
     assert decisions[0].label == photo.final_label
+
+
+# --- the page -----------------------------------------------------------------
+
+
+def test_the_same_decision_posted_twice_from_the_page_says_it_is_saved_and_opens_the_next_photo(
+        waiting_photo, member, expert, labels):
+    from django.test import Client
+
+    following = PhotoFactory(owner=member, status=Photo.Status.NEEDS_REVIEW)
+    client = Client()
+    client.force_login(expert)
+    client.post(f"/review/{waiting_photo.id}/", {"label": "monstera"})
+
+    again = client.post(f"/review/{waiting_photo.id}/", {"label": "monstera"}, follow=True)
+
+    page = again.content.decode()
+    assert f"Photo {waiting_photo.id} is decided already: you decided it a moment ago." in page
+    assert "Another expert decided it first" not in page
+    assert again.redirect_chain[-1][0] == f"/review/{following.id}/"
+    assert ReviewDecision.objects.filter(photo=waiting_photo).count() == 1
+
+
+def test_a_decided_photo_shows_no_decision_form_but_points_to_its_history(waiting_photo, expert, labels):
+    from django.test import Client
+
+    services.review_decide(photo_id=waiting_photo.id, expert=expert, label_name="monstera")
+    client = Client()
+    client.force_login(expert)
+
+    page = client.get(f"/review/{waiting_photo.id}/").content.decode()
+
+    assert 'id="review-form"' not in page
+    assert "Decided: Final, monstera." in page and f'href="/photos/{waiting_photo.id}/history/"' in page
+
+
+def test_the_review_form_starts_with_a_disabled_default_button_so_enter_submits_nothing(waiting_photo, expert):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(expert)
+
+    page = client.get(f"/review/{waiting_photo.id}/").content.decode()
+
+    form = page[page.index('id="review-form"'):]
+    first_button = form[form.index("<button"):form.index(">", form.index("<button")) + 1]
+    assert "disabled" in first_button and 'name="label"' not in first_button
