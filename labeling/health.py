@@ -19,7 +19,11 @@ def _broker():
 def _workers():
     from plantsite.celery import app
 
-    replies = app.control.inspect(timeout=1.0).ping() or {}
+    # A connection of its own, closed here: from the app's pool, a ping that no worker answered
+    # left a channel still waiting for its reply in the pool, and a process forked later (a
+    # training run's data loaders) hung for ever closing that channel in kombu's after-fork cleanup.
+    with app.connection_for_read() as connection:
+        replies = app.control.inspect(timeout=1.0, connection=connection).ping() or {}
     if not replies:
         raise RuntimeError("no Celery worker answered")
     return sorted(replies)

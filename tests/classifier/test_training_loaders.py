@@ -68,3 +68,18 @@ def test_the_training_task_may_start_processes_from_a_daemonic_one_and_puts_the_
     process.join(timeout=30)
 
     assert (before, child_exit, after) == (True, 0, True)
+
+
+@pytest.mark.timeout(120)
+def test_a_run_with_loading_workers_after_a_worker_ping_nobody_answered_does_not_hang(client, db, tmp_path):
+    """The unanswered ping of /healthz used to leave a broker channel waiting for its reply in the
+    app's connection pool; each forked loader worker then hung for ever closing it (kombu's
+    after-fork cleanup), and the training with it."""
+    assert client.get("/healthz").status_code == 503  # no worker runs here to answer
+    generate_dataset(tmp_path / "data", per_label=4, size=64, seed=3)
+    paths = sorted((tmp_path / "data").glob("*/*.jpg"))
+    rows = [(str(p), p.parent.name, i % 4 == 0) for i, p in enumerate(paths)]
+
+    result = train(rows, TrainingOptions(**TINY), tmp_path / "model.pkl", workers=2)
+
+    assert len(result.history) == 1
