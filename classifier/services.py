@@ -213,7 +213,8 @@ def _remove(files):
         path.unlink(missing_ok=True)
 
 
-# How often a training run's heartbeat is written, whatever the training is doing.
+# How often a training run's heartbeat is written, whatever the training is doing (more often
+# when TRAINING_HEARTBEAT_TIMEOUT is short: at least three beats within it).
 HEARTBEAT_SECONDS = 30.0
 
 
@@ -227,10 +228,11 @@ def _heartbeat(run_id):
     those made a healthy run look dead. This thread beats as long as the process lives.
     """
     stop = threading.Event()
+    every = min(HEARTBEAT_SECONDS, settings.TRAINING_HEARTBEAT_TIMEOUT / 3)
 
     def beat():
         try:
-            while not stop.wait(HEARTBEAT_SECONDS):
+            while not stop.wait(every):
                 try:
                     TrainingRun.objects.filter(id=run_id, status=TrainingRun.Status.RUNNING).update(
                         heartbeat_at=timezone.now())
