@@ -63,6 +63,7 @@ class BackupReport:
     rows: dict[str, int]
     files: int
     bytes: int
+    missing: list[str] = field(default_factory=list)  # files the rows name that are not in the archive
 
     def summary(self):
         rows = ", ".join(f"{n} {model}" for model, n in sorted(self.rows.items()))
@@ -97,7 +98,13 @@ def _files_to_back_up():
     for prefix, root in ((MODELS_PREFIX, models), (MEDIA_PREFIX, media)):
         if not root.is_dir():
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
+        # Folder links are followed (photos/ may be a link to a larger disk), each real folder once.
+        seen = set()
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            if os.path.realpath(dirpath) in seen:
+                dirnames[:] = []
+                continue
+            seen.add(os.path.realpath(dirpath))
             dirnames.sort()
             here = Path(dirpath)
             if prefix == MEDIA_PREFIX and (here == models or models in here.parents):
@@ -226,7 +233,23 @@ def backup_create(path) -> BackupReport:
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
-    return BackupReport(path=path, rows=rows, files=len(files), bytes=sum(f["size"] for f in files))
+    return BackupReport(path=path, rows=rows, files=len(files), bytes=sum(f["size"] for f in files),
+                        missing=_named_but_not_backed_up({f["name"] for f in files}))
+
+
+def _named_but_not_backed_up(names) -> list[str]:
+    """The photo and model files the dumped rows name that the archive does not hold: lost from
+    the disk, or out of reach (a file link). A restore of this archive would lack them."""
+    from classifier.models import ModelVersion
+    from labeling.models import Photo
+
+    wanted = []
+    for image, working in Photo.objects.values_list("image", "working_image"):
+        wanted += [f"{MEDIA_PREFIX}/{name}" for name in (image, working) if name]
+    for file, metrics in ModelVersion.objects.values_list("file", "metrics"):
+        pictures = [metrics.get(key) for key in ("confusion_png", "top_losses_png")] if metrics else []
+        wanted += [f"{MODELS_PREFIX}/{name}" for name in [file, *pictures] if name]
+    return sorted(set(wanted) - set(names))
 
 
 # --- restore ---------------------------------------------------------------------------

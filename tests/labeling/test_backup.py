@@ -320,6 +320,32 @@ def test_a_backup_is_readable_by_its_owner_only_whatever_the_umask(site, tmp_pat
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
 
 
+def test_photos_behind_a_folder_link_are_backed_up(site, media_root, tmp_path):
+    """MEDIA_ROOT/photos may be a link to a larger disk."""
+    before = {f"media/{name}" for name in media_files(media_root) if name.startswith("photos/")}
+    elsewhere = tmp_path / "big-disk" / "photos"
+    shutil.move(media_root / "photos", elsewhere)
+    (media_root / "photos").symlink_to(elsewhere, target_is_directory=True)
+
+    report = backup.backup_create(tmp_path / "site.tar.gz")
+
+    with tarfile.open(tmp_path / "site.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert before and before <= names
+    assert report.missing == []
+
+
+def test_a_backup_names_the_files_its_rows_need_but_it_could_not_hold(site, media_root, tmp_path):
+    photo = Photo.objects.exclude(image="").first()
+    (media_root / photo.image.name).unlink()  # lost from the disk
+
+    err = io.StringIO()
+    call_command("backup", str(tmp_path / "site.tar.gz"), stdout=io.StringIO(), stderr=err)
+
+    assert f"media/{photo.image.name}" in err.getvalue()
+    assert "1 file(s) that the database names are not in the backup" in err.getvalue()
+
+
 def test_backup_refuses_a_path_in_a_folder_that_does_not_exist(db, tmp_path):
     with pytest.raises(CommandError, match="does not exist"):
         call_command("backup", str(tmp_path / "nowhere" / "site.tar.gz"), verbosity=0)

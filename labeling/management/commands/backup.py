@@ -16,3 +16,8 @@ class Command(BaseCommand):
         except BackupError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(report.summary()))
+        if report.missing:
+            shown = ", ".join(report.missing[:5]) + (" ..." if len(report.missing) > 5 else "")
+            self.stderr.write(self.style.WARNING(
+                f"{len(report.missing)} file(s) that the database names are not in the backup (missing from the "
+                f"disk, or file links): {shown}"))
