@@ -67,7 +67,8 @@ def photo_upload(*, owner, fileobj, synthetic=False, label=None) -> Photo:
             working_name = storage.save(working_copy_name(name), ContentFile(working))
         with transaction.atomic():
             photo = Photo(owner=owner, image=name, working_image=working_name, width=clean.width,
-                          height=clean.height, sha256=clean.sha256, synthetic=synthetic)
+                          height=clean.height, sha256=clean.sha256, synthetic=synthetic,
+                          stored_sha256=hashlib.sha256(clean.content).hexdigest())
             if label is not None:
                 photo.label_by_import(label)
             photo.save()
@@ -291,7 +292,7 @@ def photo_import_one(*, owner, fileobj, label_name, synthetic=False, report: Imp
         report.refused.append((source_name, exc.message))
         return None
     digest = hashlib.sha256(data).hexdigest()
-    if Photo.objects.filter(sha256=digest).exists():
+    if Photo.objects.filter(Q(sha256=digest) | Q(stored_sha256=digest)).exists():
         report.skipped.append((source_name, "duplicate of a photo already stored"))
         return None
     label, created = None, False

@@ -211,12 +211,23 @@ def test_fastai_reads_the_unzipped_export(site, tmp_path):
 
 def test_the_command_imports_the_zip_itself(site, tmp_path, settings):
     call_command("export_dataset", str(tmp_path / "dataset.zip"), stdout=io.StringIO())
-    Photo.objects.filter(id__in=[p.id for p in site.values()]).update(sha256="0" * 64)  # not duplicates
+    Photo.objects.filter(id__in=[p.id for p in site.values()]).update(sha256="0" * 64, stored_sha256="")  # not duplicates
 
     out = io.StringIO()
     call_command("import_photos", str(tmp_path / "dataset.zip"), owner="staff", stdout=out)
 
     assert "Imported 6," in out.getvalue()
+
+
+def test_importing_the_sites_own_export_again_finds_every_photo_a_duplicate(site, tmp_path):
+    call_command("export_dataset", str(tmp_path / "dataset.zip"), stdout=io.StringIO())
+    before = Photo.objects.count()
+
+    out = io.StringIO()
+    call_command("import_photos", str(tmp_path / "dataset.zip"), owner="staff", stdout=out)
+
+    assert "Imported 0, skipped 6 duplicates" in out.getvalue()
+    assert Photo.objects.count() == before
 
 
 def test_a_zip_that_would_write_outside_the_folder_is_refused(db, staff, tmp_path):
