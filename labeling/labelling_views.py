@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods
 from . import labelling, selectors
 from .models import Label, Photo
 from .services import UnknownLabel
-from .views import serve_photo_file
+from .views import login_or_token_required, serve_photo_file
 
 
 def _examples_for(labels):
@@ -72,7 +72,7 @@ def _labelling_submit(request):
     return redirect("labelling")
 
 
-@login_required
+@login_or_token_required
 def labelling_photo_file(request, pk):
     """A photo served to a labeller (or one they labelled, or a label's example)."""
     if not selectors.photo_visible_to_labeller(request.user, pk):

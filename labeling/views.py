@@ -1,8 +1,12 @@
+import functools
 import mimetypes
 
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpResponseForbidden
+from django.contrib.auth.views import redirect_to_login
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 
 from . import selectors, services
 from .forms import UploadForm
@@ -20,6 +24,27 @@ def expert_required(view):
         return view(request, *args, **kwargs)
 
     wrapped.__name__ = view.__name__
+    return wrapped
+
+
+def login_or_token_required(view):
+    """login_required that also takes the API's token (Authorization: Token ...): for the photo
+    files whose URLs the API answers with, so that a token client can fetch what it is shown."""
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if not request.user.is_authenticated and request.META.get("HTTP_AUTHORIZATION"):
+            try:
+                found = TokenAuthentication().authenticate(request)
+            except AuthenticationFailed as exc:
+                response = HttpResponse(str(exc.detail), status=401, content_type="text/plain; charset=utf-8")
+                response["WWW-Authenticate"] = "Token"
+                return response
+            if found is not None:
+                request.user = found[0]
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        return view(request, *args, **kwargs)
+
     return wrapped
 
 
@@ -50,7 +75,7 @@ def photo_detail(request, pk):
                   {"photo": photo, "show_prediction": not prediction_hidden_from(photo, request.user)})
 
 
-@login_required
+@login_or_token_required
 def photo_file(request, name):
     """Photos are served only to those who may see them, never sniffed as another type."""
     photo = get_object_or_404(selectors.photos_visible_to(request.user), image=f"photos/{name}")

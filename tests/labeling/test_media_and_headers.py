@@ -211,3 +211,28 @@ def test_healthz_is_503_naming_the_database_when_it_fails(client, db):
 def test_healthz_needs_no_login(client, db):
     with mock.patch("labeling.health._workers", return_value=["celery@inference"]):
         assert client.get("/healthz").status_code == 200
+
+
+# --- photo files for API clients ------------------------------------------------
+
+
+def test_a_token_client_fetches_the_image_url_the_api_gives_it(api_for, member, other_member):
+    from rest_framework.authtoken.models import Token
+    from django.test import Client
+
+    photo = services.photo_upload(owner=member, fileobj=io.BytesIO(jpeg_bytes()))
+    image_url = api_for(member).get(f"/api/v1/photos/{photo.id}/").json()["image_url"]
+    path = image_url.removeprefix("http://testserver")
+    token = Token.objects.create(user=member).key
+    other = Token.objects.create(user=other_member).key
+
+    mine = Client(HTTP_AUTHORIZATION=f"Token {token}").get(path)
+    theirs = Client(HTTP_AUTHORIZATION=f"Token {other}").get(path)
+    wrong = Client(HTTP_AUTHORIZATION="Token not-a-token").get(path)
+    labelling = Client(HTTP_AUTHORIZATION=f"Token {token}").get(f"/label/photos/{photo.id}/image")
+
+    assert mine.status_code == 200 and body_of(mine) == photo.image.open("rb").read()
+    assert theirs.status_code == 404
+    assert wrong.status_code == 401 and wrong["WWW-Authenticate"] == "Token"
+    assert labelling.status_code == 200
+    assert Client().get(path).status_code == 302  # no credentials: the login page, as before
