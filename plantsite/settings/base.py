@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from .env import env_bool, env_float, env_int, env_list, env_str
+from .env import env_bool, env_float, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -127,7 +127,7 @@ SPECTACULAR_SETTINGS = {
 # Counters for login and upload limits live in Redis so that every web process agrees.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                       "LOCATION": env_str("CACHE_URL", env_str("REDIS_URL", "redis://127.0.0.1:6379/0"))}}
-UPLOAD_THROTTLE_RATE = env_str("UPLOAD_THROTTLE_RATE", "120/min")
+UPLOAD_THROTTLE_RATE = env_rate("UPLOAD_THROTTLE_RATE", "120/min")
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5, minimum=1)
 LOGIN_FAILURE_WINDOW = env_int("LOGIN_FAILURE_WINDOW", 900, minimum=1)
 

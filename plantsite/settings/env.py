@@ -6,6 +6,7 @@ names the variable, not surface later as a surprising default.
 
 import math
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -61,6 +62,21 @@ def env_float(name, default, *, minimum=None, maximum=None):
         raise ImproperlyConfigured(f"{name}={raw!r} is not a finite number.")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise ImproperlyConfigured(f"{name}={value} must be between {minimum} and {maximum}.")
+    return value
+
+
+# A rate as DRF's throttles read it: a count, a slash, a period of which DRF reads only the
+# first letter (so "10/fortnight" passed until the first upload failed with a KeyError).
+_RATE = re.compile(r"^\d+/(s|sec|second|seconds|m|min|minute|minutes|h|hour|hours|d|day|days)$")
+
+
+def env_rate(name, default):
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip()
+    if not _RATE.match(value):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a rate like 120/min (per s, min, hour or day).")
     return value
 
 

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from plantsite.settings.env import env_bool, env_float, env_int, env_list, env_str
+from plantsite.settings.env import env_bool, env_float, env_int, env_list, env_rate, env_str
 
 VAR = "PLANTSITE_TEST_SETTING"
 STRONG_SECRET_KEY = "k3J9-pQ2_vX8mZ4tR7wY1nB6cL0sD5fG-hA2eU9iO3yT8rE4wQ7zX1cV6bN0mK5j"
@@ -95,6 +95,21 @@ def test_env_float_refuses_a_value_outside_its_bounds(monkeypatch, raw):
 
     with pytest.raises(ImproperlyConfigured, match=f"{VAR}=.* must be between 0.0 and 1.0"):
         env_float(VAR, 0.5, minimum=0.0, maximum=1.0)
+
+
+@pytest.mark.parametrize("raw", ["120/min", "5/s", "1000000/minute", "3/hour", " 10/day "])
+def test_env_rate_reads_the_rates_drf_throttles_understand(monkeypatch, raw):
+    monkeypatch.setenv(VAR, raw)
+
+    assert env_rate(VAR, "1/s") == raw.strip()
+
+
+@pytest.mark.parametrize("raw", ["fast", "10/fortnight", "10", "/min", "ten/min", "-1/min", "1.5/min"])
+def test_env_rate_refuses_what_drf_would_fail_on_at_the_first_upload(monkeypatch, raw):
+    monkeypatch.setenv(VAR, raw)
+
+    with pytest.raises(ImproperlyConfigured, match=f"{VAR}=.* is not a rate like 120/min"):
+        env_rate(VAR, "1/s")
 
 
 def test_env_str_refuses_a_missing_required_variable_naming_it(monkeypatch):
