@@ -1,5 +1,4 @@
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
@@ -11,7 +10,7 @@ from django.views.decorators.http import require_POST
 from labeling import selectors as labeling_selectors
 from labeling.models import Photo
 from labeling import services as labeling_services
-from labeling.views import expert_required
+from labeling.views import expert_required, staff_required
 
 from . import evaluation, selectors, services
 from .inference import ModelIntegrityError
@@ -19,7 +18,7 @@ from .forms import TrainingForm
 from .models import PhotoLoss
 
 
-@staff_member_required
+@staff_required
 def training_runs(request):
     form = TrainingForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -41,14 +40,14 @@ def training_runs(request):
     })
 
 
-@staff_member_required
+@staff_required
 def training_run(request, pk):
     run = get_object_or_404(selectors.training_runs(), pk=pk)
     data_sources = sorted(((run.metrics or {}).get("data_sources") or {}).items())  # photos per label source
     return render(request, "classifier/training_run.html", {"run": run, "data_sources": data_sources})
 
 
-@staff_member_required
+@staff_required
 @require_POST
 def training_run_cancel(request, pk):
     run = get_object_or_404(selectors.training_runs(), pk=pk)
@@ -69,7 +68,7 @@ def model_versions(request):
     return render(request, "classifier/model_versions.html", {"versions": versions})
 
 
-@staff_member_required
+@staff_required
 @require_POST
 def model_version_shadow(request, pk):
     version = get_object_or_404(selectors.model_versions(), pk=pk)
@@ -84,7 +83,7 @@ def model_version_shadow(request, pk):
     return redirect("model-versions")
 
 
-@staff_member_required
+@staff_required
 @require_POST
 def model_version_activate(request, pk):
     version = get_object_or_404(selectors.model_versions(), pk=pk)

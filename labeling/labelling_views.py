@@ -4,7 +4,6 @@
 from django import forms
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
@@ -13,7 +12,7 @@ from django.views.decorators.http import require_http_methods
 from . import labelling, selectors
 from .models import Label, Photo
 from .services import UnknownLabel
-from .views import login_or_token_required, serve_photo_file
+from .views import login_or_token_required, serve_photo_file, staff_required
 
 
 def _examples_for(labels):
@@ -129,7 +128,7 @@ def _parse_ids(text):
     return [part for part in text.replace(",", " ").split() if part]
 
 
-@staff_member_required
+@staff_required
 @require_http_methods(["GET", "POST"])
 def labels_page(request):
     form = LabelCreateForm(request.POST or None)
@@ -146,7 +145,7 @@ def labels_page(request):
                   status=400 if form.errors else 200)
 
 
-@staff_member_required
+@staff_required
 @require_http_methods(["GET", "POST"])
 def label_edit(request, pk):
     label = get_object_or_404(Label, pk=pk)
@@ -174,12 +173,12 @@ def label_edit(request, pk):
 # --- bulk upload, export, team --------------------------------------------------------------
 
 
-@staff_member_required
+@staff_required
 def bulk_upload(request):
     return render(request, "labeling/bulk_upload.html", {"labels": labelling.bulk_upload_labels()})
 
 
-@staff_member_required
+@staff_required
 def export_page(request):
     verified = selectors.dataset_counts()
     with_model = selectors.dataset_counts(include_model=True)

@@ -27,6 +27,19 @@ def expert_required(view):
     return wrapped
 
 
+def staff_required(view):
+    """The staff's pages: the login page for a visitor, a 403 for a logged-in member or expert
+    (Django's staff_member_required sent them to the admin's login page, as if logged out)."""
+    @functools.wraps(view)
+    @login_required
+    def wrapped(request, *args, **kwargs):
+        if not request.user.is_staff:
+            return HttpResponseForbidden("Only staff can open this page.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
 def login_or_token_required(view):
     """login_required that also takes the API's token (Authorization: Token ...): for the photo
     files whose URLs the API answers with, so that a token client can fetch what it is shown."""

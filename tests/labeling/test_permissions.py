@@ -29,7 +29,7 @@ ROLES = ("anonymous", "member", "expert", "staff")
 PASSWORD = "pw-for-tests-1"
 
 LOGIN = "login"          # 302 to /login/?next=<the url>          (login_required)
-ADMIN_LOGIN = "admin"    # 302 to /admin/login/?next=<the url>    (staff_member_required)
+ADMIN_LOGIN = "admin"    # 302 to /admin/login/?next=<the url>    (Django's admin)
 
 
 @dataclass
@@ -109,9 +109,8 @@ def experts_only(status, member=403, anonymous=LOGIN):
     return {"anonymous": anonymous, "member": member, "expert": status, "staff": status}
 
 
-def staff_only(status, others=ADMIN_LOGIN, anonymous=None):
-    return {"anonymous": others if anonymous is None else anonymous, "member": others, "expert": others,
-            "staff": status}
+def staff_only(status, others=403, anonymous=LOGIN):
+    return {"anonymous": anonymous, "member": others, "expert": others, "staff": status}
 
 
 NO_CREDENTIALS = 401  # TokenAuthentication first: DRF answers with its challenge
@@ -155,7 +154,7 @@ CASES = [
          data=lambda w: {"username": "member", "password": PASSWORD}),
     Case("logout", "post", lambda w: "/logout/", everyone((302, "/login/"))),
     Case("logout", "get", lambda w: "/logout/", everyone(405)),
-    Case("admin:index", "get", lambda w: "/admin/", staff_only(200)),
+    Case("admin:index", "get", lambda w: "/admin/", staff_only(200, others=ADMIN_LOGIN, anonymous=ADMIN_LOGIN)),
     Case("api-schema", "get", lambda w: "/api/schema/", everyone(200)),
     Case("healthz", "get", lambda w: "/healthz", everyone(200)),
     # --- API -----------------------------------------------------------------
