@@ -53,8 +53,13 @@ def upload_allowed(request):
 
 
 class LoginLimiter:
-    """Failed logins are counted per username and per client address; past the limit, every
-    attempt for either is refused until the window passes, right password or not."""
+    """Failed logins are counted per username and per client address. Past LOGIN_MAX_FAILURES
+    for a username, or LOGIN_MAX_FAILURES_PER_ADDRESS for an address, every attempt for it is
+    refused until the window passes, right password or not.
+
+    The address has a limit of its own, ten times larger by default: a whole team logs in from
+    one address behind a proxy or a NAT, and one person's typos locked every account out.
+    """
 
     def __init__(self, request, username):
         # The username is the client's text, of any length and any characters: the key holds
@@ -64,8 +69,9 @@ class LoginLimiter:
                      f"login-fail:addr:{request.META.get('REMOTE_ADDR', '')}"]
 
     def blocked(self):
+        limits = (settings.LOGIN_MAX_FAILURES, settings.LOGIN_MAX_FAILURES_PER_ADDRESS)
         try:
-            return any((cache.get(key) or 0) >= settings.LOGIN_MAX_FAILURES for key in self.keys)
+            return any((cache.get(key) or 0) >= limit for key, limit in zip(self.keys, limits))
         except CACHE_ERRORS:
             _cache_down("logging in")
             return False

@@ -34,8 +34,8 @@ def test_the_limit_counts_per_user_across_addresses(member, settings):
     assert response.status_code == 429
 
 
-def test_the_limit_counts_per_address_across_users(member, other_member, settings):
-    settings.LOGIN_MAX_FAILURES = 2
+def test_the_address_limit_counts_failures_across_users(member, other_member, settings):
+    settings.LOGIN_MAX_FAILURES_PER_ADDRESS = 2
     client = Client(REMOTE_ADDR="10.0.0.9")
     _fail_logins(client, "someone", 1)
     _fail_logins(client, "someone-else", 1)
@@ -43,6 +43,18 @@ def test_the_limit_counts_per_address_across_users(member, other_member, setting
     response = client.post("/login/", {"username": "other", "password": PASSWORD})
 
     assert response.status_code == 429
+
+
+def test_one_users_failures_do_not_lock_out_the_others_at_the_same_address(member, other_member, settings):
+    # A team behind one proxy or NAT shares an address.
+    settings.LOGIN_MAX_FAILURES = 3
+    client = Client(REMOTE_ADDR="10.0.0.9")
+    _fail_logins(client, "membr", 3)  # a typo, three times
+
+    response = client.post("/login/", {"username": other_member.username, "password": PASSWORD})
+
+    assert response.status_code == 302
+    assert client.post("/login/", {"username": "membr", "password": PASSWORD}).status_code == 429
 
 
 def test_a_successful_login_below_the_limit_works(member, settings):
