@@ -80,6 +80,15 @@ def env_rate(name, default):
     return value
 
 
+def env_choice(name, default, choices):
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.strip() not in choices:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not one of {', '.join(choices)}.")
+    return raw.strip()
+
+
 def env_list(name, default=()):
     raw = os.environ.get(name)
     if raw is None:

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from plantsite.settings.env import env_bool, env_float, env_int, env_list, env_rate, env_str
+from plantsite.settings.env import env_bool, env_choice, env_float, env_int, env_list, env_rate, env_str
 
 VAR = "PLANTSITE_TEST_SETTING"
 STRONG_SECRET_KEY = "k3J9-pQ2_vX8mZ4tR7wY1nB6cL0sD5fG-hA2eU9iO3yT8rE4wQ7zX1cV6bN0mK5j"
@@ -110,6 +110,15 @@ def test_env_rate_refuses_what_drf_would_fail_on_at_the_first_upload(monkeypatch
 
     with pytest.raises(ImproperlyConfigured, match=f"{VAR}=.* is not a rate like 120/min"):
         env_rate(VAR, "1/s")
+
+
+def test_env_choice_takes_one_of_its_choices_and_refuses_anything_else(monkeypatch):
+    monkeypatch.setenv(VAR, "WARNING")
+    assert env_choice(VAR, "INFO", ("INFO", "WARNING")) == "WARNING"
+
+    monkeypatch.setenv(VAR, "loud")
+    with pytest.raises(ImproperlyConfigured, match=f"{VAR}='loud' is not one of INFO, WARNING"):
+        env_choice(VAR, "INFO", ("INFO", "WARNING"))
 
 
 def test_env_str_refuses_a_missing_required_variable_naming_it(monkeypatch):
