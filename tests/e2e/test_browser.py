@@ -73,6 +73,15 @@ def open_page(browser, problems, expected_errors=()):
     return page
 
 
+def logged_in_page(browser, problems, base_url, username, path="/"):
+    """open_page, logged in as `username` (a context of its own), then at `path`."""
+    page = open_page(browser, problems)
+    log_in(page, base_url, username)
+    if path != "/":
+        page.goto(f"{base_url}{path}")
+    return page
+
+
 def log_in(page, base_url, username, screenshot=None):
     page.goto(f"{base_url}/login/")
     if screenshot:

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 from labeling.models import Photo, ReviewDecision
 from tests.factories import LabelFactory, PhotoFactory, PredictionFactory
 
-from .test_browser import WatchRequests, log_in, open_page
+from .test_browser import WatchRequests, log_in, logged_in_page, open_page
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -22,9 +22,7 @@ def test_enter_in_the_reason_field_saves_nothing_and_a_key_pressed_twice_saves_o
     first = PredictionFactory(photo__owner=member, label=monstera).photo
     second = PredictionFactory(photo__owner=member, label=monstera).photo
     problems = []
-    page = open_page(browser, problems)
-    log_in(page, live_server.url, "expert")
-    page.goto(f"{live_server.url}/review/{first.id}/")
+    page = logged_in_page(browser, problems, live_server.url, "expert", f"/review/{first.id}/")
 
     # Typing a rejection's reason and pressing Enter used to save the first label with it.
     page.fill("input[name=reason]", "blurry, not a plant")

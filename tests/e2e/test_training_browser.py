@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 from classifier.models import ModelVersion, TrainingRun
 from tests.factories import import_photos_on_both_sides_of_the_split
 
-from .test_browser import log_in, open_page
+from .test_browser import logged_in_page
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -21,10 +21,7 @@ def test_an_admin_starts_a_run_watches_progress_and_activates_the_new_version(
         training_worker, live_server, browser, staff, tmp_path):
     import_photos_on_both_sides_of_the_split(tmp_path, staff, per_label=8, seed=4)
     problems = []
-    page = open_page(browser, problems)
-    log_in(page, live_server.url, "staff")
-
-    page.goto(f"{live_server.url}/training/")
+    page = logged_in_page(browser, problems, live_server.url, "staff", "/training/")
     page.fill("#id_image_size", "32")
     page.fill("#id_epochs", "4")
     page.fill("#id_batch_size", "4")
