@@ -77,8 +77,8 @@ class Photo(models.Model):
     height = models.PositiveIntegerField(default=0)
     sha256 = models.CharField(max_length=64, db_index=True)  # of the bytes uploaded
     # Of the stored file, re-encoded without metadata: what an export holds. Importing the site's
-    # own export (or a file it served) is then known as a duplicate too. Blank for photos
-    # stored before 2026-12-01.
+    # own export (or a file it served) is then known as a duplicate too. Migration 0009 read it
+    # from the files of photos stored before; blank only where that file was missing.
     stored_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     synthetic = models.BooleanField(default=False, help_text="Generated demo image, not a real photo.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)

@@ -3,6 +3,7 @@ trip (export, import into an empty site, the same labelled set) that fastai read
 
 import csv
 import hashlib
+import importlib
 import io
 import zipfile
 from collections import Counter
@@ -345,3 +346,33 @@ def test_the_export_page_counts_what_the_zip_holds(site, staff, client):
 
     assert '<tr data-label="monstera"><td>monstera</td><td>3</td><td>4</td></tr>' in page
     assert 'action="/api/v1/exports/dataset.zip"' in page
+
+
+def test_photos_stored_before_stored_sha256_get_it_from_their_files(site, tmp_path):
+    from django.apps import apps
+
+    fill = importlib.import_module("labeling.migrations.0009_fill_stored_sha256").fill_stored_sha256
+    old = list(site.values())
+    Photo.objects.filter(id__in=[p.id for p in old]).update(stored_sha256="")  # as 0008 left them
+    gone = old[0]
+    gone.image.storage.delete(gone.image.name)
+
+    fill(apps, None)
+
+    for photo in old[1:]:
+        with photo.image.open("rb") as f:
+            assert Photo.objects.get(id=photo.id).stored_sha256 == hashlib.sha256(f.read()).hexdigest()
+    assert Photo.objects.get(id=gone.id).stored_sha256 == ""  # no file: nothing to compare
+
+
+def test_after_the_fill_importing_the_export_again_finds_the_old_photos_duplicates(site, tmp_path):
+    from django.apps import apps
+
+    call_command("export_dataset", str(tmp_path / "dataset.zip"), stdout=io.StringIO())
+    Photo.objects.filter(id__in=[p.id for p in site.values()]).update(sha256="0" * 64, stored_sha256="")
+    importlib.import_module("labeling.migrations.0009_fill_stored_sha256").fill_stored_sha256(apps, None)
+
+    out = io.StringIO()
+    call_command("import_photos", str(tmp_path / "dataset.zip"), owner="staff", stdout=out)
+
+    assert "Imported 0, skipped 6 duplicates" in out.getvalue()
