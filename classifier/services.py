@@ -147,9 +147,9 @@ def _train(run):
     confusion_png = settings.MODEL_ROOT / f"{stem}-confusion.png"
     top_losses_png = settings.MODEL_ROOT / f"{stem}-top-losses.png"
 
-    def on_progress(*, epoch, batch, total_batches, fraction, history=None):
-        fields = {"epoch": epoch, "batch": batch, "total_batches": total_batches, "progress": fraction,
-                  "heartbeat_at": timezone.now()}
+    def on_progress(*, epoch, total_epochs, batch, total_batches, fraction, history=None):
+        fields = {"epoch": epoch, "total_epochs": total_epochs, "batch": batch, "total_batches": total_batches,
+                  "progress": fraction, "heartbeat_at": timezone.now()}
         if history is not None:
             fields["history"] = history
         TrainingRun.objects.filter(id=run.id).update(**fields)

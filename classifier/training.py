@@ -143,8 +143,8 @@ def _make_callback(on_progress, should_cancel):
             self._last_report = now
             self._stop_if_cancelled()
             done = self.done_epochs + self.iter / max(1, self.n_iter)
-            on_progress(epoch=self.done_epochs + 1, batch=self.iter + 1, total_batches=self.n_iter,
-                        fraction=min(0.99, done / max(1, self.total_epochs)))
+            on_progress(epoch=self.done_epochs + 1, total_epochs=self.total_epochs, batch=self.iter + 1,
+                        total_batches=self.n_iter, fraction=min(0.99, done / max(1, self.total_epochs)))
 
         def after_epoch(self):
             self.done_epochs += 1
@@ -155,8 +155,9 @@ def _make_callback(on_progress, should_cancel):
             entry.update({n: _finite_or_none(v) for n, v in zip(names, values)})
             if self.record_history:
                 self.history.append(entry)
-            on_progress(epoch=self.done_epochs, batch=self.n_iter, total_batches=self.n_iter,
-                        fraction=min(0.99, self.done_epochs / max(1, self.total_epochs)), history=self.history)
+            on_progress(epoch=self.done_epochs, total_epochs=self.total_epochs, batch=self.n_iter,
+                        total_batches=self.n_iter, fraction=min(0.99, self.done_epochs / max(1, self.total_epochs)),
+                        history=self.history)
             self._stop_if_cancelled()
 
     return ProgressCallback()
@@ -200,6 +201,8 @@ def train(rows, options: TrainingOptions, export_path: Path, *, on_progress=lamb
     fits = 1 + (folds if folds >= 2 else 0)
     epochs_per_fit = options.epochs + (1 if _use_pretrained(options, []) else 0)
     progress = _make_callback(on_progress, should_cancel)
+    # Every epoch of every fit: fine_tune's frozen epoch and the cleaning folds' fits count too, so
+    # that the epoch shown never passes the total (the run was created with the epochs asked for).
     progress.total_epochs = fits * epochs_per_fit
 
     learn, pretrained = _fit(rows, labels, options, device, progress, log, workers)

@@ -49,6 +49,12 @@ def test_a_k_fold_cleaning_pass_gives_every_training_photo_an_out_of_sample_loss
     assert "2-fold" in run.log
 
 
+def test_the_epoch_count_includes_the_cleaning_folds_and_never_passes_the_total(labelled_photos, staff):
+    run = _train(staff, cleaning_folds=2)
+
+    assert (run.epoch, run.total_epochs) == (3, 3)  # the main fit and two folds of one epoch each
+
+
 def test_excluding_a_photo_keeps_it_but_leaves_it_out_of_the_next_run(labelled_photos, staff):
     first = _train(staff)
     photo = labelled_photos[1]
