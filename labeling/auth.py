@@ -13,14 +13,17 @@ from .throttling import LoginLimiter
 
 class LoginView(auth_views.LoginView):
     def post(self, request, *args, **kwargs):
-        limiter = LoginLimiter(request, request.POST.get("username"))
-        if limiter.blocked():
-            return render(request, self.template_name, {"form": self.get_form(), "rate_limited": limiter.message()},
+        self.limiter = LoginLimiter(request, request.POST.get("username"))
+        if self.limiter.blocked():
+            return render(request, self.template_name, {"form": self.get_form(), "rate_limited": self.limiter.message()},
                           status=429)
-        response = super().post(request, *args, **kwargs)
-        if not request.user.is_authenticated:
-            limiter.record_failure()
-        return response
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        # Counted from the form, not from request.user: someone already logged in stays logged in
+        # after a wrong guess at another account's password.
+        self.limiter.record_failure()
+        return super().form_invalid(form)
 
 
 def _username_of(data):

@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+import unicodedata
 
 from django.conf import settings
 from django.core.cache import cache
@@ -63,8 +64,10 @@ class LoginLimiter:
 
     def __init__(self, request, username):
         # The username is the client's text, of any length and any characters: the key holds
-        # its digest, so that it stays short and valid for every cache backend.
-        user = hashlib.sha256((username or "").strip().lower().encode("utf-8", "surrogatepass")).hexdigest()
+        # its digest, so that it stays short and valid for every cache backend. It is folded as
+        # the login form folds it (NFKC), so that "ｓｔａｆｆ" counts against "staff", which it logs in as.
+        folded = unicodedata.normalize("NFKC", (username or "").strip()).casefold()
+        user = hashlib.sha256(folded.encode("utf-8", "surrogatepass")).hexdigest()
         self.keys = [f"login-fail:user:{user}",
                      f"login-fail:addr:{request.META.get('REMOTE_ADDR', '')}"]
 

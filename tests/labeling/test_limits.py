@@ -173,3 +173,35 @@ def test_with_the_cache_down_logins_and_uploads_still_work_and_it_is_logged(memb
     assert login.status_code == 302
     assert upload.status_code == 201
     assert "not rate-limited" in caplog.text
+
+
+def test_a_logged_in_member_guessing_another_accounts_password_is_limited_too(member, staff, settings):
+    settings.LOGIN_MAX_FAILURES = 3
+    client = Client()
+    client.force_login(member)
+    _fail_logins(client, staff.username, 3)
+
+    response = client.post("/login/", {"username": staff.username, "password": PASSWORD})
+
+    assert response.status_code == 429
+    assert client.session["_auth_user_id"] == str(member.pk)
+
+
+def test_unicode_variants_of_a_username_count_against_the_account_they_log_in_as(staff, settings):
+    settings.LOGIN_MAX_FAILURES = 3
+    for variant in ("\uff53\uff54\uff41\uff46\uff46", "\u017ftaff", "STAFF"):  # fullwidth, long s, upper case
+        _fail_logins(Client(), variant, 1)
+
+    response = Client().post("/login/", {"username": staff.username, "password": PASSWORD})
+
+    assert response.status_code == 429
+
+
+def test_the_admins_own_login_form_is_not_served_the_sites_rate_limited_login_is(staff):
+    client = Client()
+
+    response = client.get("/admin/login/?next=/admin/")
+
+    assert (response.status_code, response["Location"]) == (302, "/login/?next=/admin/")
+    client.post("/admin/login/", {"username": staff.username, "password": PASSWORD})
+    assert "_auth_user_id" not in client.session  # nothing logs in there, limited or not
