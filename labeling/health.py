@@ -1,7 +1,11 @@
 """GET /healthz: the state of the database, the broker and the workers."""
 
+import logging
+
 from django.db import connection
 from django.http import JsonResponse
+
+logger = logging.getLogger(__name__)
 
 
 def _database():
@@ -41,7 +45,17 @@ def healthz(request):
             result = check()
             checks[name] = {"ok": True, **({"names": result} if result else {})}
         except Exception as exc:  # every failure is reported by name, none crashes the check
+            logger.warning("Health check: the %s is down: %s: %s", name, type(exc).__name__, exc)
             checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
             down.append(name)
+    if not _shows_details(request, down):
+        checks = {name: {"ok": check["ok"]} for name, check in checks.items()}
     body = {"status": "ok" if not down else "down", "down": down, "checks": checks}
     return JsonResponse(body, status=200 if not down else 503)
+
+
+def _shows_details(request, down):
+    """Errors name hosts, ports, databases and worker nodes: staff see them, anyone else (a
+    load balancer, a monitor) sees what is up and what is down; the log has the errors. Who asks
+    is known only from the database, so with it down nobody is shown them."""
+    return "database" not in down and request.user.is_staff
