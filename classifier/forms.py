@@ -1,6 +1,6 @@
 from django import forms
 
-from .training import ARCHITECTURES, TrainingOptions
+from .training import ARCHITECTURES, LEARNING_RATE_MAX, LEARNING_RATE_MIN, TrainingOptions
 
 _DEFAULTS = TrainingOptions()
 
@@ -10,7 +10,8 @@ class TrainingForm(forms.Form):
     image_size = forms.IntegerField(min_value=16, max_value=1024, initial=_DEFAULTS.image_size)
     epochs = forms.IntegerField(min_value=1, max_value=100, initial=_DEFAULTS.epochs)
     batch_size = forms.IntegerField(min_value=1, max_value=512, initial=_DEFAULTS.batch_size)
-    learning_rate = forms.FloatField(required=False, initial=_DEFAULTS.learning_rate,
+    learning_rate = forms.FloatField(required=False, min_value=LEARNING_RATE_MIN, max_value=LEARNING_RATE_MAX,
+                                     initial=_DEFAULTS.learning_rate,
                                      help_text="Leave empty to use the learning-rate finder.")
     pretrained = forms.BooleanField(required=False, initial=_DEFAULTS.pretrained,
                                     help_text="Use local pretrained weights when they are in the torch cache.")

@@ -20,6 +20,10 @@ ARCHITECTURES = ("resnet18", "resnet34", "xresnet18", "xresnet34")
 PRETRAINABLE = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights"}
 
 
+# The API's serializer and the page's form take their bounds from here.
+LEARNING_RATE_MIN, LEARNING_RATE_MAX = 1e-7, 9.99
+
+
 @dataclass
 class TrainingOptions:
     architecture: str = "resnet18"
@@ -43,8 +47,9 @@ class TrainingOptions:
             raise ValueError("batch_size must be between 1 and 512.")
         if int(self.cleaning_folds) not in (0, *range(2, 11)):
             raise ValueError("cleaning_folds must be 0 (off) or between 2 and 10.")
-        if self.learning_rate is not None and not 0 < float(self.learning_rate) < 10:
-            raise ValueError("learning_rate must be a positive number below 10, or null for the finder.")
+        if self.learning_rate is not None and not LEARNING_RATE_MIN <= float(self.learning_rate) <= LEARNING_RATE_MAX:
+            raise ValueError(f"learning_rate must be between {LEARNING_RATE_MIN:g} and {LEARNING_RATE_MAX:g}, "
+                             "or null for the finder.")
 
     @classmethod
     def from_dict(cls, data):

@@ -1,6 +1,6 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
@@ -132,8 +132,17 @@ def model_version_clean_photo(request, pk, photo_id):
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Photo {photo_id}: {request.POST.get('action')} recorded.")
-    return redirect(request.POST.get("next") if url_has_allowed_host_and_scheme(
-        request.POST.get("next"), allowed_hosts={request.get_host()}) else reverse("model-version-cleaner", args=[pk]))
+    return HttpResponseRedirect(_local_path(request, request.POST.get("next"))
+                                or reverse("model-version-cleaner", args=[pk]))
+
+
+def _local_path(request, raw):
+    """`next` when it is a path on this site, else None. A bare word such as "cleaner" passes
+    Django's host check, and redirect() would have taken it for a URL name."""
+    if raw and raw.startswith("/") and url_has_allowed_host_and_scheme(
+            raw, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return raw
+    return None
 
 
 @login_required

@@ -161,3 +161,21 @@ def test_a_relabel_from_a_cleaner_page_loaded_before_an_experts_correction_is_re
     photo.refresh_from_db()
     assert photo.final_label == spider
     assert not PhotoEvent.objects.filter(photo=photo).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("next_url, expected", [
+    ("cleaner", None), ("logout", None), ("//evil.example/x", None), ("https://evil.example/", None),
+    ("/models/?page=2", "/models/?page=2"),
+])
+def test_a_cleaning_action_goes_back_only_to_a_path_on_this_site(expert, member, active_model, next_url, expected):
+    from tests.factories import PhotoFactory
+
+    photo = PhotoFactory(owner=member)
+    client = Client()
+    client.force_login(expert)
+
+    response = client.post(f"/models/{active_model.id}/cleaner/{photo.id}/", {"action": "exclude", "next": next_url})
+
+    assert response.status_code == 302
+    assert response["Location"] == (expected or f"/models/{active_model.id}/cleaner/")

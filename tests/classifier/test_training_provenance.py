@@ -151,3 +151,19 @@ def test_the_run_page_shows_the_data_sources_used(db, staff):
     page = client.get(f"/training/{without.id}/").content.decode()
     assert "human-verified only (model labels excluded)" in page
     assert "audit 1, import 4" in page
+
+
+@pytest.mark.parametrize("rate", ["1e-9", "10"])
+def test_the_training_form_refuses_a_learning_rate_the_api_refuses_too(db, staff, api_for, rate):
+    client = Client()
+    client.force_login(staff)
+    form = {"architecture": "resnet18", "image_size": 32, "epochs": 1, "batch_size": 8, "learning_rate": rate,
+            "cleaning_folds": 0}
+
+    with mock.patch.object(services, "_enqueue_training"):
+        page = client.post("/training/", form)
+        api = api_for(staff).post("/api/v1/training-runs/", {**TINY, "learning_rate": float(rate)}, format="json")
+
+    assert page.status_code == 200 and page.context["form"].errors["learning_rate"]
+    assert api.status_code == 400 and "learning_rate" in api.json()
+    assert not TrainingRun.objects.exists()
