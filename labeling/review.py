@@ -31,8 +31,8 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .models import Label, Photo, ReviewDecision, is_expert
-from .services import ReviewConflict, UnknownLabel
+from .models import Photo, ReviewDecision, is_expert
+from .services import ReviewConflict, label_to_give
 
 CORRECTION = "correction"
 AUDIT_REASON = "Picked at random for an expert's check: an expert will decide."
@@ -174,12 +174,7 @@ def review_release(photo_id: int, expert) -> bool:
 
 
 def _label_or_raise(label_name, reject):
-    if reject:
-        return None
-    label = Label.objects.filter(name=label_name).first() if label_name else None
-    if label is None:
-        raise UnknownLabel(f"Unknown label {label_name!r}.")
-    return label
+    return None if reject else label_to_give(label_name)
 
 
 @transaction.atomic

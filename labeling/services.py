@@ -32,6 +32,19 @@ class UnknownLabel(Exception):
     pass
 
 
+def label_to_give(label_name) -> Label:
+    """The label a person gives a photo (a decision, a correction, a relabel): one that exists
+    and is not retired. Call it in a transaction: the row stays locked until it ends, so that
+    label_delete (which locks it too) cannot delete it between this check and the row that will
+    refer to it."""
+    label = Label.objects.select_for_update(no_key=True).filter(name=label_name).first() if label_name else None
+    if label is None:
+        raise UnknownLabel(f"Unknown label {label_name!r}.")
+    if label.retired:
+        raise UnknownLabel(f"The label {label.name!r} is retired; choose another one.")
+    return label
+
+
 def _enqueue_prediction(photo_id):
     from .tasks import photo_predict_task
 
@@ -372,9 +385,7 @@ def photo_clean(*, photo_id: int, user, action: str, label_name: str | None = No
     before = photo.final_label
     after = before
     if action == PhotoEvent.Action.RELABEL:
-        after = Label.objects.filter(name=label_name).first()
-        if after is None:
-            raise UnknownLabel(f"Unknown label {label_name!r}.")
+        after = label_to_give(label_name)
         if photo.status != Photo.Status.FINAL:
             raise CleaningError("Only photos with a final label can be relabelled here; review the others.")
         if seen_decided_at is not None and photo.decided_at != seen_decided_at:

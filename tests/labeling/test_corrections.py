@@ -276,3 +276,20 @@ def test_a_photo_awaiting_review_has_no_correction_form(member, expert, labels):
     photo = PhotoFactory(owner=member, status=Photo.Status.NEEDS_REVIEW)
 
     assert 'id="correct-form"' not in page_client(expert).get(f"/photos/{photo.id}/history/").content.decode()
+
+
+def test_a_retired_label_is_refused_by_decisions_corrections_and_relabels(auto_accepted, member, expert, labels,
+                                                                            api_for):
+    labels["dieffenbachia"].retired = True
+    labels["dieffenbachia"].save()
+    queued = PredictionFactory(photo__owner=member, label=labels["monstera"]).photo
+
+    decided = api_for(expert).post(f"/api/v1/photos/{queued.id}/review/", {"label": "dieffenbachia"}, format="json")
+    corrected = api_for(expert).post(correct_url(auto_accepted), {"label": "dieffenbachia"}, format="json")
+    with pytest.raises(services.UnknownLabel, match="retired"):
+        services.photo_clean(photo_id=auto_accepted.id, user=expert, action="relabel", label_name="dieffenbachia")
+
+    assert decided.status_code == 400 and "retired" in str(decided.json())
+    assert corrected.status_code == 400 and "retired" in str(corrected.json())
+    assert Photo.objects.get(id=queued.id).status == Photo.Status.NEEDS_REVIEW
+    assert Photo.objects.get(id=auto_accepted.id).final_label == labels["monstera"]
