@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
 from contextlib import contextmanager
@@ -133,13 +134,18 @@ def _train(run):
     # The model reads each photo's working copy when it has one (labeling.models.Photo.model_input_path).
     paths = {p.id: p.model_input_path
              for p in Photo.objects.filter(id__in=[r[0] for r in rows]).only("id", "image", "working_image")}
+    # A photo whose file is gone (removed by hand, a disk restored without it) is left out and
+    # named: one lost file used to fail every run until someone found it.
+    missing = [r[0] for r in rows if r[0] not in paths or not os.path.exists(paths[r[0]])]
+    rows = [r for r in rows if r[0] not in set(missing)]
     # Provenance: how many photos of each label source the run uses, kept with its metrics.
     sources = {"data_sources": training_source_counts([r[0] for r in rows]),
-               "include_model_labels": include_model_labels}
+               "include_model_labels": include_model_labels, "missing_files": missing}
     run.data = rows
     run.data_hash = data_hash(rows)
     run.metrics = sources
-    run.save(update_fields=["data", "data_hash", "metrics"])
+    run.log = f"Left out {len(missing)} photo(s) whose file is missing: {missing}." if missing else ""
+    run.save(update_fields=["data", "data_hash", "metrics", "log"])
     fit_rows = [(str(paths[pid]), label, valid) for pid, label, valid in rows]
     settings.MODEL_ROOT.mkdir(parents=True, exist_ok=True)
     stem = f"model-{run.id}-{uuid.uuid4().hex[:8]}"
@@ -200,7 +206,7 @@ def _register(run_id, result, options, rows, sources, files):
     run.metrics = {**result.metrics, **sources}
     run.history = result.history
     run.device = result.device[:32]
-    run.log = "\n".join(result.log)
+    run.log = "\n".join([run.log, *result.log] if run.log else result.log)
     run.save()
     _finish(run, TrainingRun.Status.SUCCEEDED, "")
     if run.options.get("activate"):

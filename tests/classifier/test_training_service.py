@@ -426,3 +426,16 @@ def test_the_heartbeat_goes_on_through_steps_without_training_batches(monkeypatc
     assert seen[1] > seen[0]
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.FAILED and run.error == "RuntimeError: stopped here"
+
+
+def test_a_photo_whose_file_is_missing_is_left_out_and_named_and_the_run_still_succeeds(db, staff, labelled_photos):
+    lost = Photo.objects.order_by("id")[1]
+    lost.image.storage.delete(lost.image.name)
+    run = training_run_start(user=staff, options=TINY, enqueue=False)
+
+    run = training_run_execute(run.id)
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert lost.id not in [pid for pid, _, _ in run.data] and len(run.data) == 11
+    assert run.metrics["missing_files"] == [lost.id]
+    assert run.log.startswith(f"Left out 1 photo(s) whose file is missing: [{lost.id}].")
