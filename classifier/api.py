@@ -64,10 +64,13 @@ class ModelVersionListApi(generics.ListAPIView):
 class ModelVersionActivateApi(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(request=None, responses={200: ModelVersionSerializer})
+    @extend_schema(request=None, responses={200: ModelVersionSerializer, 409: None})
     def post(self, request, pk):
         version = generics.get_object_or_404(selectors.model_versions(), pk=pk)
-        version = services.model_version_activate(version_id=version.id)
+        try:
+            version = services.model_version_activate(version_id=version.id)
+        except services.ModelVersionUnusable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(ModelVersionSerializer(version).data)
 
 
@@ -85,7 +88,7 @@ class ModelVersionShadowApi(APIView):
         body.is_valid(raise_exception=True)
         try:
             version = services.model_version_shadow(version_id=version.id, enabled=body.validated_data["enabled"])
-        except services.ShadowError as exc:
+        except (services.ShadowError, services.ModelVersionUnusable) as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(ModelVersionSerializer(version).data)
 

@@ -298,9 +298,27 @@ def _lock_registry():
     list(ModelVersion.objects.select_for_update().order_by("id").values_list("id", flat=True))
 
 
+class ModelVersionUnusable(Exception):
+    """The version's file is missing, or is not the file that was registered."""
+
+
+def _check_file(version):
+    """Activated or shadowed with a file that is gone, a version would fail every new photo."""
+    try:
+        intact = file_sha256(version.path) == version.sha256
+    except OSError:
+        intact = False
+    if not intact:
+        logger.warning("Model version %s: %s is missing or its sha256 differs.", version.id, version.path)
+        raise ModelVersionUnusable(f"Model version {version.id}'s file is missing or is not the file that was "
+                                   "registered: it cannot predict.")
+
+
 @transaction.atomic
 def model_version_activate(*, version_id: int) -> ModelVersion:
-    """Make one version the active model (also how an admin rolls back to an earlier one)."""
+    """Make one version the active model (also how an admin rolls back to an earlier one).
+    Raises ModelVersionUnusable when its file cannot be used."""
+    _check_file(ModelVersion.objects.get(id=version_id))
     _lock_registry()
     version = ModelVersion.objects.get(id=version_id)
     ModelVersion.objects.filter(is_active=True).exclude(id=version_id).update(is_active=False)
@@ -324,6 +342,7 @@ def model_version_shadow(*, version_id: int, enabled: bool = True) -> ModelVersi
     if enabled:
         if version.is_active:
             raise ShadowError("The active version cannot also run in shadow mode.")
+        _check_file(version)
         ModelVersion.objects.filter(is_shadow=True).exclude(id=version_id).update(is_shadow=False)
     version.is_shadow = enabled
     version.save(update_fields=["is_shadow"])

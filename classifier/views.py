@@ -75,7 +75,7 @@ def model_version_shadow(request, pk):
     enabled = request.POST.get("enabled") == "1"
     try:
         services.model_version_shadow(version_id=version.id, enabled=enabled)
-    except services.ShadowError as exc:
+    except (services.ShadowError, services.ModelVersionUnusable) as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Model version {version.id} {'now runs' if enabled else 'no longer runs'} "
@@ -87,8 +87,12 @@ def model_version_shadow(request, pk):
 @require_POST
 def model_version_activate(request, pk):
     version = get_object_or_404(selectors.model_versions(), pk=pk)
-    services.model_version_activate(version_id=version.id)
-    messages.success(request, f"Model version {version.id} is now active.")
+    try:
+        services.model_version_activate(version_id=version.id)
+    except services.ModelVersionUnusable as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Model version {version.id} is now active.")
     return redirect("model-versions")
 
 

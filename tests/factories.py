@@ -1,4 +1,6 @@
+import hashlib
 import io
+import uuid
 
 import factory
 from django.contrib.auth.models import Group, User
@@ -58,13 +60,27 @@ class TrainingRunFactory(factory.django.DjangoModelFactory):
     holds_slot = None
 
 
+# A registry entry's file: it exists and matches its sha256, so the version may be activated,
+# but it is no model (a test that predicts uses the tiny_model_file fixture).
+MODEL_FILE_BYTES = b"not a model"
+
+
+def _model_file():
+    from django.conf import settings
+
+    settings.MODEL_ROOT.mkdir(parents=True, exist_ok=True)
+    name = f"factory-{uuid.uuid4().hex[:8]}.pkl"
+    (settings.MODEL_ROOT / name).write_bytes(MODEL_FILE_BYTES)
+    return name
+
+
 class ModelVersionFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = ModelVersion
 
-    file = "missing.pkl"
-    sha256 = "0" * 64
-    size = 1
+    file = factory.LazyFunction(_model_file)
+    sha256 = hashlib.sha256(MODEL_FILE_BYTES).hexdigest()
+    size = len(MODEL_FILE_BYTES)
     labels = ["monstera", "spider_plant"]
     architecture = "resnet18"
     image_size = 64

@@ -13,7 +13,7 @@ from classifier.inference import file_sha256
 from classifier.models import ModelVersion, ShadowPrediction
 from labeling import services as labeling_services
 from labeling.models import Photo
-from tests.factories import jpeg_bytes
+from tests.factories import ModelVersionFactory, jpeg_bytes
 
 
 @pytest.fixture
@@ -87,8 +87,7 @@ def test_activating_a_shadow_version_ends_its_shadow_mode_and_rollback_is_one_ca
 
 
 def test_only_one_version_runs_in_shadow_mode(shadow_version, active_model, settings):
-    other = ModelVersion.objects.create(file="x.pkl", sha256="0" * 64, size=1, labels=[], architecture="resnet18",
-                                        image_size=32)
+    other = ModelVersionFactory()
 
     services.model_version_shadow(version_id=other.id)
 
@@ -199,3 +198,27 @@ def test_photos_left_out_of_training_are_left_out_of_the_comparison(validation_s
 
 def test_anonymous_users_cannot_compare(db):
     assert Client().get("/models/compare/").status_code == 302
+
+
+@pytest.mark.parametrize("damage", ["delete", "overwrite"])
+def test_a_version_whose_file_is_gone_or_changed_cannot_be_activated_or_shadowed(db, staff, api_for, active_model,
+                                                                                  damage):
+    other = ModelVersionFactory()
+    if damage == "delete":
+        other.path.unlink()
+    else:
+        other.path.write_bytes(b"something else")
+
+    activate = api_for(staff).post(f"/api/v1/models/{other.id}/activate/")
+    shadow = api_for(staff).post(f"/api/v1/models/{other.id}/shadow/", {"enabled": True}, format="json")
+    client = Client()
+    client.force_login(staff)
+    page = client.post(f"/models/{other.id}/activate/", follow=True).content.decode()
+
+    assert activate.status_code == 409 and shadow.status_code == 409
+    assert activate.json()["detail"] == (f"Model version {other.id}'s file is missing or is not the file that was "
+                                         "registered: it cannot predict.")
+    assert str(other.path.parent) not in activate.json()["detail"]
+    assert "cannot predict" in page
+    assert list(ModelVersion.objects.filter(is_active=True)) == [active_model]
+    assert not ModelVersion.objects.filter(is_shadow=True).exists()
