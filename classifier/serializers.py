@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from .models import ModelVersion, TrainingRun
-from .training import ARCHITECTURES
+from .training import ARCHITECTURES, LEARNING_RATE_MAX, LEARNING_RATE_MIN
 
 
 class TrainingOptionsSerializer(serializers.Serializer):
@@ -9,7 +9,8 @@ class TrainingOptionsSerializer(serializers.Serializer):
     image_size = serializers.IntegerField(min_value=16, max_value=1024, required=False)
     epochs = serializers.IntegerField(min_value=1, max_value=100, required=False)
     batch_size = serializers.IntegerField(min_value=1, max_value=512, required=False)
-    learning_rate = serializers.FloatField(min_value=1e-7, max_value=9.99, required=False, allow_null=True)
+    learning_rate = serializers.FloatField(min_value=LEARNING_RATE_MIN, max_value=LEARNING_RATE_MAX, required=False,
+                                           allow_null=True)
     pretrained = serializers.BooleanField(required=False)
     cleaning_folds = serializers.IntegerField(min_value=0, max_value=10, required=False,
                                               help_text="0 (off) or 2-10: k-fold out-of-sample losses for cleaning.")
@@ -23,12 +24,17 @@ class TrainingOptionsSerializer(serializers.Serializer):
 
 class TrainingRunSerializer(serializers.ModelSerializer):
     model_version = serializers.PrimaryKeyRelatedField(read_only=True)
+    # How many photos the run trains on (its frozen data, set when it starts), without the list itself.
+    data_count = serializers.SerializerMethodField()
 
     class Meta:
         model = TrainingRun
         fields = ["id", "status", "progress", "epoch", "total_epochs", "batch", "total_batches", "metrics",
-                  "history", "model_version", "options", "device", "error", "log", "data_hash",
+                  "history", "model_version", "options", "device", "error", "log", "data_count", "data_hash",
                   "created_at", "started_at", "finished_at"]
+
+    def get_data_count(self, run) -> int:
+        return len(run.data)
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):

@@ -138,18 +138,36 @@ function photoCard(photo) {
   return li;
 }
 
-async function uploadFile(form, file) {
+// One line per refused file: several files go at once, and each refusal must stay readable.
+function showUploadError(file, message) {
   const error = document.getElementById("upload-error");
+  const line = document.createElement("div");
+  line.textContent = `${file.name}: ${message}`;
+  error.append(line);
+  error.classList.remove("hidden");
+}
+
+function clearUploadErrors() {
+  const error = document.getElementById("upload-error");
+  error.replaceChildren();
+  error.classList.add("hidden");
+}
+
+async function uploadFile(form, file) {
   const data = new FormData();
   data.append("image", file);
-  const response = await fetch(form.dataset.api, {
-    method: "POST", body: data, headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
-  });
+  let response;
+  try {
+    response = await fetch(form.dataset.api, {
+      method: "POST", body: data, headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
+    });
+  } catch (err) {
+    showUploadError(file, "network error, not uploaded.");
+    return;
+  }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
-    const message = (body.image && body.image[0]) || body.detail || `Upload failed (${response.status}).`;
-    error.textContent = `${file.name}: ${message}`;
-    error.classList.remove("hidden");
+    showUploadError(file, (body.image && body.image[0]) || body.detail || `Upload failed (${response.status}).`);
     return;
   }
   const list = document.getElementById("photo-list");
@@ -177,7 +195,7 @@ function setUpUpload() {
   if (!form) return;
   const input = form.querySelector("input[type=file]");
   const send = (files) => {
-    document.getElementById("upload-error").classList.add("hidden");
+    clearUploadErrors();
     Array.from(files).forEach((file) => uploadFile(form, file));
   };
   acceptFiles(form, input, send);
@@ -197,58 +215,113 @@ function setUpReviewKeys() {
     if (e.key === "n" && next) { e.preventDefault(); window.location = next.href; return; }
     // The queue's "Start reviewing" claims the next photo and opens it.
     if (e.key === "s" && start && !start.disabled) { e.preventDefault(); start.click(); return; }
-    const button = form && form.querySelector(`button[data-key="${e.key}"]`);
+    const button = form && form.querySelector(`button[data-key="${CSS.escape(e.key)}"]`);
     if (button) { e.preventDefault(); button.click(); }
   });
 }
 
 function drawLossCurve(svg, history) {
   const series = [["train_loss", "#2a7"], ["valid_loss", "#c52"]];
-  const values = history.flatMap((h) => series.map(([k]) => h[k])).filter((v) => typeof v === "number");
+  const values = history.flatMap((h) => series.map(([k]) => h[k])).filter(Number.isFinite);
   if (!values.length) return;
   const max = Math.max(...values) * 1.1 || 1;
   const n = Math.max(history.length - 1, 1);
-  svg.innerHTML = series.map(([key, colour]) => {
-    const points = history.map((h, i) => `${10 + (380 * i) / n},${140 - (130 * (h[key] || 0)) / max}`).join(" ");
-    return `<polyline fill="none" stroke="${colour}" stroke-width="2" points="${points}"><title>${key}</title></polyline>`;
-  }).join("") + `<text x="12" y="12" font-size="10">train (green) / valid (red) loss, max ${max.toFixed(2)}</text>`;
+  const at = (i, value) => [10 + (380 * i) / n, 140 - (130 * value) / max];
+  svg.innerHTML = series.map(([key, colour]) => lossSeries(history, key, colour, at)).join("")
+    + `<text x="12" y="12" font-size="10">train (green) / valid (red) loss, max ${max.toFixed(2)}</text>`;
+}
+
+// One loss series: a marker per epoch (a single epoch is a point, which a line cannot show), and
+// lines between consecutive epochs. A diverged epoch's loss is stored as null: the line breaks
+// there instead of plunging to 0, which would read as a perfect epoch.
+function lossSeries(history, key, colour, at) {
+  const segments = [[]];
+  const markers = [];
+  history.forEach((h, i) => {
+    if (!Number.isFinite(h[key])) { segments.push([]); return; }
+    const [x, y] = at(i, h[key]);
+    segments[segments.length - 1].push(`${x},${y}`);
+    markers.push(`<circle cx="${x}" cy="${y}" r="2.5" fill="${colour}"></circle>`);
+  });
+  const lines = segments.filter((points) => points.length > 1).map((points) =>
+    `<polyline fill="none" stroke="${colour}" stroke-width="2" points="${points.join(" ")}"></polyline>`);
+  return `<g data-series="${key}"><title>${key}</title>${lines.join("")}${markers.join("")}</g>`;
+}
+
+// The training page asks for its run every second while it is queued or running. Answers that
+// asking again cannot change end the loop with a word in the page; other failures (a restart,
+// a network blip) are asked about again, less and less often, so a down server is not hammered.
+const TRAINING_POLL_MS = 1000;
+const TRAINING_BACKOFF_MAX_MS = 30000;
+const TRAINING_STOPS = {
+  401: "You are logged out: reload the page after logging in.",
+  403: "You are no longer allowed to see this run: reload the page after logging in as an admin.",
+  404: "This run no longer exists.",
+};
+const TRAINING_DONE = ["succeeded", "failed", "cancelled"];
+
+function renderTrainingRun(box, run) {
+  const set = (role, value) => { const el = box.querySelector(`[data-role=${role}]`); if (el) el.textContent = value; };
+  box.dataset.status = run.status;
+  set("status", run.status);
+  set("device", run.device);
+  set("epoch", run.epoch);
+  set("total-epochs", run.total_epochs);
+  set("batch", run.batch);
+  set("total-batches", run.total_batches);
+  box.querySelector("[data-role=progress]").value = run.progress;
+  set("progress-text", `${Math.round(run.progress * 100)}%`);
+  set("log", run.log);
+  // The run's data is frozen when it starts running, after this page was served.
+  set("data-count", run.data_count);
+  set("data-hash", run.data_hash || "—");
+  set("source-counts", sourceCountsText((run.metrics || {}).data_sources));
+  drawLossCurve(box.querySelector("[data-role=loss-curve]"), run.history || []);
+  showTrainingError(box, run.error);
+  if (run.model_version) {
+    box.querySelector("[data-role=model-version]").innerHTML =
+      `Created <a href="/models/">model version ${run.model_version}</a>.`;
+  }
+}
+
+// As classifier/views.py's training_run lists them: by source, ": import 3, expert 2".
+function sourceCountsText(sources) {
+  const counts = Object.entries(sources || {}).sort(([a], [b]) => (a < b ? -1 : 1));
+  return counts.length ? `: ${counts.map(([source, count]) => `${source} ${count}`).join(", ")}` : "";
+}
+
+function showTrainingError(box, message) {
+  const error = box.querySelector("[data-role=error]");
+  error.textContent = message;
+  error.classList.toggle("hidden", !message);
 }
 
 async function pollTrainingRun() {
   const box = document.getElementById("training-run");
   if (!box) return;
-  const set = (role, value) => { const el = box.querySelector(`[data-role=${role}]`); if (el) el.textContent = value; };
-  const done = ["succeeded", "failed", "cancelled"];
+  let failures = 0;  // in a row: each one doubles the pause
   while (true) {
+    let status = 0;
+    let run = null;
     try {
       const response = await fetch(box.dataset.api, { headers: { Accept: "application/json" } });
-      if (response.ok) {
-        const run = await response.json();
-        box.dataset.status = run.status;
-        set("status", run.status);
-        set("device", run.device);
-        set("epoch", run.epoch);
-        set("batch", run.batch);
-        set("total-batches", run.total_batches);
-        box.querySelector("[data-role=progress]").value = run.progress;
-        set("progress-text", `${Math.round(run.progress * 100)}%`);
-        set("log", run.log);
-        drawLossCurve(box.querySelector("[data-role=loss-curve]"), run.history || []);
-        const error = box.querySelector("[data-role=error]");
-        error.textContent = run.error;
-        error.classList.toggle("hidden", !run.error);
-        if (run.model_version) {
-          box.querySelector("[data-role=model-version]").innerHTML =
-            `Created <a href="/models/">model version ${run.model_version}</a>.`;
-        }
-        if (done.includes(run.status)) {
-          const cancel = box.querySelector("[data-role=cancel]");
-          if (cancel) cancel.closest("form").remove();
-          return;
-        }
+      status = response.status;
+      if (response.ok) run = await response.json();
+    } catch (err) { /* a network blip, or not JSON (a proxy's error page): asked again below */ }
+    if (TRAINING_STOPS[status]) {
+      showTrainingError(box, TRAINING_STOPS[status]);
+      return;
+    }
+    if (run) {
+      renderTrainingRun(box, run);
+      if (TRAINING_DONE.includes(run.status)) {
+        const cancel = box.querySelector("[data-role=cancel]");
+        if (cancel) cancel.closest("form").remove();
+        return;
       }
-    } catch (err) { /* try again */ }
-    await new Promise((r) => setTimeout(r, 1000));
+    }
+    failures = run ? 0 : failures + 1;
+    await new Promise((r) => setTimeout(r, Math.min(TRAINING_POLL_MS * 2 ** failures, TRAINING_BACKOFF_MAX_MS)));
   }
 }
 
