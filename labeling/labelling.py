@@ -8,7 +8,8 @@ a live assignment on (a lease of LABELLING_LEASE_SECONDS) while any other is ava
 candidate row is locked with SKIP LOCKED and checked again once locked, so two labellers asking
 at the same moment are served different photos. Each photo gets up to LABELLING_OVERLAP votes;
 with the last one the photo is decided: all the same label → final, source consensus; all "not
-a plant / unusable" → rejected; otherwise it goes to the experts as an adjudication.
+a plant / unusable" → rejected; otherwise it goes to the experts as an adjudication. Each
+outcome is recorded (LabellingOutcome) for the photo's history.
 
 Labels. A label in use is retired, never deleted; a retired label is hidden from the buttons
 (selectors.labels_all) and kept on the photos decided with it.
@@ -23,14 +24,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
-from django.db.models import ProtectedError, RestrictedError
+from django.db.models import ProtectedError, Q, RestrictedError
 from django.utils import timezone
 
 from . import selectors
 from .image_checks import ImageRejected
-from .models import Label, LabellingAssignment, LabelVote, Photo
-from .services import ImportReport, UnknownLabel, photo_import_one
+from .models import Label, LabellingAssignment, LabellingOutcome, LabelVote, Photo
+from .services import ImportReport, label_to_give, photo_import_one
 
 UNUSABLE = "not a plant / unusable"
 MAX_EXAMPLES = 6
@@ -58,10 +60,66 @@ def lease() -> timedelta:
 
 
 def _lock_first(qs):
-    """Lock the first row of `qs`, passing over rows another transaction holds (PostgreSQL)."""
-    if connection.features.has_select_for_update_skip_locked:
-        qs = qs.select_for_update(skip_locked=True, of=("self",))
-    return qs.values_list("id", "skipped", "busy").first()
+    """Lock the first row of `qs`, passing over rows another transaction holds (PostgreSQL).
+
+    When another transaction holds every one (another labeller being served, a vote being
+    saved), wait for the first: it may still need labels once they commit, and "nothing left"
+    would be wrong. The caller checks the row again once it has the lock.
+    """
+    rows = qs.values_list("id", "skipped", "busy")
+    if not connection.features.has_select_for_update_skip_locked:
+        return rows.first()
+    return (rows.select_for_update(skip_locked=True, of=("self",)).first()
+            or rows.select_for_update(of=("self",)).first())
+
+
+def _one_request_at_a_time(user):
+    """Serialise one labeller's requests (two tabs asking at once): each would otherwise be
+    assigned a photo of its own. FOR NO KEY UPDATE, as it conflicts only with itself and updates
+    of the row, not with rows that refer to the user (their votes). A no-op on SQLite, which
+    runs one writing transaction at a time anyway."""
+    list(get_user_model().objects.select_for_update(no_key=True).filter(pk=user.pk).values_list("pk"))
+
+
+def _settle_when_overdue(photo, votes, overlap):
+    """A photo with all its votes but undecided (LABELLING_OVERLAP was lowered after it got them)
+    is decided by the votes it has. `photo` is locked."""
+    if len(votes) >= overlap and photo.open_to_labelling:
+        _settle(photo, votes)
+
+
+def _settle_overdue_photos(overlap):
+    for photo_id in selectors.photos_with_all_votes_undecided(overlap=overlap).values_list("id", flat=True):
+        photo = Photo.objects.select_for_update().filter(id=photo_id).first()
+        if photo is not None:  # checked again under the lock: a vote may have decided it meanwhile
+            _settle_when_overdue(photo, _votes_of(photo), overlap)
+
+
+class _CandidateChanged(Exception):
+    """The candidate locked was taken or finished between our read and our lock."""
+
+
+def _lock_best_candidate(user, *, now, exclude_ids):
+    """The id of the best candidate for `user`, locked and checked again since, or None when
+    nothing is left."""
+    for _ in range(20):  # each retry means another labeller changed a candidate meanwhile
+        candidates = selectors.labelling_candidates(user, now=now, exclude_ids=exclude_ids)
+        try:
+            # A savepoint: a candidate passed over is unlocked again, so that a labeller waiting
+            # in _lock_first never holds a row that another one waits for (a deadlock).
+            with transaction.atomic():
+                row = _lock_first(candidates)
+                if row is None:
+                    return None
+                photo_id, skipped, busy = row
+                # Read again: a statement that starts after we hold the lock sees every commit
+                # made before we got it, such as another labeller's assignment.
+                if candidates.filter(id=photo_id).values_list("skipped", "busy").first() != (skipped, busy):
+                    raise _CandidateChanged  # taken or finished meanwhile: its rank changed
+                return photo_id
+        except _CandidateChanged:
+            continue
+    return None
 
 
 def _before_assign(photo_id):
@@ -74,8 +132,11 @@ def labelling_next(user, *, exclude_ids=()) -> Photo | None:
     A live assignment of theirs is served again (a reload does not skip a photo). Otherwise the
     best candidate is locked, checked again with a fresh read (a concurrent labeller may have
     taken it between our read and our lock), and assigned to `user` until now + the lease.
+    Photos left undecided with all their votes (the overlap was lowered) are decided first.
     """
     with transaction.atomic():
+        _one_request_at_a_time(user)
+        _settle_overdue_photos(settings.LABELLING_OVERLAP)
         now = timezone.now()
         # Housekeeping: the user's lapsed or skipped leases on photos that need no more labels.
         (LabellingAssignment.objects.filter(user=user, expires_at__lte=now)
@@ -87,25 +148,16 @@ def labelling_next(user, *, exclude_ids=()) -> Photo | None:
         if mine is not None:
             LabellingAssignment.objects.filter(id=mine.id).update(expires_at=now + lease())
             return Photo.objects.get(id=mine.photo_id)
-        for _ in range(20):  # each retry means another labeller changed a candidate meanwhile
-            candidates = selectors.labelling_candidates(user, now=now, exclude_ids=exclude_ids)
-            row = _lock_first(candidates)
-            if row is None:
-                return None
-            photo_id, skipped, busy = row
-            # Read again: a statement that starts after we hold the lock sees every commit made
-            # before we got it, such as another labeller's assignment.
-            fresh = candidates.filter(id=photo_id).values_list("skipped", "busy").first()
-            if fresh != (skipped, busy):
-                continue  # taken or finished meanwhile: its rank changed, look again
-            _before_assign(photo_id)
-            # The user's other live assignments end: one photo at a time.
-            LabellingAssignment.objects.filter(user=user, expires_at__gt=now).exclude(photo_id=photo_id).update(
-                expires_at=now)
-            LabellingAssignment.objects.update_or_create(photo_id=photo_id, user=user,
-                                                         defaults={"expires_at": now + lease()})
-            return Photo.objects.get(id=photo_id)
-    return None
+        photo_id = _lock_best_candidate(user, now=now, exclude_ids=exclude_ids)
+        if photo_id is None:
+            return None
+        _before_assign(photo_id)
+        # The user's other live assignments end: one photo at a time.
+        LabellingAssignment.objects.filter(user=user, expires_at__gt=now).exclude(photo_id=photo_id).update(
+            expires_at=now)
+        LabellingAssignment.objects.update_or_create(photo_id=photo_id, user=user,
+                                                     defaults={"expires_at": now + lease()})
+        return Photo.objects.get(id=photo_id)
 
 
 def labelling_skip(user, photo_id, *, serve_next=True) -> Photo | None:
@@ -122,14 +174,9 @@ def labelling_skip(user, photo_id, *, serve_next=True) -> Photo | None:
 
 
 def _vote_label(label_name, unusable):
-    if unusable:
-        return None
-    label = Label.objects.filter(name=label_name).first() if label_name else None
-    if label is None:
-        raise UnknownLabel(f"Unknown label {label_name!r}.")
-    if label.retired:
-        raise UnknownLabel(f"The label {label.name!r} is retired; choose another one.")
-    return label
+    """The label of a vote, locked until the vote commits (services.label_to_give): a label
+    deleted or retired meanwhile is seen as such here, not as a foreign key error at commit."""
+    return None if unusable else label_to_give(label_name)
 
 
 def _describe(votes) -> str:
@@ -142,37 +189,59 @@ def label_vote(*, photo_id: int, user, label_name: str | None = None, unusable: 
 
     Raises UnknownLabel (unknown or retired label), LabellingConflict (a second vote of the
     same labeller, a photo that has all its votes or a verified label, a photo never served to
-    this labeller) and Photo.DoesNotExist.
+    this labeller) and Photo.DoesNotExist. An undecided photo that has all its votes (the
+    overlap was lowered since) is decided by them, and the vote refused as for any photo that
+    has its votes: the outcome does not depend on whether a vote or labelling_next meets it first.
     """
-    label = _vote_label(label_name, unusable)
     overlap = settings.LABELLING_OVERLAP
     with transaction.atomic():
+        # The label first, the photo second: label_update takes them in that order too (the
+        # foreign key checks of its examples), so neither waits for the other in a cycle.
+        label = _vote_label(label_name, unusable)
         # Row lock: votes on one photo are serialised, so exactly one of them is the last.
         photo = Photo.objects.select_for_update().get(id=photo_id)
-        votes = list(LabelVote.objects.filter(photo=photo).select_related("label", "user"))
-        if any(v.user_id == user.pk for v in votes):
-            raise LabellingConflict("You have already labelled this photo.")
-        if not selectors.photo_needs_labels(photo, n_votes=len(votes), overlap=overlap):
-            if len(votes) >= overlap:
-                raise LabellingConflict(f"This photo already has its {overlap} labels.")
-            raise LabellingConflict("This photo no longer needs labels (it has a verified label or is "
-                                    f"{photo.get_status_display().lower()}).")
-        if not LabellingAssignment.objects.filter(photo=photo, user=user).exists():
-            raise LabellingConflict("This photo was not served to you; ask for the next photo to label.")
-        try:
-            with transaction.atomic():
-                vote = LabelVote.objects.create(photo=photo, user=user, label=label)
-        except IntegrityError:
-            raise LabellingConflict("You have already labelled this photo.") from None
-        LabellingAssignment.objects.filter(photo=photo, user=user).delete()
-        votes.append(vote)
+        votes = _votes_of(photo)
+        _settle_when_overdue(photo, votes, overlap)
+        refusal = _vote_refusal(photo, votes, user, overlap)
+        if refusal is None:
+            return _vote_record(photo, votes, user, label, overlap)
+    raise LabellingConflict(refusal)  # out of the transaction: an overdue photo's decision is kept
+
+
+def _votes_of(photo):
+    return list(LabelVote.objects.filter(photo=photo).select_related("label", "user"))
+
+
+def _vote_refusal(photo, votes, user, overlap) -> str | None:
+    """Why `user` may not vote on the locked `photo` now, or None."""
+    if any(v.user_id == user.pk for v in votes):
+        return "You have already labelled this photo."
+    if not selectors.photo_needs_labels(photo, n_votes=len(votes), overlap=overlap):
         if len(votes) >= overlap:
-            _settle(photo, votes)
+            return f"This photo already has its {overlap} labels."
+        return ("This photo no longer needs labels (it has a verified label or is "
+                f"{photo.get_status_display().lower()}).")
+    if not LabellingAssignment.objects.filter(photo=photo, user=user).exists():
+        return "This photo was not served to you; ask for the next photo to label."
+    return None
+
+
+def _vote_record(photo, votes, user, label, overlap) -> LabelVote:
+    try:
+        with transaction.atomic():
+            vote = LabelVote.objects.create(photo=photo, user=user, label=label)
+    except IntegrityError:
+        raise LabellingConflict("You have already labelled this photo.") from None
+    LabellingAssignment.objects.filter(photo=photo, user=user).delete()
+    votes.append(vote)
+    if len(votes) >= overlap:
+        _settle(photo, votes)
     return vote
 
 
 def _settle(photo, votes):
     answers = {v.label_id for v in votes}
+    status_before = photo.status
     if len(answers) == 1:
         label = votes[0].label
         reason = "" if label is not None else f"{len(votes)} labellers agreed: {UNUSABLE}."
@@ -181,6 +250,8 @@ def _settle(photo, votes):
         photo.route_to_adjudication(
             f"The {len(votes)} labellers disagreed ({_describe(votes)}): an expert will adjudicate.")
     photo.save()
+    LabellingOutcome.objects.create(photo=photo, label=photo.final_label, status_before=status_before,
+                                    status_after=photo.status, tally=_describe(votes))
     # Lapsed leases go; a live one stays until its holder answers (a 409 that says why, not a 404).
     LabellingAssignment.objects.filter(photo=photo, expires_at__lte=timezone.now()).delete()
 
@@ -303,7 +374,8 @@ def bulk_import_one(*, owner, fileobj, file_name: str, label: Label | None) -> B
     if photo is not None:
         return BulkResult("accepted", "", photo)
     if report.skipped:
-        existing = Photo.objects.filter(sha256=digest).order_by("id").first()
+        # The same match as photo_import_one's duplicate check: the bytes uploaded or the file stored.
+        existing = Photo.objects.filter(Q(sha256=digest) | Q(stored_sha256=digest)).order_by("id").first()
         return BulkResult("duplicate", report.skipped[0][1], existing)
     why = report.refused[0][1] if report.refused else "The file was not imported."
     return BulkResult("refused", why, None)

@@ -1,12 +1,16 @@
 """Pages of the labelling workspace, label management, bulk upload, export and the team page."""
 
 
+import re
+from urllib.parse import urlencode
+
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from . import labelling, selectors
@@ -26,7 +30,8 @@ def labelling_page(request):
     """One photo at a time, served by the server; a button and a key per label."""
     if request.method == "POST":
         return _labelling_submit(request)
-    photo = labelling.labelling_next(request.user)
+    skipped = _skipped_id(request.GET.get("skipped", ""))
+    photo = labelling.labelling_next(request.user, exclude_ids=() if skipped is None else [skipped])
     if photo is not None:
         photo = Photo.objects.select_related("prediction__label").get(pk=photo.pk)
     labels = list(selectors.labels_all())
@@ -35,8 +40,18 @@ def labelling_page(request):
         guess = getattr(photo, "prediction", None)
     return render(request, "labeling/labelling.html", {
         "photo": photo, "labels_with_examples": _examples_for(labels), "guess": guess,
-        "overlap": settings.LABELLING_OVERLAP,
+        "overlap": settings.LABELLING_OVERLAP, "skipped": skipped,
     })
+
+
+# At most 18 digits: any such number fits the photo id's bigint, so no query fails on it.
+SKIPPED_ID_RE = re.compile(r"[0-9]{1,18}")
+
+
+def _skipped_id(value):
+    """The photo the labeller has just skipped (?skipped=), not served again on this page; None
+    for anything but plain ASCII digits."""
+    return int(value) if SKIPPED_ID_RE.fullmatch(value) else None
 
 
 def _labelling_submit(request):
@@ -48,7 +63,8 @@ def _labelling_submit(request):
     if request.POST.get("skip"):
         labelling.labelling_skip(request.user, photo_id, serve_next=False)
         messages.info(request, f"Skipped photo {photo_id}.")
-        return redirect("labelling")
+        # The next page leaves it out, as the API's skip does: never the same photo at once.
+        return redirect(f"{reverse('labelling')}?{urlencode({'skipped': photo_id})}")
     unusable = bool(request.POST.get("unusable"))
     label_name = request.POST.get("label") or None
     if not unusable and not label_name:

@@ -135,6 +135,17 @@ class Photo(models.Model):
         return (self.batch_claimed_until is not None and self.batch_claimed_until > now
                 and self.batch_claimed_by != claimant)
 
+    @property
+    def open_to_labelling(self):
+        """No label a person vouched for yet: the shared workspace labels it (auto-accepted by the
+        model, or waiting because the model was unsure). Audits and adjudications are for experts.
+        selectors.photos_needing_labels is the same rule as a query."""
+        if self.excluded_from_training:
+            return False
+        if self.status == self.Status.FINAL:
+            return self.label_source == self.LabelSource.MODEL
+        return self.status == self.Status.NEEDS_REVIEW and self.review_kind in (self.ReviewKind.UNCERTAIN, "")
+
     # --- state changes: the one place where the routing and review rules live ---------
 
     def label_by_import(self, label):
@@ -277,6 +288,22 @@ class LabelVote(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [models.UniqueConstraint(fields=["photo", "user"], name="one_vote_per_labeller")]
+
+
+class LabellingOutcome(models.Model):
+    """What a photo's votes decided, kept for its history: a consensus label, a consensus
+    rejection (label null, status_after rejected) or a routing to adjudication (status_after
+    needs_review). The votes themselves stay in LabelVote."""
+
+    photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="labelling_outcomes")
+    label = models.ForeignKey(Label, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    status_before = models.CharField(max_length=16)
+    status_after = models.CharField(max_length=16)
+    tally = models.TextField(help_text='The answers counted, e.g. "monstera ×1, not a plant / unusable ×1".')
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
 
 
 class LabellingAssignment(models.Model):

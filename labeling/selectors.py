@@ -94,8 +94,9 @@ def labels_all():
 
 def photo_history(photo, *, show_prediction=True):
     """Everything that happened to a photo, oldest first: upload, prediction, decisions (with
-    corrections: label before → after), cleaning. show_prediction=False leaves out what the
-    model said (an audit's uploader does not see it until an expert decides)."""
+    corrections: label before → after), what the labellers' votes decided, cleaning.
+    show_prediction=False leaves out what the model said (an audit's uploader does not see it
+    until an expert decides)."""
     events = [{"at": photo.uploaded_at, "what": "uploaded", "who": photo.owner.username, "detail": ""}]
     prediction = getattr(photo, "prediction", None)
     if prediction:
@@ -119,7 +120,16 @@ def photo_history(photo, *, show_prediction=True):
         if e.model_version_id:
             detail += f" (from model v{e.model_version_id}'s losses)"
         events.append({"at": e.created_at, "what": e.action, "who": e.user.username, "detail": detail.strip()})
+    for o in photo.labelling_outcomes.select_related("label"):
+        events.append({"at": o.created_at, "what": _outcome_what(o), "who": "labellers",
+                       "detail": f"{o.status_before} → {o.status_after}; {o.tally}"})
     return sorted(events, key=lambda ev: ev["at"])
+
+
+def _outcome_what(outcome):
+    if outcome.status_after == Photo.Status.NEEDS_REVIEW:
+        return "sent to adjudication"
+    return f"consensus: {outcome.label.name if outcome.label_id else 'rejected'}"
 
 
 # --- shared labelling, label management, team statistics ----------------------------------
@@ -184,34 +194,41 @@ def _vote_count_subquery():
                     .annotate(c=Count("id")).values("c"))
 
 
-def photos_needing_labels(*, overlap=None):
-    """Photos the shared workspace serves: not excluded from training, without a label a person
-    vouched for (auto-accepted by the model, or waiting in the queue because the model was
-    unsure), with fewer than LABELLING_OVERLAP votes. Audits and adjudications are for experts.
-    Annotated with n_votes."""
-    from django.conf import settings
+def _photos_open_to_labelling():
+    """Photo.open_to_labelling as a query, annotated with n_votes."""
     from django.db.models.functions import Coalesce
 
-    n = overlap or settings.LABELLING_OVERLAP
     return (
         Photo.objects.filter(excluded_from_training=False)
         .filter(Q(status=Photo.Status.FINAL, label_source=Photo.LabelSource.MODEL)
                 | Q(status=Photo.Status.NEEDS_REVIEW, review_kind__in=[Photo.ReviewKind.UNCERTAIN, ""]))
         .annotate(n_votes=Coalesce(_vote_count_subquery(), 0))
-        .filter(n_votes__lt=n)
     )
+
+
+def photos_needing_labels(*, overlap=None):
+    """Photos the shared workspace serves: open to labelling (not excluded from training, without
+    a label a person vouched for: auto-accepted by the model, or waiting in the queue because the
+    model was unsure), with fewer than LABELLING_OVERLAP votes. Audits and adjudications are for
+    experts. Annotated with n_votes."""
+    from django.conf import settings
+
+    return _photos_open_to_labelling().filter(n_votes__lt=overlap or settings.LABELLING_OVERLAP)
+
+
+def photos_with_all_votes_undecided(*, overlap=None):
+    """Photos still open to labelling that have LABELLING_OVERLAP votes or more: there are some
+    only after the setting was lowered, and their votes decide them (labelling.labelling_next)."""
+    from django.conf import settings
+
+    return _photos_open_to_labelling().filter(n_votes__gte=overlap or settings.LABELLING_OVERLAP)
 
 
 def photo_needs_labels(photo, *, n_votes, overlap=None) -> bool:
     """The same rule as photos_needing_labels, for one (locked) row."""
     from django.conf import settings
 
-    n = overlap or settings.LABELLING_OVERLAP
-    if photo.excluded_from_training or n_votes >= n:
-        return False
-    if photo.status == Photo.Status.FINAL:
-        return photo.label_source == Photo.LabelSource.MODEL
-    return photo.status == Photo.Status.NEEDS_REVIEW and photo.review_kind in (Photo.ReviewKind.UNCERTAIN, "")
+    return n_votes < (overlap or settings.LABELLING_OVERLAP) and photo.open_to_labelling
 
 
 def labelling_candidates(user, *, now, exclude_ids=()):

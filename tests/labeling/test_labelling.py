@@ -256,6 +256,38 @@ def test_the_overlap_is_a_setting(labels, ann, bob, cid, settings):
     assert (photo.status, photo.label_source) == ("final", "consensus")
 
 
+def test_photos_with_all_their_votes_once_the_overlap_is_lowered_are_decided_by_them(labels, ann, bob, cid,
+                                                                                     settings):
+    settings.LABELLING_OVERLAP = 3
+    photo = uncertain(0.1)
+    serve_and_vote(ann, photo, "monstera")
+    serve_and_vote(bob, photo, "monstera")
+    settings.LABELLING_OVERLAP = 2
+
+    assert labelling_next(cid) is None
+
+    photo.refresh_from_db()
+    assert (photo.status, photo.final_label, photo.label_source) == ("final", labels["monstera"], "consensus")
+
+
+def test_a_vote_on_a_photo_with_all_its_votes_once_the_overlap_is_lowered_lets_them_decide_it(labels, ann, bob,
+                                                                                            cid, settings):
+    settings.LABELLING_OVERLAP = 3
+    photo = uncertain(0.1)
+    assert labelling_next(cid) == photo  # served while it needed three votes
+    serve_and_vote(ann, photo, "monstera")
+    serve_and_vote(bob, photo, "spider_plant")
+    settings.LABELLING_OVERLAP = 2
+
+    with pytest.raises(LabellingConflict, match="already has its 2 labels"):
+        label_vote(photo_id=photo.id, user=cid, label_name="monstera")
+
+    photo.refresh_from_db()
+    assert (photo.status, photo.review_kind) == ("needs_review", "adjudication")
+    assert photo.reason.startswith("The 2 labellers disagreed (monstera ×1, spider_plant ×1)")
+    assert LabelVote.objects.filter(photo=photo).count() == 2
+
+
 def test_a_second_vote_of_the_same_labeller_is_refused(labels, ann):
     photo = uncertain(0.1)
     serve_and_vote(ann, photo, "monstera")
@@ -293,6 +325,32 @@ def test_unknown_and_retired_labels_are_refused(labels, ann):
     with pytest.raises(UnknownLabel, match="retired"):
         label_vote(photo_id=photo.id, user=ann, label_name="dieffenbachia")
     assert not LabelVote.objects.exists()
+
+
+def test_what_the_votes_decided_is_in_the_photos_history(labels, ann, bob, expert, member, api_for, client):
+    from labeling.review import review_decide
+
+    outcomes = {}
+    for name, answers in (("agreed", ("spider_plant", "spider_plant")), ("rejected", (None, None)),
+                          ("disputed", ("monstera", None))):
+        outcomes[name] = uncertain(0.1, owner=member)
+        for user, answer in zip((ann, bob), answers):
+            serve_and_vote(user, outcomes[name], answer)
+    review_decide(photo_id=outcomes["disputed"].id, expert=expert, label_name="monstera")
+
+    def history(photo):
+        return [(e["what"], e["who"], e["detail"])
+                for e in api_for(expert).get(f"/api/v1/photos/{photo.id}/history/").json()][2:]
+
+    assert history(outcomes["agreed"]) == [
+        ("consensus: spider_plant", "labellers", "needs_review → final; spider_plant ×2")]
+    assert history(outcomes["rejected"]) == [
+        ("consensus: rejected", "labellers", "needs_review → rejected; not a plant / unusable ×2")]
+    assert history(outcomes["disputed"]) == [
+        ("sent to adjudication", "labellers", "needs_review → needs_review; monstera ×1, not a plant / unusable ×1"),
+        ("decided monstera", "expert", "needs_review → final")]
+    client.force_login(member)
+    assert "consensus: spider_plant" in client.get(f"/photos/{outcomes['agreed'].id}/history/").content.decode()
 
 
 # --- the API -------------------------------------------------------------------------------------
@@ -389,6 +447,34 @@ def test_skip_over_the_api(labels, ann, api_for):
     assert client.post("/api/v1/labelling/skip/", {}, format="json").status_code == 400
 
 
+def test_skipping_the_only_photo_on_the_page_does_not_show_it_again_at_once(labels, ann, client):
+    photo = uncertain(0.1)
+    client.force_login(ann)
+    assert f'data-photo-id="{photo.id}"' in client.get("/label/").content.decode()
+
+    response = client.post("/label/", {"photo": photo.id, "skip": "1"})
+
+    assert response.url == f"/label/?skipped={photo.id}"
+    page = client.get(response.url).content.decode()
+    assert 'id="nothing-to-label"' in page and "Back to the photo you skipped" in page
+    assert f'data-photo-id="{photo.id}"' not in page
+    assert f'data-photo-id="{photo.id}"' in client.get("/label/").content.decode()  # later, it comes back
+
+
+def test_the_skipped_photo_of_the_page_is_read_from_plain_ascii_digits_only(labels, ann, client):
+    photo = uncertain(0.1)
+    client.force_login(ann)
+    labelling_next(ann)
+    labelling_skip(ann, photo.id, serve_next=False)
+    arabic_indic = str(photo.id).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))  # int() reads these
+
+    for value in (f" {photo.id}", f"{photo.id}\n", f"+{photo.id}", f"0x{photo.id:x}", arabic_indic, "-1",
+                  f"{photo.id}.0", "9" * 40, ""):
+        response = client.get("/label/", {"skipped": value})
+        assert response.status_code == 200, value
+        assert f'data-photo-id="{photo.id}"' in response.content.decode(), value
+
+
 def test_a_labeller_sees_the_photo_served_to_them_and_nothing_else(labels, ann, bob, client):
     a, b = uncertain(0.1, owner=bob), uncertain(0.2, owner=bob)
     labelling_next(ann)
@@ -457,7 +543,8 @@ def test_labelling_with_the_page(labels, ann, bob, client):
 
     response = client.post("/label/", {"photo": b.id, "skip": "1"}, follow=True)
     assert f"Skipped photo {b.id}." in response.content.decode()
-    assert 'id="nothing-to-label"' not in response.content.decode()  # b comes back: nothing else left
+    assert 'id="nothing-to-label"' in response.content.decode()  # never the same photo at once
+    assert f'data-photo-id="{b.id}"' in client.get("/label/").content.decode()  # then b comes back
 
     response = client.post("/label/", {"photo": b.id, "unusable": "1"}, follow=True)
     assert 'id="nothing-to-label"' in response.content.decode()

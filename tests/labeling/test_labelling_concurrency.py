@@ -6,10 +6,11 @@ from collections import Counter
 from unittest import mock
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.utils import timezone
 
-from labeling import labelling
-from labeling.models import LabellingAssignment, LabelVote, Photo
+from labeling import labelling, selectors
+from labeling.models import Label, LabellingAssignment, LabelVote, Photo
 from tests.factories import LabelFactory, PhotoFactory, PredictionFactory, UserFactory
 from tests.threads import at_once
 
@@ -19,6 +20,38 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def postgresql_only():
     assert connection.vendor == "postgresql", "these tests need PostgreSQL (SKIP LOCKED); see pytest.ini"
+
+
+def hold_locks_until_another_waits(*, or_until: threading.Event):
+    """Keep this transaction (and its locks) open until another transaction waits for one of
+    them, or `or_until` is set: the other one finished without waiting, which the test then
+    reports. A race made certain, with no sleep to guess at."""
+    deadline = time.monotonic() + 10
+    with connection.cursor() as cursor:
+        while not or_until.is_set():
+            # pg_locks, not pg_stat_activity: that one is read once per transaction, and this
+            # transaction stays open.
+            cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted "
+                           "AND pg_backend_pid() = ANY(pg_blocking_pids(pid)))")
+            if cursor.fetchone()[0]:
+                return
+            assert time.monotonic() < deadline, "nobody waited for this transaction's locks"
+            time.sleep(0.01)
+
+
+def first_holds_the_photo(*, or_until: threading.Event):
+    """A _before_assign hook: the first labelling_next to lock a photo keeps its locks until
+    another transaction waits for them (or `or_until` is set); later ones go straight on."""
+    original = labelling._before_assign
+    arrived = []
+
+    def hook(photo_id):
+        arrived.append(photo_id)
+        if len(arrived) == 1:
+            hold_locks_until_another_waits(or_until=or_until)
+        original(photo_id)
+
+    return hook
 
 
 def uncertain(margin):
@@ -105,3 +138,96 @@ def test_two_staff_creating_the_same_label_at_once_get_one_label_and_a_clear_ref
 
     assert outcomes["second"] == "A label named 'rose' exists already."
     assert list(Label.objects.values_list("name", flat=True)) == ["rose"]
+
+
+def test_the_only_photo_is_served_to_a_labeller_while_another_one_is_being_served_it():
+    only = uncertain(0.1)
+    ann, bob = UserFactory(), UserFactory()
+    answered = threading.Event()
+
+    def asks(user):
+        try:
+            return labelling.labelling_next(user)
+        finally:
+            answered.set()
+
+    with mock.patch("labeling.labelling._before_assign", side_effect=first_holds_the_photo(or_until=answered)):
+        served = at_once([lambda: asks(ann), lambda: asks(bob)])
+
+    # Nothing else is free: the second one shares the photo rather than hear "nothing left".
+    assert served == [only, only]
+    assert sorted(LabellingAssignment.objects.values_list("user__username", flat=True)) == sorted(
+        [ann.username, bob.username])
+
+
+def test_a_photo_is_served_while_a_vote_on_it_is_being_saved():
+    label = LabelFactory(name="monstera")
+    only = uncertain(0.1)
+    ann, bob = UserFactory(), UserFactory()
+    assert labelling.labelling_next(ann) == only
+    voted, bob_answered = threading.Event(), threading.Event()
+
+    def ann_votes():
+        with transaction.atomic():  # the vote's transaction stays open, its photo locked
+            labelling.label_vote(photo_id=only.id, user=ann, label_name=label.name)
+            voted.set()
+            hold_locks_until_another_waits(or_until=bob_answered)
+
+    def bob_asks():
+        try:
+            assert voted.wait(timeout=10)
+            return labelling.labelling_next(bob)
+        finally:
+            bob_answered.set()
+
+    _, served = at_once([ann_votes, bob_asks])
+
+    assert served == only  # one vote of two: it still needs bob's
+
+
+def test_a_label_deleted_while_a_vote_with_it_is_being_saved_is_an_unknown_label(api_for):
+    LabelFactory(name="monstera")
+    rose = LabelFactory(name="rose")  # unused: staff may delete it
+    photo = uncertain(0.1)
+    ann = UserFactory()
+    assert labelling.labelling_next(ann) == photo
+    label_locked, vote_answered = threading.Event(), threading.Event()
+    original = selectors.label_usage
+
+    def deleting_holds_the_label(label):  # label_delete has locked the label by now
+        label_locked.set()
+        hold_locks_until_another_waits(or_until=vote_answered)
+        return original(label)
+
+    def vote():
+        try:
+            assert label_locked.wait(timeout=10)
+            return api_for(ann).post(f"/api/v1/photos/{photo.id}/labels/", {"label": "rose"}, format="json")
+        finally:
+            vote_answered.set()
+
+    with mock.patch("labeling.selectors.label_usage", side_effect=deleting_holds_the_label):
+        _, response = at_once([lambda: labelling.label_delete(label_id=rose.id), vote])
+
+    assert response.status_code == 400
+    assert response.json() == {"label": ["Unknown label 'rose'."]}
+    assert not Label.objects.filter(name="rose").exists()
+    assert not LabelVote.objects.exists()
+
+
+def test_one_labeller_asking_twice_at_once_holds_one_photo():
+    uncertain(0.1), uncertain(0.2)
+    ann = UserFactory()
+    answered = threading.Event()
+
+    def ann_asks():
+        try:
+            return labelling.labelling_next(ann)
+        finally:
+            answered.set()
+
+    with mock.patch("labeling.labelling._before_assign", side_effect=first_holds_the_photo(or_until=answered)):
+        served = at_once([ann_asks, ann_asks])
+
+    assert served[0] == served[1]
+    assert LabellingAssignment.objects.filter(user=ann, expires_at__gt=timezone.now()).count() == 1
