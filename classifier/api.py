@@ -109,10 +109,10 @@ class ModelVersionCompareApi(APIView):
         b = generics.get_object_or_404(selectors.model_versions(), pk=query.validated_data["b"])
         try:
             result = evaluation.model_versions_compare(a, b)
-        except (ModelIntegrityError, FileNotFoundError) as exc:
+        except ModelIntegrityError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response({
-            "count": result["count"], "agreement": result["agreement"],
+            "count": result["count"], "agreement": result["agreement"], "unreadable": result["unreadable"],
             "versions": {str(v.version_id): {"accuracy": v.accuracy, "per_label": v.per_label}
                          for v in (result["a"], result["b"])},
             "differences": [{"photo": d["photo"].id, "label": d["truth"], "a": d["a"], "b": d["b"]}

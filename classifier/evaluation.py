@@ -3,6 +3,7 @@ version against the active one and the experts. Reads only; nothing here changes
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from labeling.models import Photo
@@ -10,6 +11,8 @@ from labeling.models import Photo
 from .cores import inference_threads
 from .inference import model_cache
 from .training import is_validation
+
+logger = logging.getLogger(__name__)
 
 COMPARE_LIMIT = 300  # bounded work per page view
 
@@ -27,23 +30,48 @@ class VersionScore:
 
 
 def validation_photos(limit=COMPARE_LIMIT):
-    """Human-verified photos in the fixed validation split: the same photos for every version."""
+    """Human-verified photos in the fixed validation split, the newest `limit`: the same photos
+    for every version."""
     photos = (Photo.objects.filter(status=Photo.Status.FINAL, label_source__in=Photo.HUMAN_VERIFIED_SOURCES,
                                    excluded_from_training=False)
-              .select_related("final_label").order_by("id"))
+              .select_related("final_label").order_by("-id"))
     chosen = [p for p in photos.iterator() if is_validation(p.id)]
     return chosen[:limit]
 
 
 def _predict(version, photos):
+    """Each photo's top label under `version`; None for a photo whose file cannot be read."""
     model = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
-    return [max(probs, key=probs.get) for probs in model.predict_paths([p.model_input_path for p in photos])]
+    paths = [p.model_input_path for p in photos]
+    try:
+        return [_top(probs) for probs in model.predict_paths(paths)]
+    except Exception:  # noqa: BLE001 - one unreadable file fails its whole batch: each is tried alone
+        logger.warning("Comparing model version %s: a batch failed; predicting its photos one by one.", version.id,
+                       exc_info=True)
+    return [_top_or_none(model, path) for path in paths]
+
+
+def _top(probabilities):
+    return max(probabilities, key=probabilities.get)
+
+
+def _top_or_none(model, path):
+    try:
+        return _top(model.predict_paths([path])[0])
+    except Exception:  # noqa: BLE001 - a missing or broken file is left out of the comparison
+        logger.warning("Comparing model versions: %s cannot be predicted.", path, exc_info=True)
+        return None
 
 
 def model_versions_compare(a, b, photos=None):
-    """Both versions on the same validation photos: accuracy overall and per label, and where they differ."""
+    """Both versions on the same validation photos: accuracy overall and per label, and where
+    they differ. Photos whose file cannot be read are left out and counted (`unreadable`)."""
     photos = validation_photos() if photos is None else photos
     tops = {a.id: _predict(a, photos), b.id: _predict(b, photos)} if photos else {a.id: [], b.id: []}
+    readable = [i for i in range(len(photos)) if tops[a.id][i] is not None and tops[b.id][i] is not None]
+    unreadable = len(photos) - len(readable)
+    photos = [photos[i] for i in readable]
+    tops = {v: [top[i] for i in readable] for v, top in tops.items()}
     scores = {v.id: VersionScore(v.id) for v in (a, b)}
     differences = []
     for i, photo in enumerate(photos):
@@ -60,7 +88,7 @@ def model_versions_compare(a, b, photos=None):
     labels = sorted({p.final_label.name for p in photos})
     per_label = [(label, scores[a.id].per_label[label], scores[b.id].per_label[label]) for label in labels]
     return {"a": scores[a.id], "b": scores[b.id], "count": len(photos), "agreement": agreement,
-            "differences": differences, "per_label": per_label}
+            "differences": differences, "per_label": per_label, "unreadable": unreadable}
 
 
 def shadow_agreement(version):

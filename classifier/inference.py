@@ -86,7 +86,13 @@ class ModelCache:
 
         # The bytes that are checked are the bytes that are unpickled: hashing the file and then
         # loading it again by name would unpickle whatever replaced it in between.
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            # The path and the error go to the log: the message reaches pages and photo reasons.
+            logger.error("Refusing model version %s: %s cannot be read: %s", version_id, path, exc)
+            raise ModelIntegrityError(f"Model version {version_id} was refused: its file is missing or unreadable.") \
+                from None
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
             logger.error("Refusing model version %s: %s has sha256 %s, the registry recorded %s.",

@@ -158,14 +158,19 @@ def model_version_top_losses(request, pk):
 def model_versions_compare(request):
     versions = list(selectors.model_versions())
     chosen = {key: _version_param(request.GET.get(key), versions) for key in ("a", "b")}
-    result = None
+    result, visible = None, set()
     if chosen["a"] and chosen["b"]:
         try:
             result = evaluation.model_versions_compare(chosen["a"], chosen["b"])
-        except (ModelIntegrityError, FileNotFoundError) as exc:
+        except ModelIntegrityError as exc:
             messages.error(request, str(exc))
+        else:
+            # A member sees the photos that differ as numbers, except their own.
+            visible = set(labeling_selectors.photos_visible_to(request.user).filter(
+                id__in=[d["photo"].id for d in result["differences"]]).values_list("id", flat=True))
     return render(request, "classifier/compare.html", {"versions": versions, "a": chosen["a"], "b": chosen["b"],
-                                                       "result": result})
+                                                       "result": result, "visible": visible,
+                                                       "limit": evaluation.COMPARE_LIMIT})
 
 
 def _datetime_param(raw):

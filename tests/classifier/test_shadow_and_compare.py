@@ -222,3 +222,53 @@ def test_a_version_whose_file_is_gone_or_changed_cannot_be_activated_or_shadowed
     assert "cannot predict" in page
     assert list(ModelVersion.objects.filter(is_active=True)) == [active_model]
     assert not ModelVersion.objects.filter(is_shadow=True).exists()
+
+
+def test_a_photo_whose_file_cannot_be_read_is_left_out_of_the_comparison_and_counted(validation_set, active_model,
+                                                                                      second_version, member, api_for):
+    gone, broken = validation_set[0], validation_set[1]
+    gone.image.storage.delete(gone.image.name)
+    with open(broken.image.path, "wb") as f:
+        f.write(b"not an image")
+    client = Client()
+    client.force_login(member)
+
+    page = client.get(f"/models/compare/?a={active_model.id}&b={second_version.id}").content.decode()
+    body = api_for(member).get(f"/api/v1/models/compare/?a={active_model.id}&b={second_version.id}").json()
+
+    assert (body["count"], body["unreadable"]) == (len(validation_set) - 2, 2)
+    assert "2 photos could not be read and were left out." in page
+
+
+def test_a_version_whose_file_is_missing_is_named_without_the_servers_paths(validation_set, active_model,
+                                                                             second_version, member, api_for, settings):
+    from classifier.inference import model_cache
+
+    model_cache.clear()
+    second_version.path.unlink()
+    client = Client()
+    client.force_login(member)
+
+    page = client.get(f"/models/compare/?a={active_model.id}&b={second_version.id}").content.decode()
+    response = api_for(member).get(f"/api/v1/models/compare/?a={active_model.id}&b={second_version.id}")
+
+    message = f"Model version {second_version.id} was refused: its file is missing or unreadable."
+    assert response.status_code == 409 and response.json()["detail"] == message
+    assert message in page and str(settings.MODEL_ROOT) not in page
+
+
+def test_a_member_sees_other_members_photos_that_differ_as_numbers_and_their_own_as_pictures(
+        validation_set, active_model, second_version, staff, member, monkeypatch):
+    mine = validation_set[0]
+    Photo.objects.filter(id=mine.id).update(owner=member)
+    differences = [{"photo": p, "truth": "monstera", "a": "monstera", "b": "spider_plant"} for p in validation_set[:2]]
+    real = evaluation.model_versions_compare
+    monkeypatch.setattr(evaluation, "model_versions_compare",
+                        lambda a, b: {**real(a, b), "differences": differences})
+    client = Client()
+    client.force_login(member)
+
+    page = client.get(f"/models/compare/?a={active_model.id}&b={second_version.id}").content.decode()
+
+    assert f'href="/photos/{mine.id}/history/"' in page
+    assert f'href="/photos/{validation_set[1].id}/history/"' not in page and f"Photo {validation_set[1].id}" in page
