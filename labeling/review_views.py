@@ -74,7 +74,8 @@ def review_photo(request, pk):
     next_photo = (selectors.review_queue(ordering=params["ordering"], label=params["label"] or None,
                                          viewer=request.user).exclude(pk=photo.pk).first())
     return render(request, "labeling/review_photo.html", {
-        "photo": photo, "labels": selectors.labels_all(), "next_photo": next_photo, "held": held,
+        "photo": photo, "labels": selectors.labels_all().prefetch_related("examples"), "next_photo": next_photo,
+        "held": held, "votes": selectors.labelling_votes(photo),
     })
 
 

@@ -299,3 +299,27 @@ def test_the_review_form_starts_with_a_disabled_default_button_so_enter_submits_
     form = page[page.index('id="review-form"'):]
     first_button = form[form.index("<button"):form.index(">", form.index("<button")) + 1]
     assert "disabled" in first_button and 'name="label"' not in first_button
+
+
+def test_the_review_page_makes_as_many_queries_with_many_labels_and_votes_as_with_few(waiting_photo, expert, labels):
+    from django.db import connection as db
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from labeling.models import LabelVote
+
+    def queries_of_the_page():
+        client = Client()
+        client.force_login(expert)
+        with CaptureQueriesContext(db) as captured:
+            assert client.get(f"/review/{waiting_photo.id}/").status_code == 200
+        return len(captured)
+
+    LabelVote.objects.create(photo=waiting_photo, user=UserFactory(), label=labels["monstera"])
+    few = queries_of_the_page()
+    for i in range(12):
+        label = LabelFactory(name=f"plant_{i}")
+        label.examples.add(PhotoFactory())
+        LabelVote.objects.create(photo=waiting_photo, user=UserFactory(), label=label)
+
+    assert queries_of_the_page() == few
