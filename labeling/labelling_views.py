@@ -30,7 +30,7 @@ def labelling_page(request):
     """One photo at a time, served by the server; a button and a key per label."""
     if request.method == "POST":
         return _labelling_submit(request)
-    skipped = _skipped_id(request.GET.get("skipped", ""))
+    skipped = _photo_id(request.GET.get("skipped", ""))
     photo = labelling.labelling_next(request.user, exclude_ids=() if skipped is None else [skipped])
     if photo is not None:
         photo = Photo.objects.select_related("prediction__label").get(pk=photo.pk)
@@ -45,19 +45,18 @@ def labelling_page(request):
 
 
 # At most 18 digits: any such number fits the photo id's bigint, so no query fails on it.
-SKIPPED_ID_RE = re.compile(r"[0-9]{1,18}")
+PHOTO_ID_RE = re.compile(r"[0-9]{1,18}")
 
 
-def _skipped_id(value):
-    """The photo the labeller has just skipped (?skipped=), not served again on this page; None
-    for anything but plain ASCII digits."""
-    return int(value) if SKIPPED_ID_RE.fullmatch(value) else None
+def _photo_id(value):
+    """A photo id from the page (the photo labelled or skipped, ?skipped=); None for anything
+    but plain ASCII digits."""
+    return int(value) if PHOTO_ID_RE.fullmatch(value) else None
 
 
 def _labelling_submit(request):
-    try:
-        photo_id = int(request.POST.get("photo", ""))
-    except ValueError:
+    photo_id = _photo_id(request.POST.get("photo", ""))
+    if photo_id is None:
         messages.error(request, "No photo given.")
         return redirect("labelling")
     if request.POST.get("skip"):

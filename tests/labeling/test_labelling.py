@@ -475,6 +475,15 @@ def test_the_skipped_photo_of_the_page_is_read_from_plain_ascii_digits_only(labe
         assert f'data-photo-id="{photo.id}"' in response.content.decode(), value
 
 
+@pytest.mark.parametrize("value", ["9" * 40, "²", "-1", ""])
+def test_a_photo_id_the_page_posts_that_is_no_photo_id_says_no_photo_was_given(labels, ann, client, value):
+    client.force_login(ann)
+
+    for action in ({"skip": "1"}, {"label": "monstera"}):
+        response = client.post("/label/", {"photo": value, **action}, follow=True)
+        assert response.status_code == 200 and "No photo given." in response.content.decode(), (value, action)
+
+
 def test_a_labeller_sees_the_photo_served_to_them_and_nothing_else(labels, ann, bob, client):
     a, b = uncertain(0.1, owner=bob), uncertain(0.2, owner=bob)
     labelling_next(ann)
