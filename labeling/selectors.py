@@ -1,5 +1,6 @@
 """Reads for photos, labels and the review queue."""
 
+from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -234,7 +235,9 @@ def photo_needs_labels(photo, *, n_votes, overlap=None) -> bool:
 def labelling_candidates(user, *, now, exclude_ids=()):
     """What labelling_next may serve `user`, best first.
 
-    Left out: photos `user` has labelled. Ordered by tier, then most informative first (no
+    Left out: photos `user` has labelled, and, while labellers are blind to the model
+    (LABELLING_SHOW_MODEL_GUESS off), photos `user` uploaded: their page showed the uploader the
+    model's guess. Ordered by tier, then most informative first (no
     prediction, then the smallest top-2 margin of the model), then photos that already have
     votes (closest to a decision), then oldest. Tier 0: nobody else holds the photo; tier 1:
     another labeller holds a live assignment on it (or an expert a live review claim); tier 2:
@@ -248,8 +251,11 @@ def labelling_candidates(user, *, now, exclude_ids=()):
     mine_before = LabellingAssignment.objects.filter(photo=OuterRef("pk"), user=user)
     voted = LabelVote.objects.filter(photo=OuterRef("pk"), user=user)
     claimed = Q(claimed_by__isnull=False) & ~Q(claimed_by=user) & Q(claim_expires_at__gt=now)
+    photos = photos_needing_labels()
+    if not settings.LABELLING_SHOW_MODEL_GUESS:
+        photos = photos.exclude(owner=user)
     return (
-        photos_needing_labels()
+        photos
         .exclude(Exists(voted))
         .exclude(id__in=list(exclude_ids))
         .annotate(

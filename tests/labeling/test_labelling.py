@@ -484,6 +484,16 @@ def test_a_photo_id_the_page_posts_that_is_no_photo_id_says_no_photo_was_given(l
         assert response.status_code == 200 and "No photo given." in response.content.decode(), (value, action)
 
 
+def test_a_labeller_blind_to_the_model_is_not_served_their_own_upload_whose_guess_they_saw(labels, ann, bob,
+                                                                                          settings):
+    own, others = uncertain(0.1, owner=ann), uncertain(0.3, owner=bob)
+
+    assert labelling_next(ann) == others
+    assert labelling_next(bob) == own
+    settings.LABELLING_SHOW_MODEL_GUESS = True  # everyone sees the guess: nothing to be blind to
+    assert [p.id for p in selectors.labelling_candidates(ann, now=timezone.now())] == [own.id, others.id]
+
+
 def test_a_labeller_sees_the_photo_served_to_them_and_nothing_else(labels, ann, bob, client):
     a, b = uncertain(0.1, owner=bob), uncertain(0.2, owner=bob)
     labelling_next(ann)
