@@ -6,7 +6,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from django.core.cache import cache
+
 from labeling.models import Photo
+from labeling.throttling import CACHE_ERRORS
 
 from .cores import inference_threads
 from .inference import model_cache
@@ -39,8 +42,40 @@ def validation_photos(limit=COMPARE_LIMIT):
     return chosen[:limit]
 
 
+# What a version says about a photo never changes (the registry's file is checked against its
+# sha256, a stored photo's file is never rewritten), so a page view predicts only the photos that
+# no earlier view has: any member may open the page, and it is otherwise up to 600 predictions.
+TOPS_CACHE_SECONDS = 7 * 24 * 3600
+
+
 def _predict(version, photos):
     """Each photo's top label under `version`; None for a photo whose file cannot be read."""
+    key = f"compare-tops:{version.id}:{version.sha256}"
+    known = _cache_get(key)
+    missing = [p for p in photos if p.id not in known]
+    if missing:
+        known.update(zip((p.id for p in missing), _predict_now(version, missing)))
+        # Only this view's photos: the entry stays as small as the comparison.
+        _cache_set(key, {p.id: known[p.id] for p in photos if known[p.id] is not None})
+    return [known[p.id] for p in photos]
+
+
+def _cache_get(key) -> dict:
+    try:
+        return dict(cache.get(key) or {})
+    except CACHE_ERRORS:  # without the cache, everything is predicted again
+        logger.warning("The cache is unavailable: comparing without it.", exc_info=True)
+        return {}
+
+
+def _cache_set(key, tops):
+    try:
+        cache.set(key, tops, TOPS_CACHE_SECONDS)
+    except CACHE_ERRORS:
+        logger.warning("The cache is unavailable: comparing without it.", exc_info=True)
+
+
+def _predict_now(version, photos):
     model = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
     paths = [p.model_input_path for p in photos]
     try:

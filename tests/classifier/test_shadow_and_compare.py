@@ -3,6 +3,7 @@ the active one, and only then activated (rollback is one click)."""
 
 import io
 import shutil
+from unittest import mock
 
 import pytest
 from django.test import Client
@@ -272,3 +273,28 @@ def test_a_member_sees_other_members_photos_that_differ_as_numbers_and_their_own
 
     assert f'href="/photos/{mine.id}/history/"' in page
     assert f'href="/photos/{validation_set[1].id}/history/"' not in page and f"Photo {validation_set[1].id}" in page
+
+
+def test_each_version_predicts_a_photo_once_however_often_the_comparison_is_viewed(validation_set, active_model,
+                                                                                   second_version, staff, tmp_path):
+    from classifier.inference import LoadedModel
+
+    predicted = []  # how many photos each call predicts
+    real = LoadedModel.predict_paths
+
+    def counting(model, paths):
+        predicted.append(len(paths))
+        return real(model, paths)
+
+    first = evaluation.model_versions_compare(active_model, second_version)
+    with mock.patch.object(LoadedModel, "predict_paths", counting):
+        again = evaluation.model_versions_compare(active_model, second_version)
+        assert predicted == []
+        generate_dataset(tmp_path / "more", per_label=4, size=64, seed=12)
+        labeling_services.photos_import_folder(directory=tmp_path / "more", owner=staff)
+        grown = evaluation.model_versions_compare(active_model, second_version)
+
+    assert (again["count"], again["agreement"]) == (first["count"], first["agreement"])
+    new = len(evaluation.validation_photos()) - len(validation_set)
+    assert grown["count"] == first["count"] + new > first["count"]
+    assert sum(predicted) == 2 * new  # only the new photos, once per version
