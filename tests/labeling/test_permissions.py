@@ -275,9 +275,11 @@ CASES += [
          staff_only(204, others=403, anonymous=NO_CREDENTIALS)),
     Case("api-label", "delete", lambda w: f"/api/v1/labels/{w.my_photo.prediction.label_id}/",
          staff_only(409, others=403, anonymous=NO_CREDENTIALS)),  # in use: retire it instead
-    Case("api-labelling-next", "get", lambda w: "/api/v1/labelling/next/", logged_in(200, anonymous=NO_CREDENTIALS)),
-    Case("api-labelling-skip", "post", lambda w: "/api/v1/labelling/skip/", logged_in(200, anonymous=NO_CREDENTIALS),
-         data=lambda w: {"photo": _served_photo(w).id}, format="json"),
+    # Served photos someone else uploaded: nobody is served their own (the world's uncertain one is the member's).
+    Case("api-labelling-next", "get", lambda w: _served_photo(w) and "/api/v1/labelling/next/",
+         logged_in(200, anonymous=NO_CREDENTIALS)),
+    Case("api-labelling-skip", "post", lambda w: _served_photo(w) and "/api/v1/labelling/skip/",
+         logged_in(200, anonymous=NO_CREDENTIALS), data=lambda w: {"photo": _served_photo(w).id}, format="json"),
     Case("api-photo-labels", "post", lambda w: f"/api/v1/photos/{_served_photo(w).id}/labels/",
          logged_in(201, anonymous=NO_CREDENTIALS), data=lambda w: {"label": "monstera"}, format="json"),
     Case("api-photo-labels", "post", lambda w: f"/api/v1/photos/{w.their_photo.id}/labels/",
