@@ -53,6 +53,7 @@ def training_run_start(*, user, options: dict | None = None, activate: bool = Fa
             )
             if enqueue:
                 transaction.on_commit(lambda: _enqueue_training(run.id))
+        run.refresh_from_db()  # failed already when the queue could not be reached
     except IntegrityError:
         # The unique slot is held by the active run: refused by the database itself.
         active = TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE).first()
@@ -66,7 +67,21 @@ def training_run_start(*, user, options: dict | None = None, activate: bool = Fa
 def _enqueue_training(run_id):
     from .tasks import training_run_execute
 
-    training_run_execute.delay(run_id)
+    try:
+        training_run_execute.delay(run_id)
+    except Exception:  # noqa: BLE001 - a run nobody will execute must not hold the slot for ever
+        logger.exception("Training run %s could not be queued.", run_id)
+        _fail_unsent(run_id)
+
+
+UNSENT = "The training queue could not be reached (is Redis running?); start the run again when it is."
+
+
+@transaction.atomic
+def _fail_unsent(run_id):
+    run = TrainingRun.objects.select_for_update().get(id=run_id)
+    if run.status == TrainingRun.Status.QUEUED:
+        _finish(run, TrainingRun.Status.FAILED, UNSENT)
 
 
 def training_sources(include_model_labels: bool = False) -> tuple:
@@ -112,6 +127,14 @@ def training_run_execute(run_id: int) -> TrainingRun:
     except Exception as exc:  # the run must end failed with its reason, whatever broke
         logger.exception("Training run %s failed", run_id)
         return _end_running(run_id, TrainingRun.Status.FAILED, f"{type(exc).__name__}: {exc}")
+    except BaseException:
+        # Ctrl-C in `manage.py train` or bootstrap_demo: left running, the run held the one
+        # training slot, and `make run` could never start again.
+        _end_running(run_id, TrainingRun.Status.CANCELLED, INTERRUPTED)
+        raise
+
+
+INTERRUPTED = "Interrupted (Ctrl-C, or its process was stopped) before it finished; the active model is unchanged."
 
 
 CANCELLED = "Cancelled by an admin; the active model is unchanged."
@@ -376,8 +399,13 @@ def model_cache_warm_up() -> list[int]:
 
 def shadow_predictions_store(version, results) -> None:
     """results: (photo_id, {label: p}) pairs. A photo predicted twice keeps its first record."""
+    results = list(results)
+    # A photo deleted while it was predicted would fail the whole insert (its foreign key).
+    existing = set(Photo.objects.filter(id__in=[pid for pid, _ in results]).values_list("id", flat=True))
     rows = []
     for photo_id, probabilities in results:
+        if photo_id not in existing:
+            continue
         label, confidence = max(probabilities.items(), key=lambda kv: kv[1])
         rows.append(ShadowPrediction(photo_id=photo_id, model_version=version, label=label,
                                      confidence=confidence, probabilities=probabilities))

@@ -156,19 +156,30 @@ class Photo(models.Model):
         self.decided_by = self.DecidedBy.IMPORT
         self.decided_at = timezone.now()
 
+    @staticmethod
+    def why_an_expert_decides(prediction, threshold) -> str:
+        """Why `prediction` may not be saved at once; "" when it may."""
+        if prediction.confidence < threshold:
+            return (f"The model is {prediction.confidence:.0%} sure, below the {threshold:.0%} threshold: "
+                    "an expert will decide.")
+        if prediction.margin <= 0:  # a tie at the top: the label would be whichever came first
+            return "The model is as sure of another label as of its first: an expert will decide."
+        if prediction.label.retired:  # nobody may give it any more, so the model may not either
+            return f"The model's answer, {prediction.label.name}, is a retired label: an expert will decide."
+        return ""
+
     def route(self, prediction, threshold):
         """Confident predictions are saved at once; uncertain ones wait for an expert."""
-        if prediction.confidence >= threshold:
-            self.status = self.Status.FINAL
-            self.final_label = prediction.label
-            self.label_source = self.LabelSource.MODEL
-            self.decided_by = self.DecidedBy.MODEL
-            self.decided_at = timezone.now()
-            self.reason = ""
-        else:
-            self.route_to_review(
-                f"The model is {prediction.confidence:.0%} sure, below the {threshold:.0%} threshold: an expert will decide."
-            )
+        why = self.why_an_expert_decides(prediction, threshold)
+        if why:
+            self.route_to_review(why)
+            return
+        self.status = self.Status.FINAL
+        self.final_label = prediction.label
+        self.label_source = self.LabelSource.MODEL
+        self.decided_by = self.DecidedBy.MODEL
+        self.decided_at = timezone.now()
+        self.reason = ""
 
     def route_to_review(self, reason, kind=ReviewKind.UNCERTAIN):
         self.status = self.Status.NEEDS_REVIEW
@@ -231,8 +242,9 @@ class Prediction(models.Model):
 
     @property
     def ranked(self):
-        """(label, probability) pairs, most likely first, for display."""
-        return sorted(self.probabilities.items(), key=lambda kv: kv[1], reverse=True)
+        """(label, probability) pairs, most likely first, for display. A probability the model
+        gave as NaN or infinity is stored as null (JSON has neither) and listed last."""
+        return sorted(self.probabilities.items(), key=lambda kv: -1.0 if kv[1] is None else kv[1], reverse=True)
 
 
 class ReviewDecision(models.Model):

@@ -22,6 +22,7 @@ earlier records stay as they were.
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass
 from datetime import timedelta
@@ -40,6 +41,9 @@ Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
 # The draw that picks audits. Tests seed it (or pass their own Random) to be deterministic.
 _audit_rng = random.Random()
+# Celery forks its pool after this module is imported, and Python reseeds only the module-level
+# `random` in a child: without this, every worker process drew the same audits.
+os.register_at_fork(after_in_child=lambda: _audit_rng.seed())
 
 
 class ClaimConflict(ReviewConflict):
@@ -73,7 +77,7 @@ def route_prediction(photo, prediction, threshold, *, rng=None):
     """Photo.route, except that a random AUDIT_FRACTION of the predictions it would accept go to
     review as audits. Only would-be-accepted predictions take part in the draw. The reason the
     uploader reads names no label."""
-    if prediction.confidence >= threshold and audit_draw(rng):
+    if not Photo.why_an_expert_decides(prediction, threshold) and audit_draw(rng):
         photo.route_to_review(AUDIT_REASON, kind=Photo.ReviewKind.AUDIT)
     else:
         photo.route(prediction, threshold)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
@@ -239,22 +240,47 @@ def _route_without_model(photo_id):
 
 @transaction.atomic
 def _store_prediction(photo_id, version, probabilities):
-    photo = Photo.objects.select_for_update().get(id=photo_id)
-    if photo.status != Photo.Status.QUEUED:
+    """Store and route one photo's prediction. None when the photo is gone (deleted meanwhile)."""
+    photo = Photo.objects.select_for_update().filter(id=photo_id).first()
+    if photo is None or photo.status != Photo.Status.QUEUED:
         return photo  # a retried or duplicated task already stored the prediction
-    ranked = sorted(probabilities.items(), key=lambda kv: kv[1], reverse=True)
+    if not _still_active(version):
+        # An admin activated another version (a rollback, say) while this one predicted: its
+        # answer is not the site's any more. The photo is sent again, for the active version.
+        Photo.objects.filter(id=photo.id).update(batch_claimed_until=None, batch_claimed_by="")
+        _enqueue_prediction(photo.id)
+        return photo
+    # A diverged model answers NaN or infinity, which JSON cannot hold: stored as null, and an
+    # expert decides.
+    finite = {name: p for name, p in probabilities.items() if math.isfinite(p)}
+    ranked = sorted(finite.items(), key=lambda kv: kv[1], reverse=True) or [(next(iter(probabilities)), 0.0)]
     top_name, top_p = ranked[0]
     second_p = ranked[1][1] if len(ranked) > 1 else 0.0
     label, _ = Label.objects.get_or_create(name=top_name)
     prediction = Prediction.objects.create(
         photo=photo, model_version=version, label=label, confidence=top_p,
-        margin=top_p - second_p, probabilities=probabilities,
+        margin=top_p - second_p, probabilities={name: finite.get(name) for name in probabilities},
     )
     from .review import route_prediction  # a random AUDIT_FRACTION of would-be auto-accepts go to review
 
-    route_prediction(photo, prediction, settings.CONFIDENCE_THRESHOLD)
+    if len(finite) < len(probabilities):
+        photo.route_to_review("The model gave no usable probabilities (not a number): an expert will decide.")
+    else:
+        route_prediction(photo, prediction, settings.CONFIDENCE_THRESHOLD)
     photo.save()
     return photo
+
+
+def _still_active(version) -> bool:
+    """Whether `version` is the active model, its row share-locked until the store commits: an
+    activation (which locks every version row, classifier.services._lock_registry) then waits
+    for the store, or the store sees it. FOR SHARE, which Django's ORM cannot say, so that
+    concurrent stores do not wait for each other; SQLite has one writer at a time anyway."""
+    table = connection.ops.quote_name(type(version)._meta.db_table)
+    lock = " FOR SHARE" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {table} WHERE id = %s AND is_active{lock}", [version.id])
+        return cursor.fetchone() is not None
 
 
 def photo_mark_failed(photo_id: int, reason: str) -> None:
@@ -333,19 +359,36 @@ def photos_import_folder(*, directory: Path, owner, synthetic=False) -> ImportRe
     from .export import manifest_label_name, read_manifest, restore_provenance
 
     manifest = read_manifest(directory)
-    for label_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
+    entries = sorted(directory.iterdir())
+    # Nothing is passed over without a word: a photo outside a label folder has no label.
+    report.refused.extend((str(p), "not in a <label>/ folder, so it has no label") for p in entries
+                          if p.is_file() and p.suffix.lower() in IMPORT_EXTENSIONS)
+    for label_dir in (p for p in entries if p.is_dir()):
         label_name = slugify(label_dir.name).replace("-", "_")
         if not label_name:
             report.refused.append((str(label_dir), "the folder name is not a usable label name"))
             continue
-        for path in sorted(label_dir.iterdir()):
+        try:
+            paths = sorted(label_dir.iterdir())
+        except OSError as exc:
+            report.refused.append((str(label_dir), f"the folder cannot be read ({exc.strerror or exc})"))
+            continue
+        for path in paths:
+            if path.is_dir():
+                report.refused.append((str(path), "a folder inside a label folder: photos go in DIR/<label>/"))
+                continue
             if not path.is_file():
                 continue
             if path.suffix.lower() not in IMPORT_EXTENSIONS:
                 report.refused.append((str(path), "not a .jpg, .jpeg, .png or .webp file"))
                 continue
             row = manifest.get(path.relative_to(directory).as_posix())
-            with open(path, "rb") as fh:
+            try:
+                fh = open(path, "rb")
+            except OSError as exc:  # one unreadable file must not stop the import half way
+                report.refused.append((str(path), f"the file cannot be read ({exc.strerror or exc})"))
+                continue
+            with fh:
                 photo = photo_import_one(owner=owner, fileobj=fh, label_name=manifest_label_name(row, label_name),
                                          synthetic=synthetic, report=report, source_name=str(path))
             if photo is not None and row:

@@ -19,7 +19,21 @@ class PhotoTask(Task):
         # After the last retry (or a permanent error) the photo says why, never stays queued.
         photo_id = args[0] if args else kwargs.get("photo_id")
         logger.error("Prediction for photo %s failed for good: %s", photo_id, exc)
-        services.photo_mark_failed(photo_id, f"Prediction failed: {exc}")
+        services.photo_mark_failed(photo_id, failure_reason(exc))
+
+
+def failure_reason(exc) -> str:
+    """What the uploader reads: the kind of failure. An error's own text can name the server's
+    paths or quote SQL; it is in the log (above), not here."""
+    from classifier.inference import ModelIntegrityError
+
+    if isinstance(exc, ModelIntegrityError):  # its message is written for the page
+        return f"Prediction failed: {exc}"
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return "Prediction failed: the database or the queue stayed unavailable through every retry."
+    if isinstance(exc, OSError):  # PIL's UnidentifiedImageError included
+        return "Prediction failed: the photo's file is missing or cannot be read."
+    return f"Prediction failed ({type(exc).__name__}); the worker's log has the details."
 
 
 @shared_task(

@@ -374,3 +374,30 @@ def test_a_claim_never_waits_for_another_process_claiming_its_photo(settings):
     assert _ids(second) == _ids(backlog[3:6])
     backlog[0].refresh_from_db()
     assert backlog[0].batch_claimed_until is not None  # the first process's claim on it stands
+
+
+@pytest.mark.django_db
+def test_a_batch_mate_deleted_while_the_batch_is_predicted_leaves_the_others_and_their_shadow_stored(
+        active_model, monkeypatch):
+    from classifier.models import ModelVersion, ShadowPrediction
+    from tests.factories import ModelVersionFactory
+
+    shadow = ModelVersionFactory(file=active_model.file, sha256=active_model.sha256, is_shadow=True)
+    waiting = _waiting(3)
+    photo = PhotoFactory()
+    gone = waiting[1]
+    original = LoadedModel.predict_paths
+
+    def predict_then_the_owner_deletes_a_photo(self, paths):
+        answers = original(self, paths)
+        Photo.objects.filter(id=gone.id).delete()
+        return answers
+
+    monkeypatch.setattr(LoadedModel, "predict_paths", predict_then_the_owner_deletes_a_photo)
+    photo_predict(photo.id)
+
+    left = [photo, waiting[0], waiting[2]]
+    assert Photo.objects.filter(id__in=[p.id for p in left], status=Photo.Status.QUEUED).count() == 0
+    assert set(ShadowPrediction.objects.filter(model_version=shadow).values_list("photo_id", flat=True)) == {
+        p.id for p in left}
+    assert ModelVersion.objects.filter(is_active=True).get() == active_model

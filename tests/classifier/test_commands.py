@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 from classifier import services as classifier_services
 from classifier.demo_images import LABELS, generate_dataset
 from classifier.models import ModelVersion, TrainingRun
+from labeling.management.commands.bootstrap_demo import Command
 from labeling.models import EXPERTS_GROUP, Label, Photo
 from tests.factories import LabelFactory
 from tests.paths import FLOWERS
@@ -66,6 +67,26 @@ def test_import_photos_reports_imported_skipped_and_refused_files_and_creates_mi
     assert f"refused {messy_tree / 'monstera' / 'broken.jpg'}: Unsupported file type" in err
     assert f"refused {messy_tree / 'spider_plant' / 'notes.txt'}: not a .jpg, .jpeg, .png or .webp file" in err
     assert set(Label.objects.values_list("name", flat=True)) == {*LABELS, "snake_plant"}
+
+
+def test_import_photos_names_what_it_cannot_take_and_goes_on(db, staff, messy_tree, monkeypatch):
+    shutil.copy(messy_tree / "monstera" / "monstera_000.jpg", messy_tree / "loose.jpg")
+    (messy_tree / "monstera" / "nested").mkdir()
+    unreadable = messy_tree / "dieffenbachia" / "dieffenbachia_000.jpg"
+    real_open = open
+
+    def denied(path, *args, **kwargs):  # the tests run as root, which chmod does not stop
+        if str(path) == str(unreadable):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", denied)
+    out, err = run_command("import_photos", str(messy_tree))
+
+    assert "Imported 6, skipped 1 duplicates, refused 5" in out
+    assert f"refused {messy_tree / 'loose.jpg'}: not in a <label>/ folder, so it has no label" in err
+    assert f"refused {messy_tree / 'monstera' / 'nested'}: a folder inside a label folder" in err
+    assert f"refused {unreadable}: the file cannot be read (Permission denied)" in err
 
 
 def test_imported_photos_are_final_labelled_by_import_and_owned_by_the_first_staff_user(db, staff, messy_tree):
@@ -230,3 +251,25 @@ def test_bootstrap_demo_refuses_a_per_label_count_below_one(db):
     with pytest.raises(CommandError, match="--per-label must be at least 1"):
         run_command("bootstrap_demo", per_label=0)
     assert not Photo.objects.exists()
+
+
+def test_bootstrap_demo_refuses_bad_starter_options_before_it_creates_anything(db):
+    with pytest.raises(CommandError, match="image_size must be between 16 and 1024"):
+        run_command("bootstrap_demo", per_label=1, image_size=8)
+
+    assert counts() == {"User": 0, "Label": 0, "Photo": 0, "ModelVersion": 0, "TrainingRun": 0}
+
+
+def test_bootstrap_demo_makes_an_existing_credentials_file_readable_by_its_owner_only(db, settings, tmp_path,
+                                                                                        monkeypatch):
+    credentials = tmp_path / "credentials"
+    credentials.write_text("")
+    credentials.chmod(0o644)
+    settings.DEMO_CREDENTIALS_FILE = credentials
+    monkeypatch.setattr(Command, "_photos", lambda self, admin, per_label: None)
+    monkeypatch.setattr(Command, "_starter_model", lambda self, admin, options: None)
+
+    run_command("bootstrap_demo", per_label=1)
+
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    assert len(credentials.read_text().splitlines()) == 3

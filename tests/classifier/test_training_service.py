@@ -439,3 +439,32 @@ def test_a_photo_whose_file_is_missing_is_left_out_and_named_and_the_run_still_s
     assert lost.id not in [pid for pid, _, _ in run.data] and len(run.data) == 11
     assert run.metrics["missing_files"] == [lost.id]
     assert run.log.startswith(f"Left out 1 photo(s) whose file is missing: [{lost.id}].")
+
+
+def test_a_run_interrupted_by_ctrl_c_ends_cancelled_and_frees_the_slot(db, staff, labelled_photos, monkeypatch):
+    def pressed_ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(services, "train", pressed_ctrl_c)
+    run = training_run_start(user=staff, options=TINY, enqueue=False)
+
+    with pytest.raises(KeyboardInterrupt):
+        training_run_execute(run.id)
+
+    run.refresh_from_db()
+    assert (run.status, run.holds_slot, run.error) == (TrainingRun.Status.CANCELLED, None, services.INTERRUPTED)
+    assert training_run_start(user=staff, options=TINY, enqueue=False).status == TrainingRun.Status.QUEUED
+
+
+def test_a_run_the_queue_could_not_take_ends_failed_and_frees_the_slot(db, staff, api_for,
+                                                                      django_capture_on_commit_callbacks):
+    from kombu.exceptions import OperationalError
+
+    with mock.patch("classifier.tasks.training_run_execute.delay", side_effect=OperationalError("refused")), \
+            django_capture_on_commit_callbacks(execute=True):
+        response = api_for(staff).post("/api/v1/training-runs/", TINY, format="json")
+
+    run = TrainingRun.objects.get(id=response.json()["id"])
+    assert (run.status, run.holds_slot, run.error) == (TrainingRun.Status.FAILED, None, services.UNSENT)
+    with mock.patch("classifier.tasks.training_run_execute.delay"), django_capture_on_commit_callbacks(execute=True):
+        assert api_for(staff).post("/api/v1/training-runs/", TINY, format="json").status_code == 202

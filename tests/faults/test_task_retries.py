@@ -71,7 +71,7 @@ def test_a_transient_error_is_retried_with_backoff_and_the_photo_fails_with_the_
         assert 0 <= countdown <= min(60, 2 ** n)
     photo.refresh_from_db()
     assert photo.status == Photo.Status.FAILED
-    assert photo.reason == f"Prediction failed: {error}"
+    assert photo.reason == "Prediction failed: the database or the queue stayed unavailable through every retry."
     assert photo.decided_at is not None
 
 
@@ -95,7 +95,19 @@ def test_a_permanent_error_is_not_retried_and_the_photo_fails_at_once(photo, bac
     retry.assert_not_called()
     photo.refresh_from_db()
     assert photo.status == Photo.Status.FAILED
-    assert photo.reason == "Prediction failed: cannot identify image file"
+    assert photo.reason == "Prediction failed (ValueError); the worker's log has the details."
+
+
+@pytest.mark.parametrize("error", [
+    FileNotFoundError(2, "No such file or directory", "/srv/plantsite/media/photos/x.jpg"),
+    OSError("cannot identify image file '/srv/plantsite/media/photos/x.jpg'"),
+])
+def test_a_failed_photo_says_its_file_cannot_be_read_without_the_servers_path(photo, backoff, error):
+    run_with(photo, error)
+
+    photo.refresh_from_db()
+    assert photo.status == Photo.Status.FAILED
+    assert photo.reason == "Prediction failed: the photo's file is missing or cannot be read."
 
 
 def test_the_broker_settings_hold_a_long_task_and_lose_no_task_on_a_dead_worker(settings):

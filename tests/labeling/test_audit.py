@@ -2,6 +2,7 @@
 expert, unseen as decided by its uploader; the audits measure the auto-accept accuracy."""
 
 import math
+import os
 import random
 from types import SimpleNamespace
 
@@ -24,8 +25,8 @@ def labels(db):
 def routed(confidence, rng, label=None):
     """An unsaved photo routed with an unsaved label: the draw needs no database."""
     photo = Photo()
-    review.route_prediction(photo, SimpleNamespace(label=label or Label(name="monstera"), confidence=confidence),
-                            THRESHOLD, rng=rng)
+    review.route_prediction(photo, SimpleNamespace(label=label or Label(name="monstera"), confidence=confidence,
+                                                   margin=confidence), THRESHOLD, rng=rng)
     return photo
 
 
@@ -101,7 +102,7 @@ def audit_everything(settings):
 @pytest.fixture
 def audited_photo(audit_everything, member, labels):
     photo = PhotoFactory(owner=member)
-    return services._store_prediction(photo.id, ModelVersionFactory(), SURE)
+    return services._store_prediction(photo.id, ModelVersionFactory(is_active=True), SURE)
 
 
 def test_an_audited_prediction_waits_for_an_expert_with_a_reason_that_names_no_label(audited_photo):
@@ -116,7 +117,7 @@ def test_an_audited_prediction_waits_for_an_expert_with_a_reason_that_names_no_l
 
 def test_without_the_draw_a_confident_prediction_is_final_as_before(settings, member, labels):
     settings.AUDIT_FRACTION = 0.0
-    photo = services._store_prediction(PhotoFactory(owner=member).id, ModelVersionFactory(), SURE)
+    photo = services._store_prediction(PhotoFactory(owner=member).id, ModelVersionFactory(is_active=True), SURE)
 
     assert (photo.status, photo.label_source, photo.review_kind) == ("final", "model", "")
 
@@ -212,7 +213,7 @@ def test_the_wilson_interval_of_no_observations_is_none():
 @pytest.fixture
 def five_audits(audit_everything, member, expert, labels):
     """Five audits decided: three agree with the model, one picks another label, one rejects."""
-    version = ModelVersionFactory()
+    version = ModelVersionFactory(is_active=True)
     photos = [services._store_prediction(PhotoFactory(owner=member).id, version, SURE) for _ in range(5)]
     for photo, label in zip(photos, ["monstera", "monstera", "monstera", "spider_plant", None]):
         services.review_decide(photo_id=photo.id, expert=expert, label_name=label, reject=label is None)
@@ -280,3 +281,20 @@ def test_the_audits_page_before_any_audit(expert, db):
     client.force_login(expert)
 
     assert "No audit has been decided yet." in client.get("/review/audits/").content.decode()
+
+
+def test_each_forked_worker_process_draws_its_own_audits():
+    def first_draws():
+        return [review._audit_rng.random() for _ in range(5)]
+
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # a worker process of the pool
+        os.write(write, repr(first_draws()).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    in_child = os.read(read, 4096).decode()
+    os.close(read)
+
+    assert in_child != repr(first_draws())

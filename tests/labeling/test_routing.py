@@ -1,19 +1,21 @@
 """The routing rule (Photo.route) and the prediction step (services.photo_predict)."""
 
+import io
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 
 from labeling import services
 from labeling.models import Label, Photo, Prediction
-from tests.factories import LabelFactory, PhotoFactory
+from tests.factories import LabelFactory, PhotoFactory, UserFactory, jpeg_bytes
 
 THRESHOLD = 0.8
 
 
-def _prediction(label, confidence):
-    # Photo.route reads only the label and the confidence of a prediction.
-    return SimpleNamespace(label=label, confidence=confidence)
+def _prediction(label, confidence, margin=None):
+    # Photo.route reads only the label, the confidence and the margin of a prediction.
+    return SimpleNamespace(label=label, confidence=confidence, margin=confidence if margin is None else margin)
 
 
 # --- Photo.route --------------------------------------------------------------
@@ -188,3 +190,72 @@ def test_a_predicted_label_the_site_did_not_know_yet_is_created(active_model):
 
     photo.refresh_from_db()
     assert Label.objects.filter(name=photo.prediction.label.name).exists()
+
+
+@pytest.mark.django_db
+def test_a_tie_at_the_top_goes_to_review_whatever_the_threshold():
+    photo = PhotoFactory()
+
+    photo.route(_prediction(LabelFactory(name="monstera"), 0.5, margin=0.0), 0.5)
+
+    assert photo.status == Photo.Status.NEEDS_REVIEW
+    assert photo.reason == "The model is as sure of another label as of its first: an expert will decide."
+
+
+@pytest.mark.django_db
+def test_a_confident_answer_with_a_retired_label_goes_to_review_with_a_reason(active_model, settings):
+    settings.CONFIDENCE_THRESHOLD = 0.0
+    photo = services.photo_upload(owner=UserFactory(), fileobj=io.BytesIO(jpeg_bytes()))
+    Label.objects.filter(name__in=active_model.labels).update(retired=True)
+    for name in active_model.labels:
+        Label.objects.get_or_create(name=name, defaults={"retired": True})
+
+    photo = services.photo_predict(photo.id)
+
+    assert photo.status == Photo.Status.NEEDS_REVIEW and photo.final_label is None
+    assert "is a retired label: an expert will decide." in photo.reason
+
+
+@pytest.mark.django_db
+def test_probabilities_that_are_not_numbers_are_stored_as_null_and_an_expert_decides(active_model, settings,
+                                                                                     monkeypatch):
+    from classifier.inference import LoadedModel
+
+    settings.CONFIDENCE_THRESHOLD = 0.0
+    photo = services.photo_upload(owner=UserFactory(), fileobj=io.BytesIO(jpeg_bytes()))
+    monkeypatch.setattr(LoadedModel, "predict_paths",
+                        lambda self, paths: [{"monstera": float("nan"), "spider_plant": 0.2} for _ in paths])
+
+    photo = services.photo_predict(photo.id)
+
+    assert photo.status == Photo.Status.NEEDS_REVIEW
+    assert "no usable probabilities" in photo.reason
+    assert Prediction.objects.get(photo=photo).probabilities == {"monstera": None, "spider_plant": 0.2}
+    assert Prediction.objects.get(photo=photo).ranked == [("spider_plant", 0.2), ("monstera", None)]
+
+
+@pytest.mark.django_db
+def test_an_answer_of_a_version_deactivated_while_it_predicted_is_not_stored_and_the_photo_is_sent_again(
+        active_model, settings, monkeypatch, django_capture_on_commit_callbacks):
+    from classifier.inference import LoadedModel
+    from classifier.services import model_version_activate
+    from tests.factories import ModelVersionFactory
+
+    settings.CONFIDENCE_THRESHOLD = 0.0
+    photo = services.photo_upload(owner=UserFactory(), fileobj=io.BytesIO(jpeg_bytes()))
+    other = ModelVersionFactory()
+    predict = LoadedModel.predict_paths
+
+    def predict_then_an_admin_rolls_back(self, paths):
+        answers = predict(self, paths)
+        model_version_activate(version_id=other.id)
+        return answers
+
+    monkeypatch.setattr(LoadedModel, "predict_paths", predict_then_an_admin_rolls_back)
+    with mock.patch("labeling.tasks.photo_predict_task.delay") as send, \
+            django_capture_on_commit_callbacks(execute=True):
+        services.photo_predict(photo.id)
+
+    photo.refresh_from_db()
+    assert photo.status == Photo.Status.QUEUED and not Prediction.objects.filter(photo=photo).exists()
+    send.assert_called_once_with(photo.id)
