@@ -158,10 +158,12 @@ TRAINING_HARD_TIME_LIMIT = env_int("TRAINING_HARD_TIME_LIMIT", 6 * 3600, minimum
 # runs it: the visibility timeout outlasts the task's hard limit.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": TRAINING_HARD_TIME_LIMIT + 600}
 CELERY_TASK_ALWAYS_EAGER = False
+# Durations are bounded: a huge one overflowed the date arithmetic of every photo or run.
+WEEK = 7 * 24 * 3600
 # The sweeper: photos queued longer than this are sent again; running training runs whose
 # heartbeat is older than TRAINING_HEARTBEAT_TIMEOUT are marked failed.
-SWEEP_QUEUED_AFTER_SECONDS = env_int("SWEEP_QUEUED_AFTER_SECONDS", 120, minimum=1)
-TRAINING_HEARTBEAT_TIMEOUT = env_int("TRAINING_HEARTBEAT_TIMEOUT", 600, minimum=10)
+SWEEP_QUEUED_AFTER_SECONDS = env_int("SWEEP_QUEUED_AFTER_SECONDS", 120, minimum=1, maximum=WEEK)
+TRAINING_HEARTBEAT_TIMEOUT = env_int("TRAINING_HEARTBEAT_TIMEOUT", 600, minimum=10, maximum=WEEK)
 # Processes that decode and augment photos for a training run; unset: up to 8 on a GPU
 # (it trains faster than one core can feed it), none on the CPU (classifier.training.loader_workers).
 TRAINING_LOADER_WORKERS = env_int("TRAINING_LOADER_WORKERS", None, minimum=0)
@@ -191,7 +193,7 @@ INFERENCE_WARM_UP = env_bool("INFERENCE_WARM_UP", True)
 # worker process takes a photo's task within milliseconds, so a photo that has waited 0.2 s is
 # waiting because every process is busy: batching it then costs no one anything.
 INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 16, minimum=1)
-INFERENCE_BATCH_WAIT = env_float("INFERENCE_BATCH_WAIT", 0.2, minimum=0.0)
+INFERENCE_BATCH_WAIT = env_float("INFERENCE_BATCH_WAIT", 0.2, minimum=0.0, maximum=WEEK)
 # GET /api/v1/photos/updates/ waits for a change at most this long, and each web process lets
 # at most this many such requests wait at once (each holds a thread; keep it under the threads).
 PHOTO_UPDATES_MAX_WAIT = env_float("PHOTO_UPDATES_MAX_WAIT", 25.0, minimum=0.0)

@@ -11,7 +11,7 @@ import re
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def env_str(name, default=None, *, required=False):
@@ -25,9 +25,9 @@ def env_str(name, default=None, *, required=False):
 
 def env_bool(name, default=False):
     raw = os.environ.get(name)
-    if raw is None:
+    value = (raw or "").strip().lower()
+    if not value:  # unset, as for every other kind: `REDIS_REQUIRE_DURABLE=` turned the checks off
         return default
-    value = raw.strip().lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
@@ -35,7 +35,7 @@ def env_bool(name, default=False):
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no).")
 
 
-def env_int(name, default, *, minimum=None):
+def env_int(name, default, *, minimum=None, maximum=None):
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -43,8 +43,7 @@ def env_int(name, default, *, minimum=None):
         value = int(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.") from None
-    if minimum is not None and value < minimum:
-        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
+    _check_bounds(name, value, minimum, maximum)
     return value
 
 
@@ -60,9 +59,17 @@ def env_float(name, default, *, minimum=None, maximum=None):
     # and either would break the arithmetic of whatever setting it is.
     if not math.isfinite(value):
         raise ImproperlyConfigured(f"{name}={raw!r} is not a finite number.")
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise ImproperlyConfigured(f"{name}={value} must be between {minimum} and {maximum}.")
+    _check_bounds(name, value, minimum, maximum)
     return value
+
+
+def _check_bounds(name, value, minimum, maximum):
+    if minimum is not None and maximum is not None and not minimum <= value <= maximum:
+        raise ImproperlyConfigured(f"{name}={value} must be between {minimum} and {maximum}.")
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name}={value} must be at most {maximum}.")
 
 
 # A rate as DRF's throttles read it: a count, a slash, a period of which DRF reads only the

@@ -20,17 +20,40 @@ STRONG_SECRET_KEY = "k3J9-pQ2_vX8mZ4tR7wY1nB6cL0sD5fG-hA2eU9iO3yT8rE4wQ7zX1cV6bN
 
 
 @pytest.mark.parametrize("raw, expected", [("1", True), ("yes", True), (" TRUE ", True), ("on", True),
-                                           ("0", False), ("no", False), ("False", False), ("", False)])
+                                           ("0", False), ("no", False), ("False", False)])
 def test_env_bool_reads_the_usual_spellings(monkeypatch, raw, expected):
     monkeypatch.setenv(VAR, raw)
 
     assert env_bool(VAR, default=not expected) is expected
 
 
-def test_env_bool_falls_back_to_the_default_when_unset(monkeypatch):
-    monkeypatch.delenv(VAR, raising=False)
+@pytest.mark.parametrize("raw", [None, "", "  "])
+def test_env_bool_falls_back_to_the_default_when_unset_or_empty(monkeypatch, raw):
+    # As every other kind of setting reads an empty value: `REDIS_REQUIRE_DURABLE=` in production
+    # turned its checks off.
+    if raw is None:
+        monkeypatch.delenv(VAR, raising=False)
+    else:
+        monkeypatch.setenv(VAR, raw)
 
     assert env_bool(VAR, default=True) is True
+
+
+@pytest.mark.parametrize("raw", ["1e11", "-1"])
+def test_a_duration_setting_is_bounded_on_both_sides(raw):
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], capture_output=True, text=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "plantsite.settings.local", "INFERENCE_BATCH_WAIT": raw})
+
+    assert result.returncode != 0
+    assert f"INFERENCE_BATCH_WAIT={float(raw)} must be between 0.0 and 604800." in result.stderr
+
+
+def test_a_one_sided_bound_says_which_side(monkeypatch):
+    monkeypatch.setenv(VAR, "-3")
+
+    with pytest.raises(ImproperlyConfigured, match=f"{VAR}=-3.0 must be at least 0.0"):
+        env_float(VAR, 1.0, minimum=0.0)
 
 
 @pytest.mark.parametrize("raw", ["maybe", "2", "enabled", "tru"])
