@@ -61,3 +61,29 @@ def test_train_runs_the_training_task_and_can_activate_the_result(db, staff, tmp
 def test_train_refuses_bad_options(db):
     with pytest.raises(CommandError, match="image_size"):
         call_command("train", "--image-size", "4")
+
+
+@pytest.mark.parametrize("size", ["0", "-1"])
+def test_predict_refuses_a_batch_size_below_one(active_model, tmp_path, size):
+    with pytest.raises(CommandError, match="--batch-size must be at least 1"):
+        call_command("predict", str(tmp_path / "x.jpg"), "--batch-size", size)
+
+
+def test_predict_says_which_batch_holds_an_image_too_large_to_decode(active_model, tmp_path, settings):
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (400, 400)).save(big)
+    Image.MAX_IMAGE_PIXELS, before = 10_000, Image.MAX_IMAGE_PIXELS  # 400 x 400 is a "bomb" past 2x this
+    try:
+        with pytest.raises(CommandError, match="Could not read one of"):
+            call_command("predict", str(big))
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
+def test_train_refuses_a_user_that_is_no_staff_account(db, member):
+    for name in ("ghost", member.username):
+        with pytest.raises(CommandError, match=f"--user '{name}' names no staff account"):
+            call_command("train", "--user", name, "--epochs", "1")
+    assert not TrainingRun.objects.exists()

@@ -33,7 +33,9 @@ class Command(BaseCommand):
         parser.add_argument("--user", help="Staff username recorded as the run's starter.")
 
     def handle(self, *args, **opts):
-        user = get_user_model().objects.filter(username=opts["user"]).first() if opts["user"] else None
+        user = get_user_model().objects.filter(username=opts["user"], is_staff=True).first() if opts["user"] else None
+        if opts["user"] and user is None:
+            raise CommandError(f"--user {opts['user']!r} names no staff account.")
         options = {
             "architecture": opts["architecture"], "image_size": opts["image_size"], "epochs": opts["epochs"],
             "batch_size": opts["batch_size"], "learning_rate": None if opts["lr_find"] else opts["learning_rate"],
@@ -46,6 +48,8 @@ class Command(BaseCommand):
         except (services.TrainingRunConflict, ValueError) as exc:
             raise CommandError(str(exc)) from None
         if opts["enqueue"]:
+            if run.status == TrainingRun.Status.FAILED:
+                raise CommandError(f"Run {run.id} failed: {run.error}")
             self.stdout.write(f"Training run {run.id} queued for the training worker.")
             return
         self.stdout.write(f"Training run {run.id} with {options} ...")

@@ -12,6 +12,7 @@ from classifier import services as classifier_services
 from classifier.demo_images import LABELS, generate_dataset
 from classifier.models import ModelVersion, TrainingRun
 from classifier.tasks import training_run_execute
+from classifier.training import TrainingOptions
 from labeling.models import EXPERTS_GROUP, Label, Photo
 from labeling.services import photos_import_folder
 
@@ -39,6 +40,10 @@ class Command(BaseCommand):
         if per_label < 1:
             raise CommandError("--per-label must be at least 1.")
         starter = {**STARTER_OPTIONS, "image_size": image_size, "epochs": epochs}
+        try:  # before anything is created: a bad option must leave nothing half made
+            TrainingOptions.from_dict(starter)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         for name in LABELS:
             Label.objects.get_or_create(name=name)
         admin = self._accounts()
@@ -60,6 +65,7 @@ class Command(BaseCommand):
             path = Path(settings.DEMO_CREDENTIALS_FILE)
             # Created owner-only from the start: the passwords are never readable by others.
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.fchmod(fd, 0o600)  # a file that was there already keeps its mode otherwise
             with os.fdopen(fd, "a") as fh:
                 for username, password in created:
                     fh.write(f"{username} {password}\n")
