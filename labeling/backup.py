@@ -206,6 +206,13 @@ def backup_create(path) -> BackupReport:
     path = Path(path)
     if not path.parent.is_dir():
         raise BackupError(f"The folder {path.parent} does not exist.")
+    if path.is_dir():
+        raise BackupError(f"{path} is a folder; name the archive to write, e.g. {path / 'plantsite.tar.gz'}.")
+    target = path.parent.resolve()
+    for root in (Path(settings.MEDIA_ROOT).resolve(), Path(settings.MODEL_ROOT).resolve()):
+        if target == root or root in target.parents:
+            # Every backup would hold itself, half written, and every earlier one.
+            raise BackupError(f"{path} is inside {root}, which the backup copies; write it somewhere else.")
     partial = path.with_name(f".{path.name}.partial")
     with tempfile.TemporaryDirectory(prefix="plantsite-backup-") as tmp:
         dump = Path(tmp) / DATABASE_DUMP
@@ -231,6 +238,8 @@ def backup_create(path) -> BackupReport:
                 info.size, info.mtime, info.mode = len(data), int(datetime.now().timestamp()), 0o644
                 tar.addfile(info, io.BytesIO(data))
             os.replace(partial, path)
+        except OSError as exc:  # a full disk, a file that cannot be read: one line, not a traceback
+            raise BackupError(f"The backup could not be written: {exc}.") from exc
         finally:
             partial.unlink(missing_ok=True)
     return BackupReport(path=path, rows=rows, files=len(files), bytes=sum(f["size"] for f in files),

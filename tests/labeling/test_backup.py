@@ -349,3 +349,23 @@ def test_a_backup_names_the_files_its_rows_need_but_it_could_not_hold(site, medi
 def test_backup_refuses_a_path_in_a_folder_that_does_not_exist(db, tmp_path):
     with pytest.raises(CommandError, match="does not exist"):
         call_command("backup", str(tmp_path / "nowhere" / "site.tar.gz"), verbosity=0)
+
+
+def test_backup_refuses_to_write_inside_the_folders_it_copies_or_onto_a_folder(site, media_root, tmp_path, settings):
+    for inside in (media_root / "site.tar.gz", settings.MODEL_ROOT / "site.tar.gz"):
+        with pytest.raises(CommandError, match="which the backup copies; write it somewhere else"):
+            call_command("backup", str(inside), verbosity=0)
+        assert not inside.exists()
+    with pytest.raises(CommandError, match="is a folder; name the archive to write"):
+        call_command("backup", str(tmp_path), verbosity=0)
+
+
+def test_a_backup_that_cannot_be_written_says_why_in_one_line(site, tmp_path, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("labeling.backup._add_file", disk_full)
+
+    with pytest.raises(CommandError, match=r"The backup could not be written: \[Errno 28\] No space left on device"):
+        call_command("backup", str(tmp_path / "site.tar.gz"), verbosity=0)
+    assert list(tmp_path.glob("*site.tar.gz*")) == []
