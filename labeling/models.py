@@ -92,6 +92,9 @@ class Photo(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     reason = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # When the sweeper last sent the photo again: once per SWEEP_QUEUED_AFTER_SECONDS, not on
+    # every sweep (during an outage each stuck photo piled up two messages a minute).
+    resent_at = models.DateTimeField(null=True, blank=True)
     # Set by data cleaning: kept, shown, restorable, but left out of training runs.
     excluded_from_training = models.BooleanField(default=False)
     review_kind = models.CharField(max_length=16, choices=ReviewKind.choices, blank=True)

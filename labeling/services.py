@@ -402,10 +402,16 @@ def photos_requeue_stuck(*, older_than) -> int:
     photo that was merely slow is not harmed by a second message."""
     from .tasks import photo_predict_task
 
-    cutoff = timezone.now() - older_than
-    ids = list(Photo.objects.filter(status=Photo.Status.QUEUED, uploaded_at__lt=cutoff).values_list("id", flat=True))
-    for photo_id in ids:
-        photo_predict_task.delay(photo_id)
+    now = timezone.now()
+    cutoff = now - older_than
+    not_resent_since = Q(resent_at__isnull=True) | Q(resent_at__lt=cutoff)
+    stuck = Photo.objects.filter(not_resent_since, status=Photo.Status.QUEUED, uploaded_at__lt=cutoff)
+    ids = []
+    for photo_id in stuck.values_list("id", flat=True):
+        # Conditional: of two sweeps at once, one sends the photo.
+        if Photo.objects.filter(not_resent_since, id=photo_id).update(resent_at=now):
+            photo_predict_task.delay(photo_id)
+            ids.append(photo_id)
     if ids:
         logger.warning("Re-enqueued %d photos stuck in queued: %s", len(ids), ids[:20])
     return len(ids)

@@ -41,3 +41,14 @@ def test_the_periodic_sweep_uses_the_configured_threshold(db, sent, settings):
     photos_sweep_task.apply()
 
     sent.assert_called_once_with(stuck.id)
+
+
+def test_a_stuck_photo_is_sent_again_once_per_threshold_not_on_every_sweep(db, sent):
+    stuck = PhotoFactory(status=Photo.Status.QUEUED, uploaded_at=timezone.now() - timedelta(minutes=10))
+
+    counts = [services.photos_requeue_stuck(older_than=timedelta(minutes=2)) for _ in range(3)]
+    Photo.objects.filter(id=stuck.id).update(resent_at=timezone.now() - timedelta(minutes=3))
+    counts.append(services.photos_requeue_stuck(older_than=timedelta(minutes=2)))
+
+    assert counts == [1, 0, 0, 1]
+    assert sent.call_count == 2
