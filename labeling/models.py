@@ -1,7 +1,9 @@
 import uuid
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.utils import timezone
 
 EXPERTS_GROUP = "experts"
@@ -229,6 +231,15 @@ class Photo(models.Model):
         self.reviewed_by = None
         self.decided_at = None
         self.route_to_review(reason, kind=self.ReviewKind.ADJUDICATION)
+
+
+@receiver(post_delete, sender=Photo)
+def _remove_the_files_of_a_deleted_photo(sender, instance, **kwargs):
+    """A deleted photo's files go too (the admin's delete, or its owner's account deleted), once
+    the delete commits: they stayed on disk, and in every later backup."""
+    storage = instance.image.storage
+    names = [f.name for f in (instance.image, instance.working_image) if f]
+    transaction.on_commit(lambda: [storage.delete(name) for name in names])
 
 
 class Prediction(models.Model):

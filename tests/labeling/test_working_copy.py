@@ -231,3 +231,17 @@ def test_backups_keep_the_original_and_the_working_copy(member, media_root, tmp_
     assert backup._verify_restored() == []
     Path(photo.working_image.path).unlink()
     assert backup._verify_restored() == [f"photo {photo.id}: its working copy {photo.working_image.name} is missing"]
+
+
+def test_a_deleted_photo_takes_its_files_with_it_once_the_delete_commits(db, member, django_capture_on_commit_callbacks):
+    from django.contrib.auth.models import User
+
+    with mock.patch("labeling.tasks.photo_predict_task.delay"):
+        photo = services.photo_upload(owner=member, fileobj=io.BytesIO(jpeg_bytes(size=(3000, 2000))))
+    files = [photo.image.path, photo.working_image.path]
+    assert all(Path(f).exists() for f in files)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        User.objects.filter(id=member.id).delete()  # the account, and with it its photos
+
+    assert not any(Path(f).exists() for f in files)
