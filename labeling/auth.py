@@ -15,8 +15,8 @@ class LoginView(auth_views.LoginView):
     def post(self, request, *args, **kwargs):
         self.limiter = LoginLimiter(request, request.POST.get("username"))
         if self.limiter.blocked():
-            return render(request, self.template_name, {"form": self.get_form(), "rate_limited": self.limiter.message()},
-                          status=429)
+            return render(request, self.template_name,
+                          {"form": self.get_form(), "rate_limited": self.limiter.message()}, status=429)
         return super().post(request, *args, **kwargs)
 
     def form_invalid(self, form):

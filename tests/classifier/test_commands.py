@@ -273,3 +273,12 @@ def test_bootstrap_demo_makes_an_existing_credentials_file_readable_by_its_owner
 
     assert credentials.stat().st_mode & 0o777 == 0o600
     assert len(credentials.read_text().splitlines()) == 3
+
+
+def test_bootstrap_demo_creates_no_account_whose_password_it_cannot_keep(db, settings, tmp_path):
+    settings.DEMO_CREDENTIALS_FILE = tmp_path / "missing-folder" / "credentials"
+
+    with pytest.raises(CommandError, match="Cannot write the demo passwords to .*No such file or directory"):
+        run_command("bootstrap_demo", per_label=1)
+
+    assert not User.objects.exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from classifier import services as classifier_services
 from classifier.demo_images import LABELS, generate_dataset
@@ -51,24 +52,28 @@ class Command(BaseCommand):
         self._starter_model(admin, starter)
 
     def _accounts(self):
-        created = []
-        experts = Group.objects.get_or_create(name=EXPERTS_GROUP)[0]
-        for username, flags in ACCOUNTS:
-            if User.objects.filter(username=username).exists():
-                continue
-            password = secrets.token_urlsafe(12)
-            user = User.objects.create_user(username=username, password=password, **flags)
-            if username == "expert":
-                user.groups.add(experts)
-            created.append((username, password))
-        if created:
+        missing = [(username, flags) for username, flags in ACCOUNTS
+                   if not User.objects.filter(username=username).exists()]
+        if missing:
             path = Path(settings.DEMO_CREDENTIALS_FILE)
-            # Created owner-only from the start: the passwords are never readable by others.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            # Opened before any account exists: an account whose password could not be kept would
+            # be skipped by every later run, its password never shown.
+            try:
+                # Created owner-only from the start: the passwords are never readable by others.
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            except OSError as exc:
+                raise CommandError(f"Cannot write the demo passwords to {path}: {exc.strerror}.") from None
             os.fchmod(fd, 0o600)  # a file that was there already keeps its mode otherwise
-            with os.fdopen(fd, "a") as fh:
-                for username, password in created:
+            created = []
+            with os.fdopen(fd, "a") as fh, transaction.atomic():
+                experts = Group.objects.get_or_create(name=EXPERTS_GROUP)[0]
+                for username, flags in missing:
+                    password = secrets.token_urlsafe(12)
+                    user = User.objects.create_user(username=username, password=password, **flags)
+                    if username == "expert":
+                        user.groups.add(experts)
                     fh.write(f"{username} {password}\n")
+                    created.append((username, password))
             self.stdout.write(self.style.SUCCESS("Demo accounts (passwords shown once, kept in " f"{path}):"))
             for username, password in created:
                 self.stdout.write(f"  {username:8} {password}")
