@@ -42,6 +42,26 @@ def test_export_model_refuses_a_tampered_file(active_model, tmp_path):
     assert not (tmp_path / "out.pkl").exists()
 
 
+def test_export_model_says_in_one_line_why_it_cannot_write_and_leaves_nothing_behind(active_model, tmp_path,
+                                                                                     monkeypatch):
+    with pytest.raises(CommandError, match="Could not write .*No such file or directory"):
+        call_command("export_model", str(active_model.id), str(tmp_path / "missing" / "out.pkl"))
+    with pytest.raises(CommandError, match="is the registry's own file of version"):
+        call_command("export_model", str(active_model.id), str(active_model.path))
+
+    def disk_full(self, data):
+        self.write_text("half")  # what a full disk leaves
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr("pathlib.Path.write_bytes", disk_full)
+    with pytest.raises(CommandError, match="No space left on device"):
+        call_command("export_model", str(active_model.id), str(out / "model.pkl"))
+    assert list(out.iterdir()) == []
+    assert file_sha256(active_model.path) == active_model.sha256
+
+
 def test_train_runs_the_training_task_and_can_activate_the_result(db, staff, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("classifier.services.is_validation", lambda key: int(key) % 4 == 0)
     generate_dataset(tmp_path / "data", per_label=5, size=64, seed=2)

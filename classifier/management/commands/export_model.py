@@ -1,9 +1,9 @@
-import shutil
+import hashlib
+import os
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from classifier.inference import file_sha256
 from classifier.models import ModelVersion
 
 
@@ -18,13 +18,25 @@ class Command(BaseCommand):
         model = ModelVersion.objects.filter(id=version).first()
         if model is None:
             raise CommandError(f"No model version {version}.")
-        if not model.path.exists():
-            raise CommandError(f"The file of version {version} is missing ({model.path}).")
-        if file_sha256(model.path) != model.sha256:
-            raise CommandError(f"The file of version {version} does not match its recorded sha256; not exported.")
         target = Path(path)
         if target.is_dir():
             target = target / f"plantsite-v{model.id}-{model.architecture}.pkl"
-        shutil.copyfile(model.path, target)
+        if target.resolve() == model.path.resolve():
+            raise CommandError(f"{target} is the registry's own file of version {version}; choose another path.")
+        try:
+            data = model.path.read_bytes()
+        except OSError as exc:
+            raise CommandError(f"The file of version {version} cannot be read ({model.path}: {exc.strerror}).") from None
+        # The bytes that are checked are the bytes that are written.
+        if hashlib.sha256(data).hexdigest() != model.sha256:
+            raise CommandError(f"The file of version {version} does not match its recorded sha256; not exported.")
+        # Written aside and renamed: a full disk or a missing folder leaves no truncated learner.
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, target)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise CommandError(f"Could not write {target}: {exc.strerror or exc}.") from None
         self.stdout.write(self.style.SUCCESS(
             f"Exported version {model.id} to {target} (sha256 {model.sha256}); load it with fastai's load_learner."))
