@@ -282,3 +282,16 @@ def test_bootstrap_demo_creates_no_account_whose_password_it_cannot_keep(db, set
         run_command("bootstrap_demo", per_label=1)
 
     assert not User.objects.exists()
+
+
+def test_bootstrap_demo_says_so_when_the_queued_run_it_trained_did_not_ask_to_be_activated(db, staff, settings,
+                                                                                            tmp_path):
+    settings.DEMO_CREDENTIALS_FILE = tmp_path / "credentials"
+    queued = classifier_services.training_run_start(
+        user=staff, options={"image_size": 32, "epochs": 1, "pretrained": False}, activate=False, enqueue=False)
+
+    out, _ = run_command("bootstrap_demo", per_label=4, image_size=32, epochs=1)
+
+    version = ModelVersion.objects.get(training_run=queued)
+    assert not version.is_active
+    assert f"Starter model version {version.id} is not active (its run did not ask for it)" in out

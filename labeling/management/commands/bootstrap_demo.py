@@ -102,7 +102,9 @@ class Command(BaseCommand):
         run.refresh_from_db()
         if run.status != TrainingRun.Status.SUCCEEDED:
             raise CommandError(f"The starter model failed to train: {run.error}")
+        # A run someone else queued keeps its own choice of activating the result or not.
+        state = "is active" if run.model_version.is_active else "is not active (its run did not ask for it)"
         self.stdout.write(self.style.SUCCESS(
-            f"Starter model version {run.model_version_id} is active: error rate "
+            f"Starter model version {run.model_version_id} {state}: error rate "
             f"{run.metrics['error_rate']:.3f} on {run.metrics['valid_count']} validation photos, "
             f"trained in {time.monotonic() - started:.0f} s on {run.device}."))
