@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from .env import env_bool, env_choice, env_float, env_int, env_list, env_rate, env_str
+from .env import env_bool, env_choice, env_float, env_int, env_list, env_rate, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -124,17 +124,19 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# Redis is the cache, the broker and the channel of photo updates.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 # Counters for login and upload limits live in Redis so that every web process agrees.
+REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", REDIS_SCHEMES)
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                      "LOCATION": env_str("CACHE_URL", env_str("REDIS_URL", "redis://127.0.0.1:6379/0"))}}
+                      "LOCATION": env_url("CACHE_URL", REDIS_URL, REDIS_SCHEMES)}}
 UPLOAD_THROTTLE_RATE = env_rate("UPLOAD_THROTTLE_RATE", "120/min")
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5, minimum=1)
 LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("LOGIN_MAX_FAILURES_PER_ADDRESS", 50, minimum=1)
 LOGIN_FAILURE_WINDOW = env_int("LOGIN_FAILURE_WINDOW", 900, minimum=1)
 
 # --- Celery ---------------------------------------------------------------------------
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", REDIS_URL, REDIS_SCHEMES)
 # `check --deploy` warns when the broker's Redis could lose queued tasks (no AOF, or eviction
 # allowed). Off by default; production turns it on.
 REDIS_REQUIRE_DURABLE = env_bool("REDIS_REQUIRE_DURABLE", False)

@@ -96,6 +96,20 @@ def env_choice(name, default, choices):
     return raw.strip()
 
 
+def env_url(name, default, schemes):
+    """A URL whose scheme is one of `schemes` ("redis:/host" or "garbage" passed start-up, and
+    the broker then failed on every task with a resolver error)."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip()
+    scheme, separator, rest = value.partition("://")
+    if not separator or scheme not in schemes or not rest:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a URL like {schemes[0]}://HOST:PORT/... "
+                                   f"(scheme {', '.join(schemes)}).")
+    return value
+
+
 def env_list(name, default=()):
     raw = os.environ.get(name)
     if raw is None:

@@ -247,3 +247,23 @@ def test_the_deploy_checks_fail_production_with_a_weak_secret_key():
 
     assert result.returncode != 0
     assert "security.W009" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["REDIS_URL", "CACHE_URL", "CELERY_BROKER_URL"])
+@pytest.mark.parametrize("raw", ["garbage", "redis:/127.0.0.1:6379/0", "http://127.0.0.1:6379/0", "redis://"])
+def test_a_redis_url_that_is_not_one_stops_the_process_naming_it(name, raw):
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], capture_output=True, text=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "plantsite.settings.local", name: raw})
+
+    assert result.returncode != 0
+    assert f"{name}='{raw}' is not a URL like redis://HOST:PORT/..." in result.stderr
+
+
+def test_redis_urls_with_a_password_tls_or_a_socket_are_taken(monkeypatch):
+    from plantsite.settings.base import REDIS_SCHEMES
+    from plantsite.settings.env import env_url
+
+    for raw in ("redis://:secret@10.0.0.5:6380/2", "rediss://cache.example:6379/0", "unix:///run/redis.sock"):
+        monkeypatch.setenv(VAR, raw)
+        assert env_url(VAR, None, REDIS_SCHEMES) == raw
