@@ -36,9 +36,11 @@ from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import serializers
+from django.core.serializers.base import DeserializationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.migrations.executor import MigrationExecutor
 
 from classifier.inference import file_sha256
 
@@ -300,9 +302,16 @@ def _read_archive(path: Path, into: Path) -> dict:
             raise BackupError(f"The archive is refused: {exc}") from None
         except (OSError, EOFError, zlib.error, tarfile.TarError) as exc:
             raise BackupError(f"{path} is damaged or incomplete: {exc or type(exc).__name__}") from None
-    manifest = json.loads((into / MANIFEST).read_text())
-    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
-        raise BackupError(f"{path} is not a version {FORMAT_VERSION} Plantsite backup.")
+    try:
+        manifest = json.loads((into / MANIFEST).read_text())
+        if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
+            raise BackupError(f"{path} is not a version {FORMAT_VERSION} Plantsite backup.")
+        return _check_extracted(into, names, manifest)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not JSON, or not the shape written
+        raise BackupError(f"The manifest of {path} is damaged: {type(exc).__name__}: {exc}") from None
+
+
+def _check_extracted(into: Path, names: set, manifest: dict) -> dict:
     if file_sha256(into / DATABASE_DUMP) != manifest["database"]["sha256"]:
         raise BackupError(f"{DATABASE_DUMP} in the archive does not match its recorded sha256.")
     listed = {f["name"]: f for f in manifest["files"]}
@@ -359,6 +368,11 @@ def _verify_restored() -> list[str]:
     return problems
 
 
+def _unapplied_migrations() -> list:
+    executor = MigrationExecutor(connection)
+    return executor.migration_plan(executor.loader.graph.leaf_nodes())
+
+
 def backup_restore(path, force: bool = False) -> RestoreReport:
     """Restore the archive at `path`. Refuses a database that already holds photos (or users,
     labels, models) unless `force`, which replaces everything in it."""
@@ -369,13 +383,20 @@ def backup_restore(path, force: bool = False) -> RestoreReport:
     if present and not force:
         raise BackupError(f"The database already holds {', '.join(present)}: restoring would mix two sites. "
                           "Restore into an empty database, or pass --force to replace everything in it.")
+    if _unapplied_migrations():
+        raise BackupError("The database is not migrated: run `manage.py migrate` first.")
     with tempfile.TemporaryDirectory(prefix="plantsite-restore-") as tmp:
         extracted = Path(tmp)
         manifest = _read_archive(path, extracted)  # nothing has changed yet if this raises
-        with transaction.atomic():
-            if force:
-                call_command("flush", interactive=False, verbosity=0)
-            call_command("loaddata", str(extracted / DATABASE_DUMP), verbosity=0)
-            # Inside the transaction: if the files cannot be written, no row is restored either.
-            files = _put_files_in_place(extracted, manifest)
+        try:
+            with transaction.atomic():
+                if force:
+                    call_command("flush", interactive=False, verbosity=0)
+                call_command("loaddata", str(extracted / DATABASE_DUMP), verbosity=0)
+                # Inside the transaction: if the files cannot be written, no row is restored either.
+                files = _put_files_in_place(extracted, manifest)
+        except (DeserializationError, DatabaseError) as exc:  # rows of other code, or that clash
+            raise BackupError(f"The rows could not be restored, and none was: {exc}") from None
+        except OSError as exc:  # a full disk: the rows are rolled back
+            raise BackupError(f"The files could not be put back, and no row was restored: {exc}") from None
     return RestoreReport(rows=manifest["database"]["rows"], files=files, problems=_verify_restored())

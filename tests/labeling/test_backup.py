@@ -21,6 +21,7 @@ from django.contrib.auth.models import Group, User
 from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.core.serializers.base import DeserializationError
 from rest_framework.authtoken.models import Token
 
 from classifier.inference import file_sha256, model_cache
@@ -369,3 +370,53 @@ def test_a_backup_that_cannot_be_written_says_why_in_one_line(site, tmp_path, mo
     with pytest.raises(CommandError, match=r"The backup could not be written: \[Errno 28\] No space left on device"):
         call_command("backup", str(tmp_path / "site.tar.gz"), verbosity=0)
     assert list(tmp_path.glob("*site.tar.gz*")) == []
+
+
+def _rewritten(tmp_path, good, name, change):
+    """A copy of the archive `good` with the member `name`'s bytes passed through `change`."""
+    out = tmp_path / f"changed-{name.replace('/', '_')}.tar.gz"
+    with tarfile.open(good) as src, tarfile.open(out, "w:gz") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()
+            if member.name == name:
+                data = change(data)
+            member.size = len(data)
+            dst.addfile(member, io.BytesIO(data))
+    return out
+
+
+@pytest.mark.parametrize("manifest", [b"{not json", b'{"format": "plantsite-backup", "version": 1}', b"[]"])
+def test_restore_says_in_one_line_that_a_manifest_is_damaged(site, media_root, tmp_path, manifest):
+    good = tmp_path / "site.tar.gz"
+    call_command("backup", str(good), verbosity=0)
+    bad = _rewritten(tmp_path, good, backup.MANIFEST, lambda data: manifest)
+    wipe(media_root)
+
+    with pytest.raises(CommandError, match="is damaged|is not a version"):
+        call_command("restore", str(bad), verbosity=0)
+
+    assert Photo.objects.count() == 0
+
+
+def test_restore_of_rows_this_code_cannot_load_restores_none_and_says_why(site, media_root, tmp_path):
+    good = tmp_path / "site.tar.gz"
+    call_command("backup", str(good), verbosity=0)
+    wipe(media_root)
+
+    with mock.patch("labeling.backup.call_command", side_effect=DeserializationError("no field 'colour'")):
+        with pytest.raises(CommandError, match="The rows could not be restored, and none was: no field 'colour'"):
+            call_command("restore", str(good), verbosity=0)
+    with mock.patch("labeling.backup.shutil.copyfile", side_effect=OSError(28, "No space left on device")):
+        with pytest.raises(CommandError, match="The files could not be put back, and no row was restored"):
+            call_command("restore", str(good), verbosity=0)
+
+    assert Photo.objects.count() == 0 and User.objects.count() == 0
+
+
+def test_restore_into_a_database_that_is_not_migrated_says_to_migrate_first(db, tmp_path):
+    archive = tmp_path / "site.tar.gz"
+    archive.write_bytes(b"")
+
+    with mock.patch("labeling.backup._unapplied_migrations", return_value=["labeling.0001_initial"]):
+        with pytest.raises(CommandError, match="The database is not migrated: run `manage.py migrate` first"):
+            call_command("restore", str(archive), verbosity=0)
