@@ -280,10 +280,13 @@ def audited_photos():
     return Photo.objects.filter(decisions__kind=Photo.ReviewKind.AUDIT).distinct()
 
 
-def audit_stats() -> AuditStats:
+def audit_stats(version_id=None) -> AuditStats:
     """Measured accuracy of auto-accepted predictions: an audited photo counts as correct when
-    its label (the expert's, or a later correction's) is the model's top label."""
+    its label (the expert's, or a later correction's) is the model's top label. version_id: only
+    the predictions of that model version (after a rollback, the versions' audits differ)."""
     photos = audited_photos()
+    if version_id is not None:
+        photos = photos.filter(prediction__model_version_id=version_id)
     audited = photos.count()
     correct = photos.filter(status=Photo.Status.FINAL, final_label=F("prediction__label")).count()
     interval = wilson_interval(correct, audited)
@@ -292,6 +295,12 @@ def audit_stats() -> AuditStats:
         ci_low=interval[0] if interval else None, ci_high=interval[1] if interval else None,
         fraction_setting=float(settings.AUDIT_FRACTION),
     )
+
+
+def audit_stats_by_version() -> list[tuple[int, AuditStats]]:
+    """(version id, its audit stats) for every version whose predictions were audited, newest first."""
+    versions = (audited_photos().order_by().values_list("prediction__model_version_id", flat=True).distinct())
+    return [(version_id, audit_stats(version_id)) for version_id in sorted(set(versions), reverse=True)]
 
 
 def recent_audits(limit=100):

@@ -4,7 +4,7 @@ from dataclasses import asdict
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -107,11 +107,19 @@ class PhotoHistoryApi(APIView):
         return Response(HistoryEventSerializer(events, many=True).data)
 
 
+class AuditStatsQuerySerializer(serializers.Serializer):
+    version = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1,
+                                       help_text="Only the predictions of this model version (default: all).")
+
+
 class AuditStatsApi(APIView):
     """Measured accuracy of auto-accepted predictions, from the audit sample, with a Wilson 95% interval."""
 
     permission_classes = [IsExpert]
 
-    @extend_schema(request=None, responses={200: AuditStatsSerializer})
+    @extend_schema(request=None, parameters=[AuditStatsQuerySerializer], responses={200: AuditStatsSerializer})
     def get(self, request):
-        return Response(AuditStatsSerializer(asdict(review.audit_stats())).data)
+        query = AuditStatsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(AuditStatsSerializer(asdict(review.audit_stats(query.validated_data.get("version")))).data)
+

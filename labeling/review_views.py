@@ -137,4 +137,5 @@ def photo_correct(request, pk):
 @expert_required
 def review_audits(request):
     return render(request, "labeling/review_audits.html",
-                  {"stats": review.audit_stats(), "audits": review.recent_audits()})
+                  {"stats": review.audit_stats(), "by_version": review.audit_stats_by_version(),
+                   "audits": review.recent_audits()})

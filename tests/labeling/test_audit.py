@@ -298,3 +298,24 @@ def test_each_forked_worker_process_draws_its_own_audits():
     os.close(read)
 
     assert in_child != repr(first_draws())
+
+
+def test_after_a_rollback_each_versions_audits_are_counted_on_their_own(five_audits, member, expert, api_for, client):
+    from classifier.services import model_version_activate
+
+    earlier = ModelVersionFactory()
+    model_version_activate(version_id=earlier.id)  # the admin rolls back
+    photo = services._store_prediction(PhotoFactory(owner=member).id, earlier, SURE)
+    services.review_decide(photo_id=photo.id, expert=expert, label_name="monstera")
+    later = five_audits[0].prediction.model_version
+
+    by_version = dict(review.audit_stats_by_version())
+    response = api_for(expert).get("/api/v1/audits/stats/", {"version": earlier.id})
+    client.force_login(expert)
+    page = client.get("/review/audits/").content.decode()
+
+    assert {v: (s.audited, s.correct) for v, s in by_version.items()} == {later.id: (5, 3), earlier.id: (1, 1)}
+    assert (review.audit_stats().audited, review.audit_stats().correct) == (6, 4)
+    assert (response.json()["audited"], response.json()["correct"]) == (1, 1)
+    assert 'id="audits-by-version"' in page and f"<td>v{earlier.id}</td>" in page
+    assert api_for(expert).get("/api/v1/audits/stats/", {"version": "x"}).status_code == 400
