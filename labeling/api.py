@@ -111,6 +111,20 @@ class ReviewDecideApi(APIView):
         return Response(PhotoSerializer(photo, context={"request": request}).data)
 
 
+class PhotoRetryApi(APIView):
+    """A failed photo goes to the model again: its owner, experts and staff may ask."""
+
+    @extend_schema(request=None, responses={200: PhotoSerializer, 409: None})
+    def post(self, request, pk):
+        get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
+        try:
+            services.photo_retry(photo_id=pk)
+        except services.RetryConflict as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        photo = selectors.photos_visible_to(request.user).get(pk=pk)
+        return Response(PhotoSerializer(photo, context={"request": request}).data)
+
+
 class LabelListApi(generics.ListAPIView):
     serializer_class = LabelSerializer
     pagination_class = None

@@ -283,6 +283,24 @@ def _still_active(version) -> bool:
         return cursor.fetchone() is not None
 
 
+class RetryConflict(Exception):
+    """Only a photo whose prediction failed can be sent to the model again."""
+
+
+def photo_retry(*, photo_id: int) -> Photo:
+    """Send a failed photo to the model again, once what failed is fixed (its file is back, the
+    database or the model is). Conditional on `failed`: two presses queue it once."""
+    again = Photo.objects.filter(id=photo_id, status=Photo.Status.FAILED).update(
+        status=Photo.Status.QUEUED, reason="", decided_at=None, batch_claimed_until=None, batch_claimed_by="",
+        resent_at=timezone.now(),  # its task is on its way: the sweeper need not send another at once
+    )
+    if not again:
+        raise RetryConflict("Only a photo whose prediction failed can be predicted again.")
+    _enqueue_prediction(photo_id)
+    announce_photo_change(photo_id)
+    return Photo.objects.get(id=photo_id)
+
+
 def photo_mark_failed(photo_id: int, reason: str) -> None:
     """A prediction that failed for good: the photo says why and is never silently dropped."""
     if Photo.objects.filter(id=photo_id, status=Photo.Status.QUEUED).update(

@@ -1,10 +1,12 @@
 import functools
 import mimetypes
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
@@ -86,6 +88,19 @@ def photo_detail(request, pk):
     photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
     return render(request, "labeling/photo_detail.html",
                   {"photo": photo, "show_prediction": not prediction_hidden_from(photo, request.user)})
+
+
+@login_required
+@require_POST
+def photo_retry(request, pk):
+    photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
+    try:
+        services.photo_retry(photo_id=photo.pk)
+    except services.RetryConflict as exc:
+        messages.warning(request, str(exc))
+    else:
+        messages.success(request, f"Photo {photo.pk} is queued for the model again.")
+    return redirect("photo-detail", pk=photo.pk)
 
 
 @login_or_token_required

@@ -19,6 +19,7 @@ api_v1 = [
     path("photos/updates/", labeling_api.PhotoUpdatesApi.as_view(), name="api-photo-updates"),
     path("photos/<int:pk>/", labeling_api.PhotoDetailApi.as_view(), name="api-photo"),
     path("photos/<int:pk>/review/", labeling_api.ReviewDecideApi.as_view(), name="api-photo-review"),
+    path("photos/<int:pk>/retry/", labeling_api.PhotoRetryApi.as_view(), name="api-photo-retry"),
     path("review-queue/", labeling_api.ReviewQueueApi.as_view(), name="api-review-queue"),
     # Review: claims, corrections, history, audits (labeling/review_api.py).
     path("photos/<int:pk>/claim/", review_api.PhotoClaimApi.as_view(), name="api-photo-claim"),
@@ -47,6 +48,7 @@ api_v1 = [
 urlpatterns = [
     path("", labeling_views.home, name="home"),
     path("photos/<int:pk>/", labeling_views.photo_detail, name="photo-detail"),
+    path("photos/<int:pk>/retry/", labeling_views.photo_retry, name="photo-retry"),
     path("media/photos/<str:name>", labeling_views.photo_file, name="photo-file"),
     path("review/", review_views.review_queue, name="review-queue"),
     path("review/<int:pk>/", review_views.review_photo, name="review-photo"),

@@ -115,12 +115,19 @@ def staff_only(status, others=403, anonymous=LOGIN):
 
 NO_CREDENTIALS = 401  # TokenAuthentication first: DRF answers with its challenge
 
+
+def _failed_photo(w):
+    """Another member's photo whose prediction failed: the member may not see it, experts may."""
+    return PhotoFactory(owner=w.other_member, status=Photo.Status.FAILED)
+
 CASES = [
     # --- pages ---------------------------------------------------------------
     Case("home", "get", lambda w: "/", logged_in(200)),
     Case("home", "post", lambda w: "/", logged_in((302, r"/photos/\d+/")), data=lambda w: jpeg_upload()),
     Case("photo-detail", "get", lambda w: f"/photos/{w.my_photo.id}/", logged_in(200)),
     Case("photo-detail", "get", lambda w: f"/photos/{w.their_photo.id}/", logged_in(200, member=404)),
+    Case("photo-retry", "post", lambda w: f"/photos/{_failed_photo(w).id}/retry/",
+         logged_in((302, r"/photos/\d+/"), member=404)),
     Case("photo-file", "get", lambda w: f"/media/{w.my_photo.image.name}", logged_in(200)),
     Case("photo-file", "get", lambda w: f"/media/{w.their_photo.image.name}", logged_in(200, member=404)),
     Case("photo-file", "get", lambda w: "/media/photos/0123456789abcdef0123456789abcdef.jpg", logged_in(404)),
@@ -168,6 +175,8 @@ CASES = [
     Case("api-photo-updates", "post", lambda w: f"/api/v1/photos/updates/?photos={w.my_photo.id}:queued",
          logged_in(405, anonymous=NO_CREDENTIALS)),
     Case("api-photo", "get", lambda w: f"/api/v1/photos/{w.my_photo.id}/", logged_in(200, anonymous=NO_CREDENTIALS)),
+    Case("api-photo-retry", "post", lambda w: f"/api/v1/photos/{_failed_photo(w).id}/retry/",
+         logged_in(200, anonymous=NO_CREDENTIALS, member=404)),
     Case("api-photo", "get", lambda w: f"/api/v1/photos/{w.their_photo.id}/",
          logged_in(200, anonymous=NO_CREDENTIALS, member=404)),
     Case("api-photo", "delete", lambda w: f"/api/v1/photos/{w.my_photo.id}/",
