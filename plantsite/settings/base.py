@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from .env import env_bool, env_choice, env_float, env_int, env_list, env_rate, env_str, env_url
 
@@ -63,14 +64,20 @@ TEMPLATES = [
 ]
 
 # SQLite by default so that `make run` needs no database server; DATABASE_URL switches.
-DATABASES = {
-    "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
-        # A kept connection that died (a database restart) is replaced, not used and failed.
-        conn_health_checks=True,
-    )
-}
+# Lower case: not a setting, so that its password never shows on a debug page.
+_database_url = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+try:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            _database_url,
+            conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+            # A kept connection that died (a database restart) is replaced, not used and failed.
+            conn_health_checks=True,
+        )
+    }
+except ValueError as exc:  # dj-database-url's own message does not name the variable
+    # Without the value: a database URL holds its password.
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -105,7 +105,8 @@ def env_url(name, default, schemes):
     value = raw.strip()
     scheme, separator, rest = value.partition("://")
     if not separator or scheme not in schemes or not rest:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a URL like {schemes[0]}://HOST:PORT/... "
+        # Without the value: a URL may hold a password.
+        raise ImproperlyConfigured(f"{name} is not a URL like {schemes[0]}://HOST:PORT/... "
                                    f"(scheme {', '.join(schemes)}).")
     return value
 

@@ -257,7 +257,7 @@ def test_a_redis_url_that_is_not_one_stops_the_process_naming_it(name, raw):
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "plantsite.settings.local", name: raw})
 
     assert result.returncode != 0
-    assert f"{name}='{raw}' is not a URL like redis://HOST:PORT/..." in result.stderr
+    assert f"{name} is not a URL like redis://HOST:PORT/..." in result.stderr
 
 
 def test_redis_urls_with_a_password_tls_or_a_socket_are_taken(monkeypatch):
@@ -267,3 +267,12 @@ def test_redis_urls_with_a_password_tls_or_a_socket_are_taken(monkeypatch):
     for raw in ("redis://:secret@10.0.0.5:6380/2", "rediss://cache.example:6379/0", "unix:///run/redis.sock"):
         monkeypatch.setenv(VAR, raw)
         assert env_url(VAR, None, REDIS_SCHEMES) == raw
+
+
+def test_a_database_url_that_is_not_one_stops_the_process_naming_it():
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], capture_output=True, text=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "plantsite.settings.local", "DATABASE_URL": "garbage"})
+
+    assert result.returncode != 0
+    assert "DATABASE_URL is not a database URL: Scheme '://' is unknown." in result.stderr
