@@ -29,6 +29,15 @@ def media_root(settings, tmp_path):
 
 
 @pytest.fixture
+def sent_predictions():
+    """The prediction task's delay, recording the photos sent instead of reaching a broker."""
+    from unittest import mock
+
+    with mock.patch("labeling.tasks.photo_predict_task.delay") as delay:
+        yield delay
+
+
+@pytest.fixture
 def member(db):
     return UserFactory(username="member")
 

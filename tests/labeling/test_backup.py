@@ -55,12 +55,6 @@ def snapshot() -> dict:
 
 
 @pytest.fixture
-def no_broker():
-    with mock.patch("labeling.tasks.photo_predict_task.delay") as delay:
-        yield delay
-
-
-@pytest.fixture
 def small_model(transactional_db, settings):
     """An active model version whose file is a few bytes: enough for the tests that are not
     about loading the learner (the real one is 45 MB and slows every archive down)."""
@@ -76,12 +70,12 @@ def small_model(transactional_db, settings):
 
 
 @pytest.fixture
-def site(small_model, settings, no_broker):
+def site(small_model, settings, sent_predictions):
     return make_site(small_model, settings)
 
 
 @pytest.fixture
-def site_with_a_real_learner(transactional_db, active_model, settings, no_broker):
+def site_with_a_real_learner(transactional_db, active_model, settings, sent_predictions):
     return make_site(active_model, settings)
 
 
@@ -148,7 +142,7 @@ def test_a_backup_restored_into_an_emptied_site_brings_back_every_row_and_every_
     assert loaded.labels == version.labels
 
 
-def test_after_a_restore_new_rows_get_fresh_ids_and_logins_still_work(site, media_root, tmp_path, no_broker):
+def test_after_a_restore_new_rows_get_fresh_ids_and_logins_still_work(site, media_root, tmp_path, sent_predictions):
     archive = tmp_path / "site.tar.gz"
     highest = Photo.objects.order_by("-id").first().id
     call_command("backup", str(archive), verbosity=0)

@@ -13,10 +13,7 @@ from labeling.models import Photo
 from tests.factories import LabelFactory, jpeg_bytes
 
 
-@pytest.fixture(autouse=True)
-def predict():
-    with mock.patch("labeling.tasks.photo_predict_task.delay") as delay:
-        yield delay
+pytestmark = pytest.mark.usefixtures("sent_predictions")
 
 
 @pytest.fixture
@@ -74,7 +71,7 @@ def test_a_bad_file_is_refused_with_its_reason(labels, staff, api_for, settings)
     assert not Photo.objects.exists()
 
 
-def test_without_a_label_the_model_predicts_the_photo(labels, staff, api_for, predict,
+def test_without_a_label_the_model_predicts_the_photo(labels, staff, api_for, sent_predictions,
                                                       django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         response = api_for(staff).post("/api/v1/imports/", upload(jpeg_bytes()), format="multipart")
@@ -82,7 +79,7 @@ def test_without_a_label_the_model_predicts_the_photo(labels, staff, api_for, pr
     assert response.status_code == 201
     photo = Photo.objects.get()
     assert (photo.status, photo.final_label) == ("queued", None)
-    predict.assert_called_once_with(photo.id)
+    sent_predictions.assert_called_once_with(photo.id)
     # Still checked for duplicates.
     again = api_for(staff).post("/api/v1/imports/", upload(jpeg_bytes(), label=""), format="multipart")
     assert again.json()["result"] == "duplicate"

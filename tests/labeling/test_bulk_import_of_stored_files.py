@@ -1,6 +1,5 @@
 """The site's bulk upload of a file the site itself stored (an export, a photo it served)."""
 
-from unittest import mock
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -9,10 +8,7 @@ from labeling.models import Photo
 from tests.factories import LabelFactory, jpeg_bytes
 
 
-@pytest.fixture(autouse=True)
-def predict():
-    with mock.patch("labeling.tasks.photo_predict_task.delay") as delay:
-        yield delay
+pytestmark = pytest.mark.usefixtures("sent_predictions")
 
 
 def test_uploading_the_sites_own_stored_file_is_a_duplicate_of_its_photo(db, staff, api_for):

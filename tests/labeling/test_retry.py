@@ -1,6 +1,5 @@
 """A photo whose prediction failed can be sent to the model again, by its owner or an expert."""
 
-from unittest import mock
 
 import pytest
 from django.test import Client
@@ -12,41 +11,35 @@ from tests.factories import PhotoFactory
 
 
 @pytest.fixture
-def sent():
-    with mock.patch("labeling.tasks.photo_predict_task.delay") as delay:
-        yield delay
-
-
-@pytest.fixture
 def failed(member):
     return PhotoFactory(owner=member, status=Photo.Status.FAILED, decided_at=timezone.now(),
                         reason="Prediction failed: the photo's file is missing or cannot be read.")
 
 
-def test_a_failed_photo_is_queued_again_and_sent_once(failed, sent, django_capture_on_commit_callbacks):
+def test_a_failed_photo_is_queued_again_and_sent_once(failed, sent_predictions, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         photo = services.photo_retry(photo_id=failed.id)
 
     assert (photo.status, photo.reason, photo.decided_at) == (Photo.Status.QUEUED, "", None)
-    sent.assert_called_once_with(failed.id)
+    sent_predictions.assert_called_once_with(failed.id)
     with pytest.raises(services.RetryConflict):  # pressed twice: queued once
         services.photo_retry(photo_id=failed.id)
 
 
 @pytest.mark.parametrize("status", [Photo.Status.QUEUED, Photo.Status.FINAL, Photo.Status.NEEDS_REVIEW,
                                     Photo.Status.REJECTED])
-def test_only_a_failed_photo_can_be_predicted_again(member, sent, status):
+def test_only_a_failed_photo_can_be_predicted_again(member, sent_predictions, status):
     photo = PhotoFactory(owner=member, status=status)
 
     with pytest.raises(services.RetryConflict, match="Only a photo whose prediction failed"):
         services.photo_retry(photo_id=photo.id)
 
     assert Photo.objects.get(id=photo.id).status == status
-    sent.assert_not_called()
+    sent_predictions.assert_not_called()
 
 
-def test_the_api_retries_the_owners_photo_and_refuses_a_second_time_and_hides_others(failed, sent, api_for,
-                                                                                       other_member):
+def test_the_api_retries_the_owners_photo_and_refuses_a_second_time_and_hides_others(
+        failed, sent_predictions, api_for, other_member):
     response = api_for(failed.owner).post(f"/api/v1/photos/{failed.id}/retry/")
     again = api_for(failed.owner).post(f"/api/v1/photos/{failed.id}/retry/")
 
@@ -55,7 +48,7 @@ def test_the_api_retries_the_owners_photo_and_refuses_a_second_time_and_hides_ot
     assert api_for(other_member).post(f"/api/v1/photos/{failed.id}/retry/").status_code == 404
 
 
-def test_the_photo_page_offers_predict_again_for_a_failed_photo_only(failed, sent, member):
+def test_the_photo_page_offers_predict_again_for_a_failed_photo_only(failed, sent_predictions, member):
     client = Client()
     client.force_login(member)
 

@@ -34,17 +34,11 @@ def encode(img, fmt, **options):
     return out.getvalue()
 
 
-@pytest.fixture
-def delay():
-    """The prediction task's delay, recording calls instead of sending to the broker."""
-    with mock.patch("labeling.tasks.photo_predict_task.delay") as recorded:
-        yield recorded
-
 
 # --- a good upload ------------------------------------------------------------
 
 
-def test_a_valid_jpeg_is_stored_and_returned_as_a_queued_photo(api_for, member, media_root, delay):
+def test_a_valid_jpeg_is_stored_and_returned_as_a_queued_photo(api_for, member, media_root, sent_predictions):
     original = jpeg_bytes(size=(120, 80))
 
     response = api_for(member).post(URL, {"image": upload(original)}, format="multipart")
@@ -69,7 +63,7 @@ def test_a_valid_jpeg_is_stored_and_returned_as_a_queued_photo(api_for, member, 
 
 
 def test_the_file_is_stored_under_a_generated_name_that_ignores_the_client_filename(
-        api_for, member, media_root, delay):
+        api_for, member, media_root, sent_predictions):
     api_for(member).post(URL, {"image": upload(jpeg_bytes(), name="../../etc/my-holiday-snap.jpg")},
                          format="multipart")
 
@@ -84,7 +78,7 @@ def test_the_file_is_stored_under_a_generated_name_that_ignores_the_client_filen
         assert img.size == (64, 48)
 
 
-def test_the_stored_name_follows_the_content_not_the_client_extension(api_for, member, media_root, delay):
+def test_the_stored_name_follows_the_content_not_the_client_extension(api_for, member, media_root, sent_predictions):
     png = encode(Image.new("RGB", (10, 10), (1, 2, 3)), "PNG")
 
     api_for(member).post(URL, {"image": upload(png, name="plant.jpg", content_type="image/jpeg")},
@@ -94,27 +88,27 @@ def test_the_stored_name_follows_the_content_not_the_client_extension(api_for, m
 
 
 def test_the_prediction_is_enqueued_only_when_the_upload_commits(
-        api_for, member, delay, django_capture_on_commit_callbacks):
+        api_for, member, sent_predictions, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = api_for(member).post(URL, {"image": upload(jpeg_bytes())}, format="multipart")
         assert response.status_code == 201
     assert len(callbacks) == 1
-    delay.assert_not_called()  # nothing is sent before the commit
+    sent_predictions.assert_not_called()  # nothing is sent before the commit
 
     callbacks[0]()  # what the commit runs
 
-    delay.assert_called_once_with(response.json()["id"])
+    sent_predictions.assert_called_once_with(response.json()["id"])
 
 
 def test_a_committed_upload_enqueues_its_prediction_exactly_once(
-        api_for, member, delay, django_capture_on_commit_callbacks):
+        api_for, member, sent_predictions, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         response = api_for(member).post(URL, {"image": upload(jpeg_bytes())}, format="multipart")
 
-    delay.assert_called_once_with(response.json()["id"])
+    sent_predictions.assert_called_once_with(response.json()["id"])
 
 
-def test_a_rolled_back_upload_enqueues_nothing(member, delay, django_capture_on_commit_callbacks):
+def test_a_rolled_back_upload_enqueues_nothing(member, sent_predictions, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         with pytest.raises(RuntimeError):
             with transaction.atomic():
@@ -122,17 +116,17 @@ def test_a_rolled_back_upload_enqueues_nothing(member, delay, django_capture_on_
                 raise RuntimeError("the request failed after the upload")
 
     assert callbacks == []
-    delay.assert_not_called()
+    sent_predictions.assert_not_called()
     assert not Photo.objects.exists()
 
 
-def test_an_upload_whose_row_cannot_be_saved_leaves_no_file(member, media_root, delay):
+def test_an_upload_whose_row_cannot_be_saved_leaves_no_file(member, media_root, sent_predictions):
     with mock.patch.object(Photo, "save", side_effect=RuntimeError("database went away")):
         with pytest.raises(RuntimeError):
             services.photo_upload(owner=member, fileobj=io.BytesIO(jpeg_bytes()))
 
     assert files_under(media_root) == []
-    delay.assert_not_called()
+    sent_predictions.assert_not_called()
 
 
 # --- bad uploads --------------------------------------------------------------
@@ -179,7 +173,7 @@ BAD_UPLOADS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_UPLOADS))
-def test_a_bad_upload_is_400_with_the_reason_and_stores_nothing(api_for, member, media_root, delay, case):
+def test_a_bad_upload_is_400_with_the_reason_and_stores_nothing(api_for, member, media_root, sent_predictions, case):
     make, name, content_type, message = BAD_UPLOADS[case]
 
     response = api_for(member).post(URL, {"image": upload(make(), name, content_type)}, format="multipart")
@@ -188,10 +182,10 @@ def test_a_bad_upload_is_400_with_the_reason_and_stores_nothing(api_for, member,
     assert response.json() == {"image": [message]}
     assert not Photo.objects.exists()
     assert files_under(media_root) == []
-    delay.assert_not_called()
+    sent_predictions.assert_not_called()
 
 
-def test_a_request_without_the_image_field_is_400(api_for, member, media_root, delay):
+def test_a_request_without_the_image_field_is_400(api_for, member, media_root, sent_predictions):
     response = api_for(member).post(URL, {"picture": upload(jpeg_bytes())}, format="multipart")
 
     assert response.status_code == 400
@@ -200,7 +194,7 @@ def test_a_request_without_the_image_field_is_400(api_for, member, media_root, d
     assert files_under(media_root) == []
 
 
-def test_an_upload_without_credentials_is_refused(api_for, db, media_root, delay):
+def test_an_upload_without_credentials_is_refused(api_for, db, media_root, sent_predictions):
     response = api_for(None).post(URL, {"image": upload(jpeg_bytes())}, format="multipart")
 
     assert response.status_code == 401
@@ -212,7 +206,7 @@ def test_an_upload_without_credentials_is_refused(api_for, db, media_root, delay
 # --- the site's upload form (no JavaScript) -----------------------------------
 
 
-def test_the_upload_form_stores_the_photo_and_redirects_to_it(client, member, media_root, delay):
+def test_the_upload_form_stores_the_photo_and_redirects_to_it(client, member, media_root, sent_predictions):
     client.force_login(member)
 
     response = client.post("/", {"image": upload(jpeg_bytes())})
@@ -225,7 +219,7 @@ def test_the_upload_form_stores_the_photo_and_redirects_to_it(client, member, me
     assert files_under(media_root) == [media_root / photo.image.name]
 
 
-def test_the_upload_form_rerenders_with_the_message_for_a_bad_file(client, member, media_root, delay):
+def test_the_upload_form_rerenders_with_the_message_for_a_bad_file(client, member, media_root, sent_predictions):
     client.force_login(member)
 
     response = client.post("/", {"image": upload(HTML, "index.jpg")})

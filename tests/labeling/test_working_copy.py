@@ -34,12 +34,6 @@ def twelve_megapixel_jpeg():
 
 
 @pytest.fixture
-def delay():
-    with mock.patch("labeling.tasks.photo_predict_task.delay") as recorded:
-        yield recorded
-
-
-@pytest.fixture
 def predict_calls(monkeypatch):
     """The paths of every predict_paths call, predicting as usual."""
     calls = []
@@ -53,7 +47,7 @@ def predict_calls(monkeypatch):
     return calls
 
 
-def test_a_12_megapixel_upload_stores_a_bounded_working_copy_next_to_the_original(member, media_root, delay):
+def test_a_12_megapixel_upload_stores_a_bounded_working_copy_next_to_the_original(member, media_root, sent_predictions):
     photo = services.photo_upload(owner=member, fileobj=io.BytesIO(twelve_megapixel_jpeg()))
 
     photo.refresh_from_db()
@@ -70,7 +64,7 @@ def test_a_12_megapixel_upload_stores_a_bounded_working_copy_next_to_the_origina
     assert len(files_under(media_root)) == 2
 
 
-def test_the_longer_side_follows_the_setting(member, settings, delay):
+def test_the_longer_side_follows_the_setting(member, settings, sent_predictions):
     settings.WORKING_COPY_MAX_SIDE = 500
     photo = services.photo_upload(owner=member, fileobj=io.BytesIO(jpeg_bytes(size=(800, 1200))))
 
@@ -78,7 +72,7 @@ def test_the_longer_side_follows_the_setting(member, settings, delay):
         assert work.size == (333, 500)
 
 
-def test_a_small_upload_stores_no_working_copy(member, media_root, delay):
+def test_a_small_upload_stores_no_working_copy(member, media_root, sent_predictions):
     photo = services.photo_upload(owner=member, fileobj=io.BytesIO(jpeg_bytes(size=(1024, 700))))
 
     photo.refresh_from_db()
@@ -87,7 +81,7 @@ def test_a_small_upload_stores_no_working_copy(member, media_root, delay):
     assert files_under(media_root) == [Path(photo.image.path)]
 
 
-def test_a_png_with_alpha_gets_a_jpeg_working_copy(member, delay):
+def test_a_png_with_alpha_gets_a_jpeg_working_copy(member, sent_predictions):
     im = Image.new("RGBA", (2000, 1000), (0, 200, 0, 128))
     out = io.BytesIO()
     im.save(out, "PNG")
@@ -98,7 +92,7 @@ def test_a_png_with_alpha_gets_a_jpeg_working_copy(member, delay):
         assert (work.format, work.mode, work.size) == ("JPEG", "RGB", (1024, 512))
 
 
-def test_a_failed_row_leaves_neither_the_original_nor_the_working_copy(member, media_root, delay):
+def test_a_failed_row_leaves_neither_the_original_nor_the_working_copy(member, media_root, sent_predictions):
     with mock.patch.object(Photo, "save", side_effect=RuntimeError("database went away")):
         with pytest.raises(RuntimeError):
             services.photo_upload(owner=member, fileobj=io.BytesIO(twelve_megapixel_jpeg()))
@@ -107,7 +101,7 @@ def test_a_failed_row_leaves_neither_the_original_nor_the_working_copy(member, m
     assert not Photo.objects.exists()
 
 
-def test_a_working_copy_that_cannot_be_made_leaves_no_original(member, media_root, delay):
+def test_a_working_copy_that_cannot_be_made_leaves_no_original(member, media_root, sent_predictions):
     with mock.patch.object(services, "working_copy", side_effect=OSError("disk full")):
         with pytest.raises(OSError):
             services.photo_upload(owner=member, fileobj=io.BytesIO(twelve_megapixel_jpeg()))
@@ -115,7 +109,7 @@ def test_a_working_copy_that_cannot_be_made_leaves_no_original(member, media_roo
     assert files_under(media_root) == []
 
 
-def test_the_prediction_reads_the_working_copy(active_model, member, predict_calls, delay):
+def test_the_prediction_reads_the_working_copy(active_model, member, predict_calls, sent_predictions):
     photo = services.photo_upload(owner=member, fileobj=io.BytesIO(twelve_megapixel_jpeg()))
 
     services.photo_predict(photo.id)
@@ -126,7 +120,7 @@ def test_the_prediction_reads_the_working_copy(active_model, member, predict_cal
     assert photo.prediction.model_version == active_model
 
 
-def test_the_shadow_version_reads_the_working_copy_too(active_model, member, predict_calls, delay, settings):
+def test_the_shadow_version_reads_the_working_copy_too(active_model, member, predict_calls, sent_predictions, settings):
     import shutil
 
     from classifier import services as classifier_services
@@ -144,7 +138,7 @@ def test_the_shadow_version_reads_the_working_copy_too(active_model, member, pre
     assert shadow.shadow_predictions.filter(photo=photo).exists()
 
 
-def test_the_photo_file_view_still_serves_the_original(client, member, delay):
+def test_the_photo_file_view_still_serves_the_original(client, member, sent_predictions):
     original = twelve_megapixel_jpeg()
     photo = services.photo_upload(owner=member, fileobj=io.BytesIO(original))
     client.force_login(member)
@@ -166,7 +160,7 @@ def _flower_photos(per_label=1):
     return chosen
 
 
-def test_top1_on_the_working_copy_equals_top1_on_the_12_megapixel_original(active_model, member, delay):
+def test_top1_on_the_working_copy_equals_top1_on_the_12_megapixel_original(active_model, member, sent_predictions):
     """Real photos (read from the shared data set, never copied into the repository), upscaled to
     12 MP as a phone would deliver them: the model's answer does not change."""
     model = model_cache.get(active_model.id, active_model.path, active_model.sha256)
@@ -193,7 +187,7 @@ def test_top1_on_the_working_copy_equals_top1_on_the_12_megapixel_original(activ
         assert all(abs(working[k] - original[k]) < 0.02 for k in original)
 
 
-def test_training_reads_the_working_copy_when_there_is_one(staff, member, delay):
+def test_training_reads_the_working_copy_when_there_is_one(staff, member, sent_predictions):
     from classifier import services as classifier_services
     from classifier.models import TrainingRun
     from labeling.models import Label
@@ -215,7 +209,7 @@ def test_training_reads_the_working_copy_when_there_is_one(staff, member, delay)
     assert seen["paths"] == sorted([big.working_image.path, small.image.path])
 
 
-def test_backups_keep_the_original_and_the_working_copy(member, media_root, tmp_path, delay):
+def test_backups_keep_the_original_and_the_working_copy(member, media_root, tmp_path, sent_predictions):
     import tarfile
 
     from labeling import backup
@@ -233,7 +227,8 @@ def test_backups_keep_the_original_and_the_working_copy(member, media_root, tmp_
     assert backup._verify_restored() == [f"photo {photo.id}: its working copy {photo.working_image.name} is missing"]
 
 
-def test_a_deleted_photo_takes_its_files_with_it_once_the_delete_commits(db, member, django_capture_on_commit_callbacks):
+def test_a_deleted_photo_takes_its_files_with_it_once_the_delete_commits(db, member,
+                                                                        django_capture_on_commit_callbacks):
     from django.contrib.auth.models import User
 
     with mock.patch("labeling.tasks.photo_predict_task.delay"):
