@@ -5,9 +5,11 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from labeling.api_errors import conflict, conflict_schema
+
 from . import evaluation, selectors, services
 from .inference import ModelIntegrityError
-from .serializers import ModelVersionSerializer, TrainingOptionsSerializer, TrainingRunSerializer
+from .serializers import CompareSerializer, ModelVersionSerializer, TrainingOptionsSerializer, TrainingRunSerializer
 
 
 class TrainingRunListCreateApi(generics.ListAPIView):
@@ -17,7 +19,8 @@ class TrainingRunListCreateApi(generics.ListAPIView):
     def get_queryset(self):
         return selectors.training_runs()
 
-    @extend_schema(request=TrainingOptionsSerializer, responses={202: TrainingRunSerializer, 409: None})
+    @extend_schema(request=TrainingOptionsSerializer, responses={
+        202: TrainingRunSerializer, 409: conflict_schema("Another training run is queued or running.")})
     def post(self, request):
         body = TrainingOptionsSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -28,7 +31,7 @@ class TrainingRunListCreateApi(generics.ListAPIView):
             run = services.training_run_start(user=request.user, options=options, activate=activate,
                                               include_model_labels=include_model_labels)
         except services.TrainingRunConflict as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+            return conflict(exc)
         except ValueError as exc:
             raise ValidationError({"detail": str(exc)}) from None
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
@@ -45,12 +48,14 @@ class TrainingRunDetailApi(generics.RetrieveAPIView):
 class TrainingRunCancelApi(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(request=None, responses={202: TrainingRunSerializer, 409: None})
+    @extend_schema(request=None, responses={202: TrainingRunSerializer,
+                                            409: conflict_schema("The run has ended already.")})
     def post(self, request, pk):
         run = generics.get_object_or_404(selectors.training_runs(), pk=pk)
-        if not services.training_run_cancel(run_id=run.id):
-            return Response({"detail": f"Run {run.id} has already ended ({run.status})."}, status=status.HTTP_409_CONFLICT)
-        run.refresh_from_db()
+        cancelled = services.training_run_cancel(run_id=run.id)
+        run.refresh_from_db()  # the status it ended with may have come after the lookup
+        if not cancelled:
+            return conflict(f"Run {run.id} has already ended ({run.status}).")
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -64,13 +69,14 @@ class ModelVersionListApi(generics.ListAPIView):
 class ModelVersionActivateApi(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(request=None, responses={200: ModelVersionSerializer, 409: None})
+    @extend_schema(request=None, responses={200: ModelVersionSerializer, 409: conflict_schema(
+        "The version is active already, or its file is missing or not the file that was registered.")})
     def post(self, request, pk):
         version = generics.get_object_or_404(selectors.model_versions(), pk=pk)
         try:
             version = services.model_version_activate(version_id=version.id)
-        except services.ModelVersionUnusable as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except services.ModelVersionConflict as exc:
+            return conflict(exc)
         return Response(ModelVersionSerializer(version).data)
 
 
@@ -81,15 +87,16 @@ class ShadowSerializer(serializers.Serializer):
 class ModelVersionShadowApi(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(request=ShadowSerializer, responses={200: ModelVersionSerializer, 409: None})
+    @extend_schema(request=ShadowSerializer, responses={200: ModelVersionSerializer, 409: conflict_schema(
+        "The version is the active one, or its file is missing or not the file that was registered.")})
     def post(self, request, pk):
         version = generics.get_object_or_404(selectors.model_versions(), pk=pk)
         body = ShadowSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
             version = services.model_version_shadow(version_id=version.id, enabled=body.validated_data["enabled"])
-        except (services.ShadowError, services.ModelVersionUnusable) as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except services.ModelVersionConflict as exc:
+            return conflict(exc)
         return Response(ModelVersionSerializer(version).data)
 
 
@@ -101,7 +108,8 @@ class CompareQuerySerializer(serializers.Serializer):
 class ModelVersionCompareApi(APIView):
     """Two versions side by side on the same validation photos."""
 
-    @extend_schema(parameters=[CompareQuerySerializer], responses={200: None})
+    @extend_schema(parameters=[CompareQuerySerializer], responses={
+        200: CompareSerializer, 409: conflict_schema("A version's file is missing or is not the file that was registered.")})
     def get(self, request):
         query = CompareQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -110,11 +118,11 @@ class ModelVersionCompareApi(APIView):
         try:
             result = evaluation.model_versions_compare(a, b)
         except ModelIntegrityError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        return Response({
+            return conflict(exc)
+        return Response(CompareSerializer({
             "count": result["count"], "agreement": result["agreement"], "unreadable": result["unreadable"],
             "versions": {str(v.version_id): {"accuracy": v.accuracy, "per_label": v.per_label}
                          for v in (result["a"], result["b"])},
             "differences": [{"photo": d["photo"].id, "label": d["truth"], "a": d["a"], "b": d["b"]}
                             for d in result["differences"]],
-        })
+        }).data)

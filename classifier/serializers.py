@@ -1,17 +1,22 @@
 from rest_framework import serializers
 
+from labeling.serializers import StrictSerializer
+
 from .models import ModelVersion, TrainingRun
-from .training import ARCHITECTURES, LEARNING_RATE_MAX, LEARNING_RATE_MIN
+from .training import ARCHITECTURES, LEARNING_RATE_MAX, LEARNING_RATE_MIN, TrainingOptions
 
 
-class TrainingOptionsSerializer(serializers.Serializer):
+class TrainingOptionsSerializer(StrictSerializer):
     architecture = serializers.ChoiceField(choices=ARCHITECTURES, required=False)
     image_size = serializers.IntegerField(min_value=16, max_value=1024, required=False)
     epochs = serializers.IntegerField(min_value=1, max_value=100, required=False)
     batch_size = serializers.IntegerField(min_value=1, max_value=512, required=False)
     learning_rate = serializers.FloatField(min_value=LEARNING_RATE_MIN, max_value=LEARNING_RATE_MAX, required=False,
                                            allow_null=True)
-    pretrained = serializers.BooleanField(required=False)
+    # An explicit default: a form-encoded body without the key would otherwise read as false.
+    pretrained = serializers.BooleanField(required=False, default=TrainingOptions.pretrained)
+    seed = serializers.IntegerField(min_value=0, max_value=2**32 - 1, required=False,
+                                    help_text="Random seed of the run (augmentation, shuffling, initial weights).")
     cleaning_folds = serializers.IntegerField(min_value=0, max_value=10, required=False,
                                               help_text="0 (off) or 2-10: k-fold out-of-sample losses for cleaning.")
     activate = serializers.BooleanField(required=False, default=False,
@@ -35,6 +40,27 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 
     def get_data_count(self, run) -> int:
         return len(run.data)
+
+
+class VersionScoreSerializer(serializers.Serializer):
+    accuracy = serializers.FloatField(allow_null=True)
+    per_label = serializers.DictField(child=serializers.ListField(child=serializers.IntegerField()),
+                                      help_text="label -> [correct, total]")
+
+
+class CompareDifferenceSerializer(serializers.Serializer):
+    photo = serializers.IntegerField()
+    label = serializers.CharField(help_text="The photo's final label.")
+    a = serializers.CharField(allow_null=True, help_text="Version a's top label.")
+    b = serializers.CharField(allow_null=True, help_text="Version b's top label.")
+
+
+class CompareSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Validation photos compared.")
+    agreement = serializers.FloatField(allow_null=True, help_text="Share of them on which a and b agree.")
+    unreadable = serializers.IntegerField(help_text="Photos left out because their file could not be read.")
+    versions = serializers.DictField(child=VersionScoreSerializer(), help_text="By version id.")
+    differences = CompareDifferenceSerializer(many=True)
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):

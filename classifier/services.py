@@ -321,8 +321,16 @@ def _lock_registry():
     list(ModelVersion.objects.select_for_update().order_by("id").values_list("id", flat=True))
 
 
-class ModelVersionUnusable(Exception):
+class ModelVersionConflict(Exception):
+    """The registry is not in a state that allows the change: the API's 409."""
+
+
+class ModelVersionUnusable(ModelVersionConflict):
     """The version's file is missing, or is not the file that was registered."""
+
+
+class ModelVersionAlreadyActive(ModelVersionConflict):
+    """Activating the active version: another admin may have done it a moment ago."""
 
 
 def _check_file(version):
@@ -340,10 +348,13 @@ def _check_file(version):
 @transaction.atomic
 def model_version_activate(*, version_id: int) -> ModelVersion:
     """Make one version the active model (also how an admin rolls back to an earlier one).
-    Raises ModelVersionUnusable when its file cannot be used."""
+    Raises ModelVersionUnusable when its file cannot be used, ModelVersionAlreadyActive when it
+    is the active version already (its activated_at is left as it was)."""
     _check_file(ModelVersion.objects.get(id=version_id))
     _lock_registry()
     version = ModelVersion.objects.get(id=version_id)
+    if version.is_active:
+        raise ModelVersionAlreadyActive(f"Model version {version.id} is already the active version.")
     ModelVersion.objects.filter(is_active=True).exclude(id=version_id).update(is_active=False)
     version.is_active = True
     version.is_shadow = False  # a shadow that is promoted stops being a shadow
@@ -352,7 +363,7 @@ def model_version_activate(*, version_id: int) -> ModelVersion:
     return version
 
 
-class ShadowError(Exception):
+class ShadowError(ModelVersionConflict):
     pass
 
 

@@ -75,7 +75,7 @@ def model_version_shadow(request, pk):
     enabled = request.POST.get("enabled") == "1"
     try:
         services.model_version_shadow(version_id=version.id, enabled=enabled)
-    except (services.ShadowError, services.ModelVersionUnusable) as exc:
+    except services.ModelVersionConflict as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Model version {version.id} {'now runs' if enabled else 'no longer runs'} "
@@ -89,7 +89,7 @@ def model_version_activate(request, pk):
     version = get_object_or_404(selectors.model_versions(), pk=pk)
     try:
         services.model_version_activate(version_id=version.id)
-    except services.ModelVersionUnusable as exc:
+    except services.ModelVersionConflict as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Model version {version.id} is now active.")

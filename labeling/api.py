@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import selectors, services
+from .api_errors import conflict, conflict_schema
 from .image_checks import ImageRejected
 from .permissions import IsExpert
 from .throttling import UploadRateThrottle, too_many_uploads
@@ -92,7 +93,9 @@ class ReviewQueueApi(generics.ListAPIView):
 class ReviewDecideApi(APIView):
     permission_classes = [IsExpert]
 
-    @extend_schema(request=ReviewSerializer, responses={200: PhotoSerializer, 409: None})
+    @extend_schema(request=ReviewSerializer, responses={
+        200: PhotoSerializer,
+        409: conflict_schema("The photo is not awaiting review, or another expert holds a live claim on it.")})
     def post(self, request, pk):
         get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
         body = ReviewSerializer(data=request.data)
@@ -106,7 +109,7 @@ class ReviewDecideApi(APIView):
         except services.UnknownLabel as exc:
             raise ValidationError({"label": [str(exc)]}) from None
         except services.ReviewConflict as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+            return conflict(exc)
         photo = selectors.photos_visible_to(request.user).get(pk=photo.pk)
         return Response(PhotoSerializer(photo, context={"request": request}).data)
 
@@ -114,13 +117,14 @@ class ReviewDecideApi(APIView):
 class PhotoRetryApi(APIView):
     """A failed photo goes to the model again: its owner, experts and staff may ask."""
 
-    @extend_schema(request=None, responses={200: PhotoSerializer, 409: None})
+    @extend_schema(request=None, responses={200: PhotoSerializer,
+                                          409: conflict_schema("The photo's prediction has not failed.")})
     def post(self, request, pk):
         get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
         try:
             services.photo_retry(photo_id=pk)
         except services.RetryConflict as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+            return conflict(exc)
         photo = selectors.photos_visible_to(request.user).get(pk=pk)
         return Response(PhotoSerializer(photo, context={"request": request}).data)
 

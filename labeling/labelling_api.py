@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import export, labelling, selectors
+from .api_errors import conflict, conflict_schema
 from .labelling_serializers import (
     ExportQuerySerializer,
     ImportResultSerializer,
@@ -38,10 +39,6 @@ class StaffWrites(IsAuthenticated):
         if not super().has_permission(request, view):
             return False
         return request.method in ("GET", "HEAD", "OPTIONS") or request.user.is_staff
-
-
-def _conflict(message):
-    return Response({"detail": str(message)}, status=status.HTTP_409_CONFLICT)
 
 
 def _served(request, photo):
@@ -92,7 +89,8 @@ class LabelDetailApi(APIView):
     @extend_schema(request=LabelUpdateSerializer, responses={200: LabelFullSerializer})
     def patch(self, request, pk):
         label = self._label(pk)
-        body = LabelUpdateSerializer(data=request.data, context={"label": label})
+        # partial: a form-encoded body without `retired` must not read as retired=false.
+        body = LabelUpdateSerializer(data=request.data, partial=True, context={"label": label})
         body.is_valid(raise_exception=True)
         data = body.validated_data
         try:
@@ -104,13 +102,13 @@ class LabelDetailApi(APIView):
             raise Http404("No such label.") from None
         return Response(LabelFullSerializer(label).data)
 
-    @extend_schema(responses={204: None, 409: OpenApiResponse(description="The label is in use: retire it.")})
+    @extend_schema(responses={204: None, 409: conflict_schema("The label is in use: retire it.")})
     def delete(self, request, pk):
         label = self._label(pk)
         try:
             labelling.label_delete(label_id=label.id)
         except labelling.LabelInUse as exc:
-            return _conflict(exc)
+            return conflict(exc)
         except Label.DoesNotExist:
             raise Http404("No such label.") from None
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -139,7 +137,7 @@ class LabellingSkipApi(APIView):
 
 class PhotoLabelsApi(APIView):
     @extend_schema(request=VoteSerializer, responses={
-        201: VoteResultSerializer, 409: OpenApiResponse(description="Already labelled by you, has all its "
+        201: VoteResultSerializer, 409: conflict_schema("Already labelled by you, has all its "
                                                                     "labels or a verified one, or not served to you.")})
     def post(self, request, pk):
         """Your label for a photo served to you: {label} or {unusable: true}."""
@@ -154,7 +152,7 @@ class PhotoLabelsApi(APIView):
         except UnknownLabel as exc:
             raise ValidationError({"label": [str(exc)]}) from None
         except labelling.LabellingConflict as exc:
-            return _conflict(exc)
+            return conflict(exc)
         except Photo.DoesNotExist:
             raise Http404("No such photo.") from None
         return Response(VoteResultSerializer(vote).data, status=status.HTTP_201_CREATED)

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from .labelling import LABEL_NAME_RULE, MAX_EXAMPLES
 from .models import Label, LabelVote, Photo
-from .serializers import PhotoSerializer
+from .serializers import PhotoSerializer, StrictSerializer
 
 
 class LabelFullSerializer(serializers.ModelSerializer):
@@ -20,7 +20,7 @@ class LabelFullSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "description", "retired", "examples", "created_at"]
 
 
-class LabelCreateSerializer(serializers.Serializer):
+class LabelCreateSerializer(StrictSerializer):
     name = serializers.RegexField(r"^[a-z0-9_]{1,64}$", max_length=64,
                                   error_messages={"invalid": LABEL_NAME_RULE})
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
@@ -29,7 +29,7 @@ class LabelCreateSerializer(serializers.Serializer):
                                      help_text=f"Ids of up to {MAX_EXAMPLES} photos shown as examples.")
 
 
-class LabelUpdateSerializer(serializers.Serializer):
+class LabelUpdateSerializer(StrictSerializer):
     """What may change on a label. The name may not: predictions, models and exports use it."""
 
     description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
@@ -81,7 +81,7 @@ class LabellingPhotoSerializer(serializers.ModelSerializer):
         return {"label": prediction.label.name, "confidence": prediction.confidence}
 
 
-class VoteSerializer(serializers.Serializer):
+class VoteSerializer(StrictSerializer):
     label = serializers.CharField(required=False, max_length=64)
     unusable = serializers.BooleanField(default=False, help_text="Not a plant, or unusable.")
 
@@ -105,7 +105,7 @@ class VoteResultSerializer(serializers.ModelSerializer):
         return vote.label_id is None
 
 
-class SkipSerializer(serializers.Serializer):
+class SkipSerializer(StrictSerializer):
     photo = serializers.IntegerField(min_value=1, max_value=2**62)
 
 

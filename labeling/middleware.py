@@ -3,6 +3,8 @@ import sys
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
+from django.middleware import common
+from django.urls import is_valid_path
 from django.views import defaults
 
 logger = logging.getLogger(__name__)
@@ -57,8 +59,12 @@ def _has_null(query_dict) -> bool:
     return any("\x00" in key or any("\x00" in value for value in values) for key, values in query_dict.lists())
 
 
+def _is_api(request) -> bool:
+    return request.path.startswith("/api/")
+
+
 def _bad_request(request, message):
-    if request.path.startswith("/api/"):
+    if _is_api(request):
         return JsonResponse({"detail": message}, status=400)
     return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
 
@@ -77,7 +83,7 @@ _UNAVAILABLE_PAGE = """<!doctype html>
 
 def database_unavailable_response(request):
     """503 with Retry-After: JSON for the API, a plain page (no template, no database) otherwise."""
-    if request.path.startswith("/api/"):
+    if _is_api(request):
         response = JsonResponse({"detail": DATABASE_UNAVAILABLE}, status=503)
     else:
         response = HttpResponse(_UNAVAILABLE_PAGE, status=503, content_type="text/html; charset=utf-8")
@@ -108,8 +114,30 @@ class DatabaseUnavailableMiddleware:
 
 
 def server_error(request):
-    """handler500: a database error raised outside a view is still a 503, anything else a 500."""
+    """handler500: a database error raised outside a view is still a 503, anything else a 500
+    (in JSON for the API, whose clients parse the answer)."""
     exception = sys.exc_info()[1]
     if isinstance(exception, DATABASE_DOWN_ERRORS):
         return database_unavailable_response(request)
+    if _is_api(request):
+        return JsonResponse({"detail": "Server error: it has been logged."}, status=500)
     return defaults.server_error(request)
+
+
+def page_not_found(request, exception):
+    """handler404: for the API, JSON like its views' own 404s; a path that lacks only its final
+    slash is named (CommonMiddleware below does not redirect the API there)."""
+    if not _is_api(request):
+        return defaults.page_not_found(request, exception)
+    detail = "Not found."
+    if not request.path.endswith("/") and is_valid_path(f"{request.path_info}/", getattr(request, "urlconf", None)):
+        detail = f"Not found: API paths end with a slash ({request.path}/)."
+    return JsonResponse({"detail": detail}, status=404)
+
+
+class CommonMiddleware(common.CommonMiddleware):
+    """Django's, except that an API path without its final slash is not redirected: clients
+    follow a 301 with a GET, so a POST (a review, a retry) was lost and answered 405."""
+
+    def should_redirect_with_slash(self, request):
+        return not _is_api(request) and super().should_redirect_with_slash(request)

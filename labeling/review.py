@@ -224,13 +224,13 @@ def review_correct(*, photo_id: int, expert, label_name: str | None = None, reje
     """
     label = _label_or_raise(label_name, reject)
     photo = Photo.objects.select_for_update().get(id=photo_id)
+    if photo.status not in (Photo.Status.FINAL, Photo.Status.REJECTED):
+        raise ReviewConflict(f"Only a decided photo can be corrected; this one is {photo.get_status_display()}"
+                             + (": review it instead." if photo.status == Photo.Status.NEEDS_REVIEW else "."))
     if seen_decided_at is not None and photo.decided_at != seen_decided_at:
         now = photo.final_label.name if photo.final_label_id else photo.get_status_display().lower()
         raise ReviewConflict(f"This photo was decided again after you opened it: it is now {now}. "
                              "Look at its history, then correct it again if it still needs it.")
-    if photo.status not in (Photo.Status.FINAL, Photo.Status.REJECTED):
-        raise ReviewConflict(f"Only a decided photo can be corrected; this one is {photo.get_status_display()}"
-                             + (": review it instead." if photo.status == Photo.Status.NEEDS_REVIEW else "."))
     if reject and photo.status == Photo.Status.REJECTED:
         raise CorrectionError("Nothing to correct: the photo is already rejected.")
     if label is not None and photo.status == Photo.Status.FINAL and photo.final_label_id == label.id:

@@ -9,8 +9,11 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from classifier import selectors as classifier_selectors
+
 from . import review, selectors, services
 from .api import _query
+from .api_errors import conflict, conflict_schema
 from .permissions import IsExpert
 from .serializers import (
     AuditStatsSerializer,
@@ -21,11 +24,7 @@ from .serializers import (
     ReviewQueueQuerySerializer,
 )
 
-CONFLICT = OpenApiResponse(description="Another expert holds a live claim on the photo, or it is not awaiting review.")
-
-
-def _conflict(exc):
-    return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+CONFLICT = conflict_schema("Another expert holds a live claim on the photo, or it is not awaiting review.")
 
 
 def _review_photo(request, pk):
@@ -44,7 +43,7 @@ class PhotoClaimApi(APIView):
         try:
             review.review_claim(pk, request.user)
         except services.ReviewConflict as exc:  # ClaimConflict included
-            return _conflict(exc)
+            return conflict(exc)
         return _review_photo(request, pk)
 
     @extend_schema(request=None, responses={204: None, 409: CONFLICT})
@@ -53,7 +52,7 @@ class PhotoClaimApi(APIView):
         try:
             review.review_release(pk, request.user)
         except review.ClaimConflict as exc:
-            return _conflict(exc)
+            return conflict(exc)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -92,7 +91,7 @@ class PhotoCorrectApi(APIView):
         except review.CorrectionError as exc:
             raise ValidationError({"detail": str(exc)}) from None
         except services.ReviewConflict as exc:
-            return _conflict(exc)
+            return conflict(exc)
         photo = selectors.photos_visible_to(request.user).get(pk=pk)
         return Response(PhotoSerializer(photo, context={"request": request}).data)
 
@@ -121,5 +120,9 @@ class AuditStatsApi(APIView):
     def get(self, request):
         query = AuditStatsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        return Response(AuditStatsSerializer(asdict(review.audit_stats(query.validated_data.get("version")))).data)
+        version = query.validated_data.get("version")
+        # An unknown version would read as one with no audits yet.
+        if version is not None:
+            get_object_or_404(classifier_selectors.model_versions(), pk=version)
+        return Response(AuditStatsSerializer(asdict(review.audit_stats(version))).data)
 

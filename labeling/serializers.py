@@ -65,11 +65,24 @@ class ReviewPhotoSerializer(PhotoSerializer):
         fields = PhotoSerializer.Meta.fields + ["review_kind", "claimed_by", "claim_expires_at"]
 
 
+class StrictSerializer(serializers.Serializer):
+    """A request body in which every key must be one of the fields: a misspelt key is a 400
+    naming it. Dropped silently, it changed what a request meant (a correction sent with
+    `decided-at` skipped its conflict check; a training run trained with default options)."""
+
+    def to_internal_value(self, data):
+        unknown = sorted(set(data.keys()) - set(self.fields)) if hasattr(data, "keys") else []
+        if unknown:
+            allowed = ", ".join(self.fields)
+            raise serializers.ValidationError({key: [f"Unknown field: use {allowed}."] for key in unknown})
+        return super().to_internal_value(data)
+
+
 class PhotoUploadSerializer(serializers.Serializer):
     image = serializers.FileField()
 
 
-class ReviewSerializer(serializers.Serializer):
+class ReviewSerializer(StrictSerializer):
     label = serializers.CharField(required=False)
     reject = serializers.BooleanField(default=False)
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
@@ -163,8 +176,8 @@ class ReviewQueueQuerySerializer(serializers.Serializer):
 class CorrectionSerializer(ReviewSerializer):
     """A correction of a decided photo: a new label, or reject: true; with a reason."""
 
+    # Required: without it a correction would replace whatever decision the photo has now, seen or not.
     decided_at = serializers.DateTimeField(
-        required=False,
         help_text="The photo's decided_at as you saw it. When the photo has been decided again since "
                   "(another expert's correction, say), the correction is refused with 409 instead of "
                   "replacing a decision you have not seen.")

@@ -86,5 +86,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
 ]
 
-# A database error raised outside a view (a middleware's session save) is a 503 too.
+# The API answers these in JSON too. A database error raised outside a view (a middleware's
+# session save) is a 503.
+handler404 = "labeling.middleware.page_not_found"
 handler500 = "labeling.middleware.server_error"

@@ -33,7 +33,8 @@ MIDDLEWARE = [
     # A database that is briefly away: 503 + Retry-After instead of a 500 (see handler500 too).
     "labeling.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    # Django's, but an API path without its slash is a 404 naming the path, not a redirect.
+    "labeling.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     # A NUL character in the path, the query or a page form: 400, not PostgreSQL's DataError.
     "labeling.middleware.NullCharactersMiddleware",

@@ -37,6 +37,12 @@ def correct_url(photo):
     return f"/api/v1/photos/{photo.id}/correct/"
 
 
+def as_seen(photo, **body):
+    """A correction's body with the photo's decided_at as the expert saw it (the API requires it)."""
+    photo.refresh_from_db()
+    return {**body, "decided_at": (photo.decided_at or timezone.now()).isoformat()}
+
+
 def page_client(user):
     client = Client()
     client.force_login(user)
@@ -152,7 +158,7 @@ def test_the_correction_api_refuses_a_correction_of_a_photo_decided_since_with_4
 
 
 def test_the_correction_api_answers_the_corrected_photo(api_for, auto_accepted, expert):
-    response = api_for(expert).post(correct_url(auto_accepted), {"label": "spider_plant", "reason": "Striped."},
+    response = api_for(expert).post(correct_url(auto_accepted), as_seen(auto_accepted, label="spider_plant", reason="Striped."),
                                     format="json")
 
     assert response.status_code == 200, response.content
@@ -162,7 +168,8 @@ def test_the_correction_api_answers_the_corrected_photo(api_for, auto_accepted, 
 
 
 def test_the_correction_api_can_reject(api_for, auto_accepted, staff):
-    response = api_for(staff).post(correct_url(auto_accepted), {"reject": True, "reason": "A cat."}, format="json")
+    response = api_for(staff).post(correct_url(auto_accepted), as_seen(auto_accepted, reject=True, reason="A cat."),
+                                    format="json")
 
     assert response.status_code == 200
     assert (response.json()["status"], response.json()["final_label"]) == ("rejected", None)
@@ -175,7 +182,7 @@ def test_the_correction_api_can_reject(api_for, auto_accepted, staff):
     ({"label": "spider_plant", "reject": True}, 400),
 ])
 def test_a_bad_correction_is_400_and_changes_nothing(api_for, auto_accepted, expert, body, status):
-    response = api_for(expert).post(correct_url(auto_accepted), body, format="json")
+    response = api_for(expert).post(correct_url(auto_accepted), as_seen(auto_accepted, **body), format="json")
 
     assert response.status_code == status, response.content
     auto_accepted.refresh_from_db()
@@ -185,7 +192,7 @@ def test_a_bad_correction_is_400_and_changes_nothing(api_for, auto_accepted, exp
 def test_correcting_a_photo_awaiting_review_is_409(api_for, member, expert, labels):
     photo = PhotoFactory(owner=member, status=Photo.Status.NEEDS_REVIEW)
 
-    response = api_for(expert).post(correct_url(photo), {"label": "monstera"}, format="json")
+    response = api_for(expert).post(correct_url(photo), as_seen(photo, label="monstera"), format="json")
 
     assert response.status_code == 409
     assert "review it instead" in response.json()["detail"]
@@ -285,7 +292,8 @@ def test_a_retired_label_is_refused_by_decisions_corrections_and_relabels(auto_a
     queued = PredictionFactory(photo__owner=member, label=labels["monstera"]).photo
 
     decided = api_for(expert).post(f"/api/v1/photos/{queued.id}/review/", {"label": "dieffenbachia"}, format="json")
-    corrected = api_for(expert).post(correct_url(auto_accepted), {"label": "dieffenbachia"}, format="json")
+    corrected = api_for(expert).post(correct_url(auto_accepted), as_seen(auto_accepted, label="dieffenbachia"),
+                                     format="json")
     with pytest.raises(services.UnknownLabel, match="retired"):
         services.photo_clean(photo_id=auto_accepted.id, user=expert, action="relabel", label_name="dieffenbachia")
 

@@ -6,6 +6,8 @@ fetch() calls do. Tokens and CSRF are covered at the end of the file.
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from unittest import mock
 
 import pytest
@@ -204,11 +206,14 @@ CASES = [
 ]
 
 
+DECIDED_AT = datetime(2026, 1, 1, tzinfo=dt_timezone.utc)
+
+
 def _decided_photo(w):
-    """A member's photo the model auto-accepted as monstera: one an expert may correct."""
+    """A member's photo the model auto-accepted as monstera at DECIDED_AT: one an expert may correct."""
     monstera = LabelFactory(name="monstera")
     LabelFactory(name="spider_plant")
-    return PhotoFactory(owner=w.member, status=Photo.Status.FINAL, final_label=monstera,
+    return PhotoFactory(owner=w.member, status=Photo.Status.FINAL, final_label=monstera, decided_at=DECIDED_AT,
                         label_source=Photo.LabelSource.MODEL, decided_by=Photo.DecidedBy.MODEL)
 
 
@@ -229,7 +234,8 @@ CASES += [
     Case("api-review-claim-next", "post", lambda w: "/api/v1/review-queue/claim-next/",
          experts_only(200, anonymous=NO_CREDENTIALS)),
     Case("api-photo-correct", "post", lambda w: f"/api/v1/photos/{_decided_photo(w).id}/correct/",
-         experts_only(200, anonymous=NO_CREDENTIALS), data=lambda w: {"label": "spider_plant"}, format="json"),
+         experts_only(200, anonymous=NO_CREDENTIALS),
+         data=lambda w: {"label": "spider_plant", "decided_at": DECIDED_AT.isoformat()}, format="json"),
     Case("api-photo-history", "get", lambda w: f"/api/v1/photos/{w.my_photo.id}/history/",
          logged_in(200, anonymous=NO_CREDENTIALS)),
     Case("api-photo-history", "get", lambda w: f"/api/v1/photos/{w.their_photo.id}/history/",
