@@ -12,8 +12,13 @@ from .base import *  # noqa: E402,F401,F403
 from .env import env_float, env_str  # noqa: E402
 
 DEBUG = False
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/15")
+# The suite empties this Redis database: TEST_REDIS_URL only, never the REDIS_URL (or
+# CELERY_BROKER_URL, CACHE_URL) a developer exported for `make run`.
+REDIS_URL = env_str("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 CELERY_BROKER_URL = REDIS_URL
+# Celery reads these from the environment before its settings.
+for _name in ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL"):
+    os.environ.pop(_name, None)
 # Per-test cache (cleared by a fixture) so that counters never leak between tests.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 # No random audits unless a test asks for them: routing tests must be deterministic. The

@@ -247,17 +247,21 @@ def test_running_bootstrap_demo_again_changes_nothing_and_prints_no_passwords(bo
     assert "Generating" not in second.out
 
 
-def test_bootstrap_demo_refuses_a_per_label_count_below_one(db):
+def test_bootstrap_demo_refuses_a_per_label_count_below_one(db, settings, tmp_path):
+    settings.DEMO_CREDENTIALS_FILE = tmp_path / "credentials"  # never the repository's own
     with pytest.raises(CommandError, match="--per-label must be at least 1"):
         run_command("bootstrap_demo", per_label=0)
     assert not Photo.objects.exists()
+    assert not settings.DEMO_CREDENTIALS_FILE.exists()
 
 
-def test_bootstrap_demo_refuses_bad_starter_options_before_it_creates_anything(db):
+def test_bootstrap_demo_refuses_bad_starter_options_before_it_creates_anything(db, settings, tmp_path):
+    settings.DEMO_CREDENTIALS_FILE = tmp_path / "credentials"  # never the repository's own
     with pytest.raises(CommandError, match="image_size must be between 16 and 1024"):
         run_command("bootstrap_demo", per_label=1, image_size=8)
 
     assert counts() == {"User": 0, "Label": 0, "Photo": 0, "ModelVersion": 0, "TrainingRun": 0}
+    assert not settings.DEMO_CREDENTIALS_FILE.exists()
 
 
 def test_bootstrap_demo_makes_an_existing_credentials_file_readable_by_its_owner_only(db, settings, tmp_path,

@@ -13,6 +13,7 @@ TINY = ["--per-label", "4", "--epochs", "1", "--image-size", "32"]
 def run_check(*args):
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL")}
     env["PYTHON"] = sys.executable
+    env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run even on a machine with a GPU: the one --require-gpu refuses
     return subprocess.run([str(REPO / "scripts" / "gpu_site_check"), *TINY, *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 

@@ -2,7 +2,6 @@
 concurrent transactions: they run one after the other, and the later one wins cleanly."""
 
 import threading
-import time
 
 import pytest
 from django.db import connection, transaction
@@ -10,7 +9,7 @@ from django.db import connection, transaction
 from classifier import services
 from classifier.models import ModelVersion
 from tests.factories import ModelVersionFactory
-from tests.threads import at_once
+from tests.threads import at_once, hold_locks_until_another_waits
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,18 +20,22 @@ def postgresql_only():
 
 
 def _first_holds_its_change_while_the_second_starts(first_change, second_change):
-    """The first change commits 0.5 s after it is made; the second starts meanwhile."""
-    made = threading.Event()
+    """The first change commits only once the second one, started after it was made, waits
+    for its locks (or has finished without waiting)."""
+    made, second_done = threading.Event(), threading.Event()
 
     def first():
         with transaction.atomic():
             first_change()
             made.set()
-            time.sleep(0.5)
+            hold_locks_until_another_waits(or_until=second_done)
 
     def second():
-        assert made.wait(timeout=10)
-        second_change()
+        try:
+            assert made.wait(timeout=10)
+            second_change()
+        finally:
+            second_done.set()
 
     at_once([first, second])
 

@@ -27,7 +27,7 @@ WORKER_START_TIMEOUT = 60  # seconds until the worker must answer a ping
 WORKER_STOP_TIMEOUT = 15   # seconds of warm shutdown before SIGKILL
 DB_RELEASE_TIMEOUT = 10    # seconds for the worker's database sessions to disappear
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")  # as scripts/test_services
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -169,23 +169,25 @@ def start_worker(request, transactional_db, media_root, settings, tmp_path):
     redis.Redis.from_url(broker_url).flushdb()
     workers: list[CeleryWorker] = []
 
-    def start(queue: str, *, wait: bool = True, processes: int = 1, **env_overrides) -> CeleryWorker:
+    def start(queue: str, *, wait: bool = True, processes: int = 1, restarts: CeleryWorker | None = None,
+              **env_overrides) -> CeleryWorker:
         worker_env = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "PYTEST_CURRENT_TEST")}
-        unique = f"e2e-{queue}-{uuid.uuid4().hex[:8]}"
+        # restarts: the same worker coming back, under the same node name (as `-n training@%h` does).
+        unique = restarts.unique if restarts else f"e2e-{queue}-{uuid.uuid4().hex[:8]}"
         worker_env.update(
             DJANGO_SETTINGS_MODULE="plantsite.settings.test",
             DATABASE_URL=_database_url(unique),
             DATABASE_CONN_MAX_AGE="0",
             MEDIA_ROOT=str(settings.MEDIA_ROOT),
             MODEL_ROOT=str(settings.MODEL_ROOT),
-            REDIS_URL=broker_url,
+            TEST_REDIS_URL=broker_url,  # what the test settings read (never REDIS_URL)
             CONFIDENCE_THRESHOLD=str(settings.CONFIDENCE_THRESHOLD),
             PYTHONUNBUFFERED="1",
         )
         if settings.INFERENCE_THREADS is not None:
             worker_env["INFERENCE_THREADS"] = str(settings.INFERENCE_THREADS)
         worker_env.update({k: str(v) for k, v in env_overrides.items()})
-        worker = CeleryWorker(queue, unique, worker_env, tmp_path / f"celery-{unique}.log", processes)
+        worker = CeleryWorker(queue, unique, worker_env, tmp_path / f"celery-{unique}-{len(workers)}.log", processes)
         workers.append(worker)
         return worker.start(wait=wait)
 

@@ -107,8 +107,9 @@ def test_the_training_page_asks_less_and_less_often_while_the_server_fails_then_
     page.goto(f"{live_server.url}/training/{run.id}/")
     wait_for_answers(page, requests, 2)  # the 503 and the first real answer (the abort has none)
     gaps = [later - earlier for earlier, later in zip(requests.sent, requests.sent[1:])]
-    # 2 s, then 4 s (the old page: 1 s each); a pause is never shorter than asked for.
-    assert len(gaps) == 2 and gaps[0] > 1.5 and gaps[1] > 3.5, gaps
+    # 2 s, then 4 s (the old page: 1 s each); a pause is never shorter than asked for. The
+    # page may have asked again since its first real answer: only the first two gaps back off.
+    assert len(gaps) >= 2 and gaps[0] > 1.5 and gaps[1] > 3.5, gaps
 
     TrainingRun.objects.filter(id=run.id).update(epoch=2)
     expect(page.locator("#training-run [data-role=epoch]")).to_have_text("2", timeout=WAIT_MS)

@@ -130,7 +130,8 @@ def test_without_an_active_model_an_uploaded_photo_waits_for_an_expert_and_says_
     assert photo["reason"] == "No model is active yet: an expert will decide."
 
 
-def test_a_fresh_inference_worker_loads_the_active_model_before_any_photo_arrives(active_model, start_worker):
+def test_a_fresh_inference_worker_loads_the_active_model_before_any_photo_arrives_and_healthz_lists_it(
+        active_model, start_worker, client, staff):
     import time
 
     worker = start_worker("inference")
@@ -139,7 +140,12 @@ def test_a_fresh_inference_worker_loads_the_active_model_before_any_photo_arrive
     while f"Warmed up model version(s) {active_model.id}." not in worker.log():
         assert time.monotonic() < deadline, f"no warm-up within 60 s:\n{worker.log()}"
         time.sleep(0.2)
-    assert "Task labeling.tasks.photo_predict_task[" not in worker.log()  # no task came: the load was first
+
+    # The real ping through the broker (the unit tests of /healthz mock the workers).
+    client.force_login(staff)
+    response = client.get("/healthz")
+    assert response.status_code == 200, response.content
+    assert worker.name in response.json()["checks"]["workers"]["names"]
 
 
 @pytest.mark.parametrize("processes", [1, 2])

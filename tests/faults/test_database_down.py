@@ -76,7 +76,7 @@ def test_the_site_answers_503_while_postgresql_is_stopped_and_recovers_when_it_i
         conn.execute("CREATE DATABASE plantsite")
     media = tmp_path / "site-media"
     env = process_env(DATABASE_URL=cluster.url("plantsite"), MEDIA_ROOT=media, MODEL_ROOT=media / "models",
-                      REDIS_URL=private_redis.url)
+                      TEST_REDIS_URL=private_redis.url)
     manage(env, "shell", "-c",
            "from django.core.management import call_command; call_command('migrate', verbosity=0); "
            f"from django.contrib.auth.models import User; User.objects.create_user('member', password='{PASSWORD}')")

@@ -6,7 +6,7 @@ from unittest import mock
 import pytest
 from django.utils import timezone
 
-from labeling import labelling, selectors
+from labeling import selectors
 from labeling.labelling import LabellingConflict, label_vote, labelling_next, labelling_skip
 from labeling.models import LabellingAssignment, LabelVote, Photo
 from labeling.services import UnknownLabel
@@ -613,6 +613,3 @@ def test_a_consensus_shows_on_the_owners_photo(labels, ann, bob, member, client)
 
     assert "(consensus)" in page
 
-
-def test_unusable_constant_is_used_in_messages():
-    assert labelling.UNUSABLE == "not a plant / unusable"

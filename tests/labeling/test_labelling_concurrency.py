@@ -1,7 +1,6 @@
 """Labellers asking at the same moment, on PostgreSQL with real concurrent transactions."""
 
 import threading
-import time
 from collections import Counter
 from unittest import mock
 
@@ -12,7 +11,7 @@ from django.utils import timezone
 from labeling import labelling, selectors
 from labeling.models import Label, LabellingAssignment, LabelVote, Photo
 from tests.factories import LabelFactory, PhotoFactory, PredictionFactory, UserFactory
-from tests.threads import at_once
+from tests.threads import at_once, hold_locks_until_another_waits
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,23 +19,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def postgresql_only():
     assert connection.vendor == "postgresql", "these tests need PostgreSQL (SKIP LOCKED); see pytest.ini"
-
-
-def hold_locks_until_another_waits(*, or_until: threading.Event):
-    """Keep this transaction (and its locks) open until another transaction waits for one of
-    them, or `or_until` is set: the other one finished without waiting, which the test then
-    reports. A race made certain, with no sleep to guess at."""
-    deadline = time.monotonic() + 10
-    with connection.cursor() as cursor:
-        while not or_until.is_set():
-            # pg_locks, not pg_stat_activity: that one is read once per transaction, and this
-            # transaction stays open.
-            cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted "
-                           "AND pg_backend_pid() = ANY(pg_blocking_pids(pid)))")
-            if cursor.fetchone()[0]:
-                return
-            assert time.monotonic() < deadline, "nobody waited for this transaction's locks"
-            time.sleep(0.01)
 
 
 def first_holds_the_photo(*, or_until: threading.Event):
@@ -63,20 +45,28 @@ def uncertain(margin):
 def test_two_labellers_asking_at_once_get_different_photos():
     first, second = uncertain(0.1), uncertain(0.2)
     ann, bob = UserFactory(), UserFactory()
+    holding, bob_answered = threading.Event(), threading.Event()
+    waited = []
     original = labelling._before_assign
 
-    def slow(photo_id):
-        # Hold the lock on the candidate a while: the other labeller asks meanwhile.
-        time.sleep(0.6)
+    def ann_holds(photo_id):
+        if not holding.is_set():  # ann's call (bob asks only once she holds a photo's lock)
+            holding.set()
+            waited.append(hold_locks_until_another_waits(or_until=bob_answered))
         original(photo_id)
 
-    started = time.monotonic()
-    with mock.patch("labeling.labelling._before_assign", side_effect=slow):
-        served = at_once([lambda: labelling.labelling_next(ann), lambda: labelling.labelling_next(bob)])
-    elapsed = time.monotonic() - started
+    def bob_asks():
+        try:
+            assert holding.wait(timeout=10)
+            return labelling.labelling_next(bob)
+        finally:
+            bob_answered.set()
+
+    with mock.patch("labeling.labelling._before_assign", side_effect=ann_holds):
+        served = at_once([lambda: labelling.labelling_next(ann), bob_asks])
 
     assert {served[0].id, served[1].id} == {first.id, second.id}
-    assert elapsed < 1.1, "the second labeller waited for the first one's lock instead of passing it over"
+    assert waited == [False], "the second labeller waited for the first one's lock instead of passing it over"
     assert Counter(LabellingAssignment.objects.values_list("photo_id", flat=True)) == {first.id: 1, second.id: 1}
 
 
@@ -118,21 +108,24 @@ def test_two_staff_creating_the_same_label_at_once_get_one_label_and_a_clear_ref
 
     from labeling.models import Label
 
-    created = threading.Event()
+    created, second_answered = threading.Event(), threading.Event()
     outcomes = {}
 
     def first():
         with transaction.atomic():
             outcomes["first"] = labelling.label_create(name="rose")
             created.set()
-            time.sleep(0.5)  # the second INSERT waits on this uncommitted row meanwhile
+            # Uncommitted until the second INSERT waits on this row.
+            hold_locks_until_another_waits(or_until=second_answered)
 
     def second():
-        assert created.wait(timeout=10)
         try:
+            assert created.wait(timeout=10)
             labelling.label_create(name="rose")
         except labelling.LabelError as exc:
             outcomes["second"] = str(exc)
+        finally:
+            second_answered.set()
 
     at_once([first, second])
 

@@ -28,33 +28,41 @@ def test_a_failed_photo_is_queued_again_and_sent_once(failed, sent_predictions, 
 
 @pytest.mark.parametrize("status", [Photo.Status.QUEUED, Photo.Status.FINAL, Photo.Status.NEEDS_REVIEW,
                                     Photo.Status.REJECTED])
-def test_only_a_failed_photo_can_be_predicted_again(member, sent_predictions, status):
+def test_only_a_failed_photo_can_be_predicted_again(member, sent_predictions, django_capture_on_commit_callbacks,
+                                                    status):
     photo = PhotoFactory(owner=member, status=status)
 
-    with pytest.raises(services.RetryConflict, match="Only a photo whose prediction failed"):
-        services.photo_retry(photo_id=photo.id)
+    with django_capture_on_commit_callbacks(execute=True):  # what a commit would send
+        with pytest.raises(services.RetryConflict, match="Only a photo whose prediction failed"):
+            services.photo_retry(photo_id=photo.id)
 
     assert Photo.objects.get(id=photo.id).status == status
     sent_predictions.assert_not_called()
 
 
 def test_the_api_retries_the_owners_photo_and_refuses_a_second_time_and_hides_others(
-        failed, sent_predictions, api_for, other_member):
-    response = api_for(failed.owner).post(f"/api/v1/photos/{failed.id}/retry/")
-    again = api_for(failed.owner).post(f"/api/v1/photos/{failed.id}/retry/")
+        failed, sent_predictions, api_for, other_member, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api_for(failed.owner).post(f"/api/v1/photos/{failed.id}/retry/")
+        again = api_for(failed.owner).post(f"/api/v1/photos/{failed.id}/retry/")
+        others = api_for(other_member).post(f"/api/v1/photos/{failed.id}/retry/")
 
     assert response.status_code == 200 and response.json()["status"] == "queued"
     assert again.status_code == 409 and "Only a photo whose prediction failed" in again.json()["detail"]
-    assert api_for(other_member).post(f"/api/v1/photos/{failed.id}/retry/").status_code == 404
+    assert others.status_code == 404
+    sent_predictions.assert_called_once_with(failed.id)  # by the first request only
 
 
-def test_the_photo_page_offers_predict_again_for_a_failed_photo_only(failed, sent_predictions, member):
+def test_the_photo_page_offers_predict_again_for_a_failed_photo_only(failed, sent_predictions, member,
+                                                                    django_capture_on_commit_callbacks):
     client = Client()
     client.force_login(member)
 
     page = client.get(f"/photos/{failed.id}/").content.decode()
-    after = client.post(f"/photos/{failed.id}/retry/", follow=True).content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        after = client.post(f"/photos/{failed.id}/retry/", follow=True).content.decode()
 
     assert 'data-role="retry"' in page
     assert f"Photo {failed.id} is queued for the model again." in after and 'data-role="retry"' not in after
     assert Photo.objects.get(id=failed.id).status == Photo.Status.QUEUED
+    sent_predictions.assert_called_once_with(failed.id)

@@ -88,7 +88,9 @@ def test_predicting_a_missing_photo_does_nothing():
 
 
 @pytest.mark.django_db
-def test_predicting_stores_one_prediction_with_every_labels_probability_and_the_model_version(active_model):
+def test_predicting_stores_one_prediction_with_every_labels_probability_and_the_model_version(active_model,
+                                                                                             settings):
+    settings.CONFIDENCE_THRESHOLD = THRESHOLD  # whatever the developer's environment says
     photo = PhotoFactory()
 
     returned = services.photo_predict(photo.id)

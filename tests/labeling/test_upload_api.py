@@ -120,10 +120,12 @@ def test_a_rolled_back_upload_enqueues_nothing(member, sent_predictions, django_
     assert not Photo.objects.exists()
 
 
-def test_an_upload_whose_row_cannot_be_saved_leaves_no_file(member, media_root, sent_predictions):
-    with mock.patch.object(Photo, "save", side_effect=RuntimeError("database went away")):
-        with pytest.raises(RuntimeError):
-            services.photo_upload(owner=member, fileobj=io.BytesIO(jpeg_bytes()))
+def test_an_upload_whose_row_cannot_be_saved_leaves_no_file(member, media_root, sent_predictions,
+                                                            django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):  # what a commit would send
+        with mock.patch.object(Photo, "save", side_effect=RuntimeError("database went away")):
+            with pytest.raises(RuntimeError):
+                services.photo_upload(owner=member, fileobj=io.BytesIO(jpeg_bytes()))
 
     assert files_under(media_root) == []
     sent_predictions.assert_not_called()
@@ -173,10 +175,12 @@ BAD_UPLOADS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_UPLOADS))
-def test_a_bad_upload_is_400_with_the_reason_and_stores_nothing(api_for, member, media_root, sent_predictions, case):
+def test_a_bad_upload_is_400_with_the_reason_and_stores_nothing(api_for, member, media_root, sent_predictions,
+                                                               django_capture_on_commit_callbacks, case):
     make, name, content_type, message = BAD_UPLOADS[case]
 
-    response = api_for(member).post(URL, {"image": upload(make(), name, content_type)}, format="multipart")
+    with django_capture_on_commit_callbacks(execute=True):  # what a commit would send
+        response = api_for(member).post(URL, {"image": upload(make(), name, content_type)}, format="multipart")
 
     assert response.status_code == 400
     assert response.json() == {"image": [message]}
