@@ -40,6 +40,10 @@ class TrainingRun(models.Model):
     cancel_requested = models.BooleanField(default=False)
     # Refreshed with every progress report: a running run whose heartbeat stops has lost its worker.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Who runs it: a training worker's node name, or "process <pid> on <host>" for `manage.py
+    # train` and bootstrap_demo, which train in their own process. A worker that (re)starts
+    # fails only its own runs.
+    executor = models.CharField(max_length=255, blank=True)
     model_version = models.OneToOneField(
         "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

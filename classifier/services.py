@@ -91,8 +91,11 @@ def training_sources(include_model_labels: bool = False) -> tuple:
 
 
 def _training_photos(include_model_labels: bool = False):
+    # A retired label's photos keep it, but a model trained on it would go on predicting it, and
+    # every such photo would go to experts who can no longer choose it.
     return Photo.objects.filter(status=Photo.Status.FINAL, excluded_from_training=False,
-                                label_source__in=training_sources(include_model_labels))
+                                label_source__in=training_sources(include_model_labels),
+                                final_label__retired=False)
 
 
 def training_rows(include_model_labels: bool = False):
@@ -110,11 +113,12 @@ def training_source_counts(photo_ids) -> dict:
     return dict(sorted(counts.items()))
 
 
-def training_run_execute(run_id: int) -> TrainingRun:
-    """Run a queued training run to the end. Safe to run twice: only a queued run starts."""
+def training_run_execute(run_id: int, *, executor: str = "") -> TrainingRun:
+    """Run a queued training run to the end. Safe to run twice: only a queued run starts.
+    executor: the worker's node name, or which process runs it (TrainingRun.executor)."""
     now = timezone.now()
     claimed = TrainingRun.objects.filter(id=run_id, status=TrainingRun.Status.QUEUED).update(
-        status=TrainingRun.Status.RUNNING, started_at=now, heartbeat_at=now
+        status=TrainingRun.Status.RUNNING, started_at=now, heartbeat_at=now, executor=executor[:255]
     )
     run = TrainingRun.objects.get(id=run_id)
     if not claimed:
@@ -126,6 +130,8 @@ def training_run_execute(run_id: int) -> TrainingRun:
         return _end_running(run_id, TrainingRun.Status.CANCELLED, CANCELLED)
     except Exception as exc:  # the run must end failed with its reason, whatever broke
         logger.exception("Training run %s failed", run_id)
+        if isinstance(exc, DatabaseError):
+            connection.close()  # a broken connection could not record the failure: a new one
         return _end_running(run_id, TrainingRun.Status.FAILED, f"{type(exc).__name__}: {exc}")
     except BaseException:
         # Ctrl-C in `manage.py train` or bootstrap_demo: left running, the run held the one
@@ -181,10 +187,12 @@ def _train(run):
                   "progress": fraction, "heartbeat_at": timezone.now()}
         if history is not None:
             fields["history"] = history
-        TrainingRun.objects.filter(id=run.id).update(**fields)
+        _despite_a_database_restart(run.id, "write its progress",
+                                    lambda: TrainingRun.objects.filter(id=run.id).update(**fields))
 
     def should_cancel():
-        return TrainingRun.objects.filter(id=run.id, cancel_requested=True).exists()
+        return _despite_a_database_restart(
+            run.id, "check for a cancel", lambda: TrainingRun.objects.filter(id=run.id, cancel_requested=True).exists())
 
     files = (export_path, confusion_png, top_losses_png)
     try:
@@ -262,12 +270,8 @@ def _heartbeat(run_id):
     def beat():
         try:
             while not stop.wait(every):
-                try:
-                    TrainingRun.objects.filter(id=run_id, status=TrainingRun.Status.RUNNING).update(
-                        heartbeat_at=timezone.now())
-                except DatabaseError:  # a database restart: the next beat tries again
-                    logger.warning("Training run %s: could not write its heartbeat.", run_id, exc_info=True)
-                    connection.close()
+                _despite_a_database_restart(run_id, "write its heartbeat", lambda: TrainingRun.objects.filter(
+                    id=run_id, status=TrainingRun.Status.RUNNING).update(heartbeat_at=timezone.now()))
         finally:
             connection.close()  # this thread's own connection
 
@@ -280,12 +284,26 @@ def _heartbeat(run_id):
         thread.join()
 
 
+def _despite_a_database_restart(run_id, what, query):
+    """query(), or None when the database is briefly away: a restart of a few seconds must not
+    end a run of hours. The next call tries again on a new connection (Django opens one)."""
+    try:
+        return query()
+    except DatabaseError:
+        logger.warning("Training run %s: could not %s; it goes on.", run_id, what, exc_info=True)
+        connection.close()
+        return None
+
+
 def _store_losses(version, rows, out_of_sample):
+    # A photo deleted during the run (its owner's account removed) would fail the whole insert,
+    # and with it a run of hours, on its foreign key.
+    existing = set(Photo.objects.filter(id__in=[rows[i][0] for i in out_of_sample]).values_list("id", flat=True))
     PhotoLoss.objects.bulk_create([
         PhotoLoss(model_version=version, photo_id=rows[i][0], label=rows[i][1],
                   split=PhotoLoss.Split.VALID if rows[i][2] else PhotoLoss.Split.TRAIN,
                   loss=loss, probabilities=probabilities)
-        for i, (loss, probabilities) in out_of_sample.items()
+        for i, (loss, probabilities) in out_of_sample.items() if rows[i][0] in existing
     ])
 
 
@@ -423,10 +441,11 @@ def shadow_predictions_store(version, results) -> None:
     ShadowPrediction.objects.bulk_create(rows, ignore_conflicts=True)
 
 
-def training_runs_fail_orphaned() -> int:
-    """Called when the training worker starts: it runs one task at a time, so any run still
-    marked running lost its worker (killed, or the machine restarted)."""
-    return _fail_running(TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING))
+def training_runs_fail_orphaned(*, worker: str) -> int:
+    """Called when a training worker starts: it runs one task at a time, so any run it still
+    has marked running lost it (killed, or the machine restarted). Runs of other workers and
+    of `manage.py train` processes are the heartbeat sweeper's to judge."""
+    return _fail_running(TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, executor=worker))
 
 
 def training_runs_fail_stale(*, older_than) -> int:

@@ -1,5 +1,6 @@
 import logging
 import multiprocessing
+import os
 import threading
 from contextlib import contextmanager
 from datetime import timedelta
@@ -13,10 +14,12 @@ from . import cores, services
 logger = logging.getLogger(__name__)
 
 
-@shared_task(acks_late=True, time_limit=settings.TRAINING_HARD_TIME_LIMIT)
-def training_run_execute(run_id):
+@shared_task(bind=True, acks_late=True, time_limit=settings.TRAINING_HARD_TIME_LIMIT)
+def training_run_execute(self, run_id):
+    request = self.request
+    executor = f"process {os.getpid()} on {request.hostname}" if request.is_eager else request.hostname
     with _children_allowed():
-        services.training_run_execute(run_id)
+        services.training_run_execute(run_id, executor=executor or "")
 
 
 @contextmanager
@@ -45,10 +48,11 @@ def training_runs_sweep_task():
 
 @worker_ready.connect
 def _fail_runs_orphaned_by_a_dead_worker(sender, **kwargs):
-    # The training worker runs one task at a time: when it (re)starts, no run can be running.
+    # The training worker runs one task at a time: when it (re)starts, none of its runs can be
+    # running. Another worker's, or a `manage.py train` process's, may well be.
     queues = {q.name for q in sender.task_consumer.queues} if getattr(sender, "task_consumer", None) else set()
     if "training" in queues:
-        failed = services.training_runs_fail_orphaned()
+        failed = services.training_runs_fail_orphaned(worker=sender.hostname)
         if failed:
             logger.warning("Marked %d training run(s) failed: their worker had died.", failed)
 

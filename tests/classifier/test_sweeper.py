@@ -9,8 +9,8 @@ from classifier.tasks import _fail_runs_orphaned_by_a_dead_worker
 from tests.factories import ModelVersionFactory, TrainingRunFactory
 
 
-def running_run(heartbeat_age):
-    return TrainingRunFactory(status=TrainingRun.Status.RUNNING, holds_slot=True,
+def running_run(heartbeat_age, executor="training@host"):
+    return TrainingRunFactory(status=TrainingRun.Status.RUNNING, holds_slot=True, executor=executor,
                               heartbeat_at=timezone.now() - heartbeat_age)
 
 
@@ -37,8 +37,9 @@ def test_a_run_with_a_fresh_heartbeat_keeps_running(db):
     assert run.status == TrainingRun.Status.RUNNING
 
 
-def _worker_consuming(*queues):
-    return SimpleNamespace(task_consumer=SimpleNamespace(queues=[SimpleNamespace(name=q) for q in queues]))
+def _worker_consuming(*queues, hostname="training@host"):
+    return SimpleNamespace(hostname=hostname,
+                           task_consumer=SimpleNamespace(queues=[SimpleNamespace(name=q) for q in queues]))
 
 
 def test_a_training_worker_coming_back_fails_the_run_it_was_running(db):

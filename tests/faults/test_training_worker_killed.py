@@ -47,7 +47,7 @@ def test_a_run_whose_worker_is_killed_is_marked_failed_when_the_worker_comes_bac
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.RUNNING  # nobody knows yet
 
-    start_worker("training")
+    start_worker("training", restarts=doomed)
 
     wait_until(lambda: TrainingRun.objects.get(id=run.id).status == TrainingRun.Status.FAILED,
                what="the run marked failed")
