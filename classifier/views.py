@@ -8,9 +8,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from labeling import selectors as labeling_selectors
-from labeling.models import Photo
+from labeling.models import Photo, is_expert
 from labeling import services as labeling_services
-from labeling.views import expert_required, staff_required
+from labeling.views import role_required, staff_required
 
 from . import evaluation, selectors, services
 from .inference import ModelIntegrityError
@@ -33,7 +33,10 @@ def training_runs(request):
         except ValueError as exc:
             form.add_error(None, str(exc))
         else:
-            messages.success(request, f"Training run {run.id} queued.")
+            if run.status == run.Status.FAILED:  # the queue could not be reached: the run says why
+                messages.error(request, f"Training run {run.id} failed to start: {run.error}")
+            else:
+                messages.success(request, f"Training run {run.id} queued.")
             return redirect("training-run", pk=run.pk)
     return render(request, "classifier/training_runs.html", {
         "form": form, "runs": selectors.training_runs()[:50], "active_run": selectors.active_training_run(),
@@ -108,7 +111,11 @@ def _model_picture(version, key):
     return FileResponse(open(version.path.parent / name, "rb"), content_type="image/png")
 
 
-@expert_required
+# The cleaner's refusal names the cleaner, not the review pages.
+cleaner_required = role_required(is_expert, "Only experts and staff can clean the training data.")
+
+
+@cleaner_required
 def model_version_cleaner(request, pk):
     """The book's ImageClassifierCleaner: photos by loss, per label and split, with actions."""
     version = get_object_or_404(selectors.model_versions(), pk=pk)
@@ -122,7 +129,7 @@ def model_version_cleaner(request, pk):
     })
 
 
-@expert_required
+@cleaner_required
 @require_POST
 def model_version_clean_photo(request, pk, photo_id):
     version = get_object_or_404(selectors.model_versions(), pk=pk)

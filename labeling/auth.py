@@ -1,7 +1,6 @@
 """Login on the site and for API tokens, both rate-limited by LoginLimiter."""
 
 from django.contrib.auth import views as auth_views
-from django.shortcuts import render
 from rest_framework import status
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
@@ -15,8 +14,9 @@ class LoginView(auth_views.LoginView):
     def post(self, request, *args, **kwargs):
         self.limiter = LoginLimiter(request, request.POST.get("username"))
         if self.limiter.blocked():
-            return render(request, self.template_name,
-                          {"form": self.get_form(), "rate_limited": self.limiter.message()}, status=429)
+            # The view's own context: it keeps `next` (checked as for a login), the page to return to.
+            context = self.get_context_data(form=self.get_form(), rate_limited=self.limiter.message())
+            return self.render_to_response(context, status=429)
         return super().post(request, *args, **kwargs)
 
     def form_invalid(self, form):

@@ -44,6 +44,15 @@ class LabellingConflict(Exception):
     """The vote cannot be taken (a 409): already labelled, enough votes, or not served to you."""
 
 
+class AlreadyLabelled(LabellingConflict):
+    """The labeller's second vote on a photo. same_answer: it repeats their first answer (a
+    double click, a form sent again), which a page may show as saved rather than as an error."""
+
+    def __init__(self, same_answer: bool):
+        self.same_answer = same_answer
+        super().__init__("You have already labelled this photo.")
+
+
 class LabelInUse(Exception):
     """The label is used by photos, votes, decisions or models: retire it instead (a 409)."""
 
@@ -202,27 +211,28 @@ def label_vote(*, photo_id: int, user, label_name: str | None = None, unusable: 
         photo = Photo.objects.select_for_update().get(id=photo_id)
         votes = _votes_of(photo)
         _settle_when_overdue(photo, votes, overlap)
-        refusal = _vote_refusal(photo, votes, user, overlap)
+        refusal = _vote_refusal(photo, votes, user, overlap, label)
         if refusal is None:
             return _vote_record(photo, votes, user, label, overlap)
-    raise LabellingConflict(refusal)  # out of the transaction: an overdue photo's decision is kept
+    raise refusal  # out of the transaction: an overdue photo's decision is kept
 
 
 def _votes_of(photo):
     return list(LabelVote.objects.filter(photo=photo).select_related("label", "user"))
 
 
-def _vote_refusal(photo, votes, user, overlap) -> str | None:
-    """Why `user` may not vote on the locked `photo` now, or None."""
-    if any(v.user_id == user.pk for v in votes):
-        return "You have already labelled this photo."
+def _vote_refusal(photo, votes, user, overlap, label) -> LabellingConflict | None:
+    """Why `user` may not vote `label` (None: unusable) on the locked `photo` now, or None."""
+    mine = next((v for v in votes if v.user_id == user.pk), None)
+    if mine is not None:
+        return AlreadyLabelled(same_answer=mine.label_id == (label.id if label is not None else None))
     if not selectors.photo_needs_labels(photo, n_votes=len(votes), overlap=overlap):
         if len(votes) >= overlap:
-            return f"This photo already has its {overlap} labels."
-        return ("This photo no longer needs labels (it has a verified label or is "
-                f"{photo.get_status_display().lower()}).")
+            return LabellingConflict(f"This photo already has its {overlap} labels.")
+        return LabellingConflict("This photo no longer needs labels (it has a verified label or is "
+                                 f"{photo.get_status_display().lower()}).")
     if not LabellingAssignment.objects.filter(photo=photo, user=user).exists():
-        return "This photo was not served to you; ask for the next photo to label."
+        return LabellingConflict("This photo was not served to you; ask for the next photo to label.")
     return None
 
 
@@ -387,6 +397,7 @@ def bulk_upload_labels():
 
 
 __all__ = [
-    "BulkResult", "LabelError", "LabelInUse", "LabellingConflict", "UNUSABLE", "bulk_import_one",
-    "label_create", "label_delete", "label_update", "label_vote", "labelling_next", "labelling_skip",
+    "AlreadyLabelled", "BulkResult", "LabelError", "LabelInUse", "LabellingConflict", "UNUSABLE",
+    "bulk_import_one", "label_create", "label_delete", "label_update", "label_vote", "labelling_next",
+    "labelling_skip",
 ]

@@ -69,19 +69,29 @@ def _labelling_submit(request):
     if not unusable and not label_name:
         messages.error(request, "Choose a label, 'not a plant / unusable', or skip.")
         return redirect("labelling")
+    # A lease that lapsed while the labeller looked, and the photo decided meanwhile: their
+    # assignment is gone, so the photo is no longer theirs to see. As the API's 409 does, say
+    # why, here with the next photo, not with a bare 404. Said alike for an id that never was.
+    no_longer = f"Not saved: photo {photo_id} no longer needs your label."
     if not selectors.photo_visible_to_labeller(request.user, photo_id):
-        raise Http404("No such photo.")
+        messages.warning(request, no_longer)
+        return redirect("labelling")
+    answer = labelling.UNUSABLE if unusable else label_name
     try:
         labelling.label_vote(photo_id=photo_id, user=request.user, label_name=None if unusable else label_name,
                              unusable=unusable)
     except UnknownLabel as exc:
         messages.error(request, str(exc))
+    except labelling.AlreadyLabelled as exc:
+        if exc.same_answer:  # a double click, or the form sent again: the first one saved it
+            messages.success(request, f"Saved: {answer} for photo {photo_id}.")
+        else:
+            messages.warning(request, f"Not saved: {exc}")
     except labelling.LabellingConflict as exc:
         messages.warning(request, f"Not saved: {exc}")
     except Photo.DoesNotExist:
-        raise Http404("No such photo.") from None
+        messages.warning(request, no_longer)
     else:
-        answer = labelling.UNUSABLE if unusable else label_name
         messages.success(request, f"Saved: {answer} for photo {photo_id}.")
     return redirect("labelling")
 
@@ -174,10 +184,14 @@ def label_edit(request, pk):
         if done is not None:
             return done
     usage = selectors.label_usage(label)
-    # The current examples first (ticked), then this label's photos to pick from.
-    example_ids = {p.id for p in examples}
+    # The current examples first, then this label's photos to pick from.
+    saved_ids = {p.id for p in examples}
     candidates = examples + [p for p in Photo.objects.filter(final_label=label, status=Photo.Status.FINAL)
-                             .order_by("-decided_at", "-id")[:48] if p.id not in example_ids]
+                             .order_by("-decided_at", "-id")[:48] if p.id not in saved_ids]
+    # Ticked: the saved examples, or after a refused save the admin's own ticks, not lost.
+    example_ids = saved_ids
+    if request.method == "POST":
+        example_ids = {pk for pk in map(_photo_id, request.POST.getlist("example")) if pk is not None}
     return render(request, "labeling/label_edit.html", {
         "label": label, "form": form, "examples": examples, "example_ids": example_ids,
         "candidates": candidates, "usage": usage, "in_use": any(usage.values()),

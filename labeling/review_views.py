@@ -6,6 +6,7 @@ from django.views.decorators.http import require_POST
 
 from . import review, selectors, services
 from .forms import CorrectionForm, ReviewForm
+from .models import Photo
 from .serializers import ReviewQueueQuerySerializer
 from .views import expert_required
 
@@ -46,7 +47,10 @@ ORDERING_CHOICES = (("uncertainty", "most uncertain first"), ("age", "oldest fir
 @expert_required
 def review_queue(request):
     """The queue, without the photos other experts hold; ?ordering=uncertainty|age&label=<name>."""
-    params, errors = queue_params(request, request.GET)
+    # A bare /review/ (the menu, "Back to the queue") shows the remembered view; the filter form
+    # sends both fields, so choosing "most uncertain first, any label" goes back to the default.
+    asked = "ordering" in request.GET or "label" in request.GET
+    params, errors = queue_params(request, request.GET if asked else None)
     photos = selectors.review_queue(ordering=params["ordering"], label=params["label"] or None, viewer=request.user)
     ordering_text = dict(ORDERING_CHOICES).get(params["ordering"], params["ordering"])
     return render(request, "labeling/review_queue.html", {
@@ -70,13 +74,46 @@ def review_photo(request, pk):
         except services.ReviewConflict:
             pass  # decided a moment ago: the page says so
         photo = selectors.photos_visible_to(request.user).select_related("claimed_by").get(pk=pk)
-    params, _ = queue_params(request)
-    next_photo = (selectors.review_queue(ordering=params["ordering"], label=params["label"] or None,
-                                         viewer=request.user).exclude(pk=photo.pk).first())
     return render(request, "labeling/review_photo.html", {
-        "photo": photo, "labels": selectors.labels_all().prefetch_related("examples"), "next_photo": next_photo,
-        "held": held, "votes": selectors.labelling_votes(photo),
+        "photo": photo, "labels": selectors.labels_all().prefetch_related("examples"),
+        "next_photo": _next_photo(request, photo), "held": held, "votes": selectors.labelling_votes(photo),
     })
+
+
+# The photos this session has opened, for "Skip to next": with the first other photo of the
+# queue, the next of A was B and the next of B was A again (opening B releases A's claim).
+PASSED = "review_passed"
+PASSED_KEPT = 500
+
+
+def _next_photo(request, photo):
+    """The first photo of the expert's queue view that they have not opened since they last went
+    round it; when every one has been, the round starts again. Never `photo` itself."""
+    params, _ = queue_params(request)
+    queue = selectors.review_queue(ordering=params["ordering"], label=params["label"] or None,
+                                   viewer=request.user).exclude(pk=photo.pk)
+    passed = request.session.get(PASSED, [])
+    next_photo = queue.exclude(pk__in=passed).first()
+    if next_photo is None:  # round the queue once: start again
+        passed, next_photo = [], queue.first()
+    request.session[PASSED] = [*(pk for pk in passed if pk != photo.pk), photo.pk][-PASSED_KEPT:]
+    return next_photo
+
+
+DECIDED_FIRST_BY = {
+    Photo.DecidedBy.CONSENSUS: "The labellers agreed on it first.",
+    Photo.DecidedBy.MODEL: "The model decided it first.",
+    Photo.DecidedBy.IMPORT: "It was imported with a label meanwhile.",
+}
+
+
+def _decided_first_by(request, photo_id):
+    """Who decided the photo before the expert's decision arrived, for the "Not saved" message:
+    not always another expert (the labellers may have agreed on it meanwhile)."""
+    photo = selectors.photos_visible_to(request.user).filter(pk=photo_id).first()
+    if photo is not None and photo.decided_by == Photo.DecidedBy.EXPERT and photo.reviewed_by_id:
+        return f"{photo.reviewed_by.username} decided it first."
+    return DECIDED_FIRST_BY.get(photo.decided_by if photo else "", "It changed after you opened it.")
 
 
 def _review_submit(request, photo):
@@ -97,7 +134,7 @@ def _review_submit(request, photo):
         if selectors.latest_decision_by(photo.pk) == request.user.pk:  # the same form sent twice
             messages.info(request, f"Photo {photo.pk} is decided already: you decided it a moment ago.")
             return redirect_to_next(request)
-        messages.warning(request, f"Not saved: {exc} Another expert decided it first.")
+        messages.warning(request, f"Not saved: {exc} {_decided_first_by(request, photo.pk)}")
         return redirect("review-photo", pk=photo.pk)
     messages.success(request, f"Decision saved for photo {photo.pk}.")
     return redirect_to_next(request)

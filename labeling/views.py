@@ -1,10 +1,11 @@
 import functools
 import mimetypes
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
-from django.http import FileResponse, Http404, HttpResponse, HttpResponseForbidden
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from rest_framework.authentication import TokenAuthentication
@@ -18,28 +19,30 @@ from .review import prediction_hidden_from
 from .throttling import upload_allowed
 
 
-def expert_required(view):
-    @login_required
-    def wrapped(request, *args, **kwargs):
-        if not is_expert(request.user):
-            return HttpResponseForbidden("Only experts and staff can review photos.")
-        return view(request, *args, **kwargs)
-
-    wrapped.__name__ = view.__name__
-    return wrapped
+def forbidden(request, message):
+    """The 403 page (templates/403.html), saying why in the words of the page refused."""
+    return render(request, "403.html", {"message": message}, status=403)
 
 
-def staff_required(view):
-    """The staff's pages: the login page for a visitor, a 403 for a logged-in member or expert
-    (Django's staff_member_required sent them to the admin's login page, as if logged out)."""
-    @functools.wraps(view)
-    @login_required
-    def wrapped(request, *args, **kwargs):
-        if not request.user.is_staff:
-            return HttpResponseForbidden("Only staff can open this page.")
-        return view(request, *args, **kwargs)
+def role_required(allowed, message):
+    """A page decorator: the login page for a visitor, the 403 page saying `message` for a
+    logged-in user `allowed(user)` refuses (Django's staff_member_required sent them to the
+    admin's login page, as if logged out)."""
+    def decorator(view):
+        @functools.wraps(view)
+        @login_required
+        def wrapped(request, *args, **kwargs):
+            if not allowed(request.user):
+                return forbidden(request, message)
+            return view(request, *args, **kwargs)
 
-    return wrapped
+        return wrapped
+
+    return decorator
+
+
+expert_required = role_required(is_expert, "Only experts and staff can review photos.")
+staff_required = role_required(lambda user: user.is_staff, "Only staff can open this page.")
 
 
 def login_or_token_required(view):
@@ -71,7 +74,11 @@ def home(request):
         allowed, throttle = upload_allowed(request)
         if not allowed:
             form.add_error(None, throttle.wait_message())
-            return render(request, "labeling/home.html", {"form": form, "photos": []}, status=429)
+            return _home_page(request, form, status=429)
+        files = request.FILES.getlist("image")
+        if len(files) > 1:  # the file input is `multiple`: the form alone would keep only the last
+            _upload_each(request, files)
+            return redirect("home")
         if form.is_valid():
             try:
                 photo = services.photo_upload(owner=request.user, fileobj=form.cleaned_data["image"])
@@ -79,8 +86,34 @@ def home(request):
                 form.add_error("image", exc.message)
             else:
                 return redirect("photo-detail", pk=photo.pk)
-    photos = selectors.photos_visible_to(request.user).filter(owner=request.user)[:50]
-    return render(request, "labeling/home.html", {"form": form, "photos": photos})
+    return _home_page(request, form)
+
+
+def _home_page(request, form, status=200):
+    return render(request, "labeling/home.html", {
+        "form": form, "photos": selectors.photos_visible_to(request.user).filter(owner=request.user)[:50],
+        # The limits services.photo_upload checks, as set and as image_checks words its refusals.
+        "max_megabytes": f"{round(settings.UPLOAD_MAX_BYTES / (1024 * 1024), 1):g}",
+        "max_megapixels": f"{settings.UPLOAD_MAX_PIXELS / 1e6:g}",
+    }, status=status)
+
+
+def _upload_each(request, files):
+    """Several files from the no-JavaScript form: each stored or refused on its own, as the
+    page's script does, and each named in a message. Every file counts against the upload
+    limit (the caller counted the first); past it, the rest are named as not uploaded."""
+    for number, fileobj in enumerate(files):
+        allowed, throttle = upload_allowed(request) if number else (True, None)
+        if not allowed:
+            names = ", ".join(f.name for f in files[number:])
+            messages.error(request, f"Not uploaded: {names}. {throttle.wait_message()}")
+            return
+        try:
+            photo = services.photo_upload(owner=request.user, fileobj=fileobj)
+        except ImageRejected as exc:
+            messages.error(request, f"{fileobj.name}: {exc.message}")
+        else:
+            messages.success(request, f"{fileobj.name}: uploaded as photo {photo.pk}.")
 
 
 @login_required

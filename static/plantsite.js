@@ -337,8 +337,10 @@ document.addEventListener("DOMContentLoaded", () => {
 function setUpLabellingKeys() {
   const form = document.getElementById("labelling-form");
   if (!form) return;
-  let sent = false;  // one answer per photo: a second key press while the page loads is ignored
-  form.addEventListener("submit", () => { sent = true; });
+  // One answer per photo: a second key press or click while the next page loads is not sent
+  // (as in setUpReviewKeys); it was, and the page said "Not saved" for an answer that was saved.
+  let sent = false;
+  form.addEventListener("submit", (e) => { if (sent) e.preventDefault(); sent = true; });
   document.addEventListener("keydown", (e) => {
     if (sent || ["INPUT", "TEXTAREA", "SELECT"].includes(e.target.tagName) || e.ctrlKey || e.metaKey || e.altKey) return;
     const button = form.querySelector(`button[data-key="${CSS.escape(e.key)}"]`);

@@ -364,7 +364,9 @@ def test_an_anonymous_api_request_is_told_that_credentials_are_missing(world):
 def test_a_member_is_told_why_the_review_page_is_forbidden(world):
     response = client_for(world.member).get("/review/")
 
-    assert response.content.decode() == "Only experts and staff can review photos."
+    assert response.status_code == 403
+    assert '<p class="message error" data-role="forbidden">Only experts and staff can review photos.</p>' in (
+        response.content.decode())
 
 
 def test_a_forbidden_review_changes_nothing(world):
