@@ -143,12 +143,14 @@ def _dumped_models():
     return serializers.sort_dependencies(by_app.items(), allow_cycles=True)
 
 
-def _dump_database(out: Path, batch_size: int = 1000) -> dict[str, int]:
-    """The rows of DUMPED as a `loaddata` fixture in `out`, from one consistent snapshot.
+def _dump_database(out: Path, batch_size: int = 1000) -> tuple[dict[str, int], set[str]]:
+    """The rows of DUMPED as a `loaddata` fixture in `out`, from one consistent snapshot, and
+    the archive names of the files those rows need (see _files_named_by).
 
     Written as `dumpdata --natural-foreign` would, a batch at a time, but with full-precision
     timestamps (see _ExactJSONEncoder)."""
     rows = Counter()
+    named = set()
     outermost = not connection.in_atomic_block
     with transaction.atomic(), open(out, "w", encoding="utf-8") as fh:
         if connection.vendor == "postgresql" and outermost:
@@ -161,6 +163,7 @@ def _dump_database(out: Path, batch_size: int = 1000) -> dict[str, int]:
                 fh.write(",\n" if rows.total() else "\n")
                 fh.write(json.dumps(row, cls=_ExactJSONEncoder, ensure_ascii=False))
                 rows[row["model"]] += 1
+                named.update(_files_named_by(row))
 
         fh.write("[")
         for model in _dumped_models():
@@ -172,7 +175,20 @@ def _dump_database(out: Path, batch_size: int = 1000) -> dict[str, int]:
                     batch = []
             write(batch)
         fh.write("\n]\n")
-    return dict(rows)
+    return dict(rows), named
+
+
+def _files_named_by(row: dict) -> list[str]:
+    """The archive names of the files a dumped row needs: a photo's original and working copy,
+    a model version's learner and its charts."""
+    fields = row["fields"]
+    if row["model"] == "labeling.photo":
+        return [f"{MEDIA_PREFIX}/{name}" for name in (fields["image"], fields["working_image"]) if name]
+    if row["model"] == "classifier.modelversion":
+        metrics = fields["metrics"] if isinstance(fields["metrics"], dict) else {}
+        pictures = [metrics.get(key) for key in ("confusion_png", "top_losses_png")]
+        return [f"{MODELS_PREFIX}/{name}" for name in (fields["file"], *pictures) if name]
+    return []
 
 
 class _HashingReader:
@@ -220,7 +236,7 @@ def backup_create(path) -> BackupReport:
         dump = Path(tmp) / DATABASE_DUMP
         # The rows first, then the files: every row the dump holds already has its file
         # (an upload stores the file before its row commits).
-        rows = _dump_database(dump)
+        rows, named = _dump_database(dump)
         try:
             # Readable by its owner only: it holds every password hash and API token, and every photo.
             raw = os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
@@ -245,22 +261,15 @@ def backup_create(path) -> BackupReport:
         finally:
             partial.unlink(missing_ok=True)
     return BackupReport(path=path, rows=rows, files=len(files), bytes=sum(f["size"] for f in files),
-                        missing=_named_but_not_backed_up({f["name"] for f in files}))
+                        missing=_named_but_not_backed_up(named, {f["name"] for f in files}))
 
 
-def _named_but_not_backed_up(names) -> list[str]:
+def _named_but_not_backed_up(named: set[str], archived: set[str]) -> list[str]:
     """The photo and model files the dumped rows name that the archive does not hold: lost from
-    the disk, or out of reach (a file link). A restore of this archive would lack them."""
-    from classifier.models import ModelVersion
-    from labeling.models import Photo
-
-    wanted = []
-    for image, working in Photo.objects.values_list("image", "working_image"):
-        wanted += [f"{MEDIA_PREFIX}/{name}" for name in (image, working) if name]
-    for file, metrics in ModelVersion.objects.values_list("file", "metrics"):
-        pictures = [metrics.get(key) for key in ("confusion_png", "top_losses_png")] if metrics else []
-        wanted += [f"{MODELS_PREFIX}/{name}" for name in [file, *pictures] if name]
-    return sorted(set(wanted) - set(names))
+    the disk, or out of reach (a file link). A restore of this archive would lack them.
+    The rows dumped, not the live database: a photo uploaded since the snapshot is not in the
+    archive's rows and needs no file; one deleted since is, and does."""
+    return sorted(named - archived)
 
 
 # --- restore ---------------------------------------------------------------------------
@@ -379,12 +388,14 @@ def backup_restore(path, force: bool = False) -> RestoreReport:
     path = Path(path)
     if not path.is_file():
         raise BackupError(f"{path} does not exist.")
+    # Migrations first: counting the rows of a database that was never migrated fails on
+    # its missing tables.
+    if _unapplied_migrations():
+        raise BackupError("The database is not migrated: run `manage.py migrate` first.")
     present = _data_already_there()
     if present and not force:
         raise BackupError(f"The database already holds {', '.join(present)}: restoring would mix two sites. "
                           "Restore into an empty database, or pass --force to replace everything in it.")
-    if _unapplied_migrations():
-        raise BackupError("The database is not migrated: run `manage.py migrate` first.")
     with tempfile.TemporaryDirectory(prefix="plantsite-restore-") as tmp:
         extracted = Path(tmp)
         manifest = _read_archive(path, extracted)  # nothing has changed yet if this raises

@@ -5,6 +5,7 @@ The layout is the one fastai's ImageDataLoaders.from_folder and parent_label rea
 
     <label>/photo-<id>.<ext>    the stored (cleaned) photo file, byte for byte
     manifest.csv                file, label, source, who, when, agreement
+    missing.csv                 only when photos were left out: photo, file, why
 
 By default only labels a person vouched for (imports, consensus, expert decisions and audits)
 are exported; include_model adds the model's own auto-accepted labels. Photos excluded from
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import tempfile
 import zipfile
@@ -31,8 +33,12 @@ from django.utils.text import slugify
 from . import selectors
 from .models import LabelVote, Photo
 
+logger = logging.getLogger(__name__)
+
 MANIFEST = "manifest.csv"
 MANIFEST_FIELDS = ["file", "label", "source", "who", "when", "agreement"]
+MISSING = "missing.csv"
+MISSING_FIELDS = ["photo", "file", "why"]
 _DECIDED_BY_FOR_SOURCE = {
     Photo.LabelSource.IMPORT: Photo.DecidedBy.IMPORT,
     Photo.LabelSource.CONSENSUS: Photo.DecidedBy.CONSENSUS,
@@ -46,6 +52,7 @@ _DECIDED_BY_FOR_SOURCE = {
 class ExportSummary:
     counts: Counter = field(default_factory=Counter)  # label -> photos written
     missing: list = field(default_factory=list)       # photo ids whose file is gone
+    left_out: list = field(default_factory=list)      # {photo, file, why} of each, for missing.csv
 
     @property
     def total(self):
@@ -55,7 +62,8 @@ class ExportSummary:
         labels = ", ".join(f"{name} {n}" for name, n in sorted(self.counts.items())) or "none"
         text = f"Exported {self.total} photos ({labels})."
         if self.missing:
-            text += f" {len(self.missing)} photos were left out because their file is missing: {self.missing[:20]}."
+            text += (f" {len(self.missing)} photos were left out because their file is missing "
+                     f"(listed in {MISSING}): {self.missing[:20]}.")
         return text
 
 
@@ -102,7 +110,20 @@ def export_dataset(fileobj, *, include_model=False) -> ExportSummary:
         _write_chunk(archive, writer, chunk, summary)
         # Photos are compressed already; the manifest is text.
         archive.writestr(MANIFEST, manifest.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+        if summary.left_out:  # whoever has only the zip sees that it is not the whole set, and why
+            archive.writestr(MISSING, _missing_csv(summary.left_out), compress_type=zipfile.ZIP_DEFLATED)
+    if summary.missing:  # a lost file is the operator's to fix, not only the downloader's to notice
+        logger.warning("The export left out %d photos whose file is missing: %s", len(summary.missing),
+                       summary.missing[:20])
     return summary
+
+
+def _missing_csv(rows) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=MISSING_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
 
 
 def _write_chunk(archive, writer, photos, summary):
@@ -119,6 +140,8 @@ def _write_chunk(archive, writer, photos, summary):
                     target.write(block)
         except FileNotFoundError:
             summary.missing.append(photo.id)
+            summary.left_out.append({"photo": photo.id, "file": photo.image.name,
+                                     "why": "its file is missing from the media storage"})
             continue
         photo_votes = votes.get(photo.id, [])
         writer.writerow({

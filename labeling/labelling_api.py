@@ -196,13 +196,16 @@ class ExportDatasetApi(APIView):
     @extend_schema(parameters=[ExportQuerySerializer],
                    responses={(200, "application/zip"): OpenApiTypes.BINARY})
     def get(self, request):
-        """The labelled data set as a zip: a folder per label and manifest.csv."""
+        """The labelled data set as a zip: a folder per label and manifest.csv. Photos left out
+        because their file is missing are listed in the zip's missing.csv and counted in the
+        X-Export-Missing header (0 when none)."""
         query = ExportQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        fh, _summary = export.export_dataset_tempfile(include_model=query.validated_data["include_model"])
+        fh, summary = export.export_dataset_tempfile(include_model=query.validated_data["include_model"])
         response = FileResponse(fh, as_attachment=True, filename=export.export_file_name(),
                                 content_type="application/zip")
         response["Cache-Control"] = "no-store"
+        response["X-Export-Missing"] = str(len(summary.missing))
         return response
 
 

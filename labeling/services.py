@@ -356,15 +356,42 @@ def photo_import_one(*, owner, fileobj, label_name, synthetic=False, report: Imp
     try:
         with transaction.atomic():  # a refused photo leaves no new label behind
             if label_name is not None:
-                label, created = Label.objects.get_or_create(name=label_name)
+                label, created = _label_to_import(label_name)
             photo = photo_upload(owner=owner, fileobj=io.BytesIO(data), synthetic=synthetic, label=label)
     except ImageRejected as exc:
         report.refused.append((source_name, exc.message))
+        return None
+    except UnknownLabel as exc:
+        report.refused.append((source_name, str(exc)))
         return None
     if created:
         report.labels_created.append(label.name)
     report.imported.append((source_name, label.name if label is not None else None))
     return photo
+
+
+def _label_to_import(label_name) -> tuple[Label, bool]:
+    """The label an imported photo gets, created when new; UnknownLabel when it is retired, as
+    the site's bulk upload refuses it. Locked as label_to_give locks it, until the caller's
+    transaction ends: a label retired meanwhile (label_update locks it too) is seen retired here."""
+    label, created = Label.objects.select_for_update(no_key=True).filter(name=label_name).first(), False
+    if label is None:
+        label, created = Label.objects.get_or_create(name=label_name)
+        if not created:  # made by another import since the look-up: lock it too
+            label = Label.objects.select_for_update(no_key=True).get(pk=label.pk)
+    if label.retired:
+        raise UnknownLabel(f"label {label.name} is retired")
+    return label, created
+
+
+def _folder_label_refusal(label_name) -> str:
+    """Why a label folder's photos cannot be imported under the name it gives, or "" when they can."""
+    from .labelling import LABEL_NAME_RE, LABEL_NAME_RULE
+
+    if LABEL_NAME_RE.match(label_name):
+        return ""
+    # The name is slugified already (lowercase letters, digits, underscores): only its length is wrong.
+    return f"the folder's name makes a label name of {len(label_name)} characters. {LABEL_NAME_RULE}"
 
 
 def photos_import_folder(*, directory: Path, owner, synthetic=False) -> ImportReport:
@@ -391,6 +418,7 @@ def photos_import_folder(*, directory: Path, owner, synthetic=False) -> ImportRe
         except OSError as exc:
             report.refused.append((str(label_dir), f"the folder cannot be read ({exc.strerror or exc})"))
             continue
+        unusable_name = _folder_label_refusal(label_name)
         for path in paths:
             if path.is_dir():
                 report.refused.append((str(path), "a folder inside a label folder: photos go in DIR/<label>/"))
@@ -399,6 +427,9 @@ def photos_import_folder(*, directory: Path, owner, synthetic=False) -> ImportRe
                 continue
             if path.suffix.lower() not in IMPORT_EXTENSIONS:
                 report.refused.append((str(path), "not a .jpg, .jpeg, .png or .webp file"))
+                continue
+            if unusable_name:  # each of its photos named, and the other folders still imported
+                report.refused.append((str(path), unusable_name))
                 continue
             row = manifest.get(path.relative_to(directory).as_posix())
             try:

@@ -98,9 +98,18 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
-# Uploads larger than this are refused before they are read into memory (see photo checks).
+# A request's form fields (or a non-multipart body) above this are refused; its files are not
+# counted here. Of a file, UploadLimitHandler keeps at most UPLOAD_MAX_BYTES + 1 bytes, which the
+# photo checks refuse as too large (the rest is read and dropped, so the proxy in front should
+# cap the body size); the files of a body up to FILE_UPLOAD_MAX_MEMORY_SIZE are kept in memory,
+# those of a larger one in temporary files.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 25 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 25 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "labeling.upload_limits.UploadLimitHandler",  # first: it cuts each file before the others keep it
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"

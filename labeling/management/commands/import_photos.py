@@ -40,7 +40,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         for path, why in report.refused:
             self.stderr.write(f"refused {path}: {why}")
-        if options["verbosity"] > 1:
+        if options["verbosity"] > 0:  # every file not taken is named, a duplicate too
             for path, why in report.skipped:
                 self.stdout.write(f"skipped {path}: {why}")
         self.stdout.write(self.style.SUCCESS(report.summary()))
