@@ -156,8 +156,10 @@ def _local_path(request, raw):
     return None
 
 
-@login_required
+@cleaner_required
 def model_version_top_losses(request, pk):
+    """The book's plot_top_losses: validation photos of every member, so for experts only (as the
+    cleaner it belongs to); members see others' photos nowhere else."""
     return _model_picture(get_object_or_404(selectors.model_versions(), pk=pk), "top_losses_png")
 
 

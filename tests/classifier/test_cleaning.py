@@ -164,6 +164,41 @@ def test_a_relabel_from_a_cleaner_page_loaded_before_an_experts_correction_is_re
 
 
 @pytest.mark.django_db
+def test_the_cleaners_label_choice_starts_on_the_photos_label_now_not_the_one_it_was_trained_with(
+        expert, member, active_model):
+    import re
+
+    from tests.factories import LabelFactory, PhotoFactory
+
+    monstera, spider = LabelFactory(name="monstera"), LabelFactory(name="spider_plant")
+    photo = PhotoFactory(owner=member, status=Photo.Status.FINAL, final_label=spider)  # relabelled since
+    PhotoLoss.objects.create(model_version=active_model, photo=photo, label="monstera", split=PhotoLoss.Split.VALID,
+                             loss=2.5, probabilities={"monstera": 0.1, "spider_plant": 0.9})
+    client = Client()
+    client.force_login(expert)
+
+    page = client.get(f"/models/{active_model.id}/cleaner/").content.decode()
+
+    # A careless "Change label" must not put back the label an earlier relabel replaced.
+    assert re.findall(r'<option value="(\w+)" selected>', page) == ["spider_plant"]
+
+
+@pytest.mark.django_db
+def test_members_are_not_shown_the_top_losses_picture_of_other_members_photos(member, expert, active_model):
+    active_model.metrics = {**active_model.metrics, "top_losses_png": "top-losses.png"}
+    active_model.save()
+    (active_model.path.parent / "top-losses.png").write_bytes(b"\x89PNG")
+    member_client, expert_client = Client(), Client()
+    member_client.force_login(member)
+    expert_client.force_login(expert)
+
+    assert member_client.get(f"/models/{active_model.id}/top-losses.png").status_code == 403
+    assert "top-losses.png" not in member_client.get("/models/").content.decode()
+    assert expert_client.get(f"/models/{active_model.id}/top-losses.png").status_code == 200
+    assert "top-losses.png" in expert_client.get("/models/").content.decode()
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("next_url, expected", [
     ("cleaner", None), ("logout", None), ("//evil.example/x", None), ("https://evil.example/", None),
     ("/models/?page=2", "/models/?page=2"),

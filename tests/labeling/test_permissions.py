@@ -152,7 +152,7 @@ CASES = [
          staff_only((302, "/models/")), data=lambda w: {"enabled": "1"}),
     Case("model-versions-compare", "get", lambda w: "/models/compare/", logged_in(200)),
     Case("model-version-top-losses", "get", lambda w: f"/models/{w.model_version.id}/top-losses.png",
-         logged_in(200)),
+         experts_only(200)),  # other members' photos
     Case("model-version-cleaner", "get", lambda w: f"/models/{w.model_version.id}/cleaner/", experts_only(200)),
     Case("model-version-clean-photo", "post", lambda w: f"/models/{w.model_version.id}/cleaner/{w.their_photo.id}/",
          experts_only((302, r"/models/\d+/cleaner/")), data=lambda w: {"action": "keep"}),
