@@ -61,6 +61,10 @@ class LabelError(ValueError):
     """A label change that is not valid (a 400)."""
 
 
+class LabelExists(LabelError):
+    """A label of that name exists already, perhaps made a moment ago by another admin (a 409)."""
+
+
 # --- serving photos -------------------------------------------------------------------------
 
 
@@ -297,7 +301,7 @@ def _example_photos(label, photo_ids):
 @transaction.atomic
 def label_create(*, name: str, description: str = "", example_ids=()) -> Label:
     _check_name(name)
-    exists = LabelError(f"A label named {name!r} exists already.")
+    exists = LabelExists(f"A label named {name!r} exists already.")
     if Label.objects.filter(name=name).exists():
         raise exists
     try:
@@ -397,7 +401,7 @@ def bulk_upload_labels():
 
 
 __all__ = [
-    "AlreadyLabelled", "BulkResult", "LabelError", "LabelInUse", "LabellingConflict", "UNUSABLE",
+    "AlreadyLabelled", "BulkResult", "LabelError", "LabelExists", "LabelInUse", "LabellingConflict", "UNUSABLE",
     "bulk_import_one", "label_create", "label_delete", "label_update", "label_vote", "labelling_next",
     "labelling_skip",
 ]

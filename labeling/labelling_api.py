@@ -61,13 +61,16 @@ class LabelListCreateApi(generics.ListAPIView):
     def get_queryset(self):
         return selectors.labels_including_retired().prefetch_related("examples")
 
-    @extend_schema(request=LabelCreateSerializer, responses={201: LabelFullSerializer})
+    @extend_schema(request=LabelCreateSerializer, responses={
+        201: LabelFullSerializer, 409: conflict_schema("A label of that name exists already.")})
     def post(self, request):
         body = LabelCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
             label = labelling.label_create(**{("example_ids" if k == "examples" else k): v
                                               for k, v in body.validated_data.items()})
+        except labelling.LabelExists as exc:
+            return conflict(exc)
         except labelling.LabelError as exc:
             raise ValidationError({"detail": str(exc)}) from None
         return Response(LabelFullSerializer(label).data, status=status.HTTP_201_CREATED)

@@ -54,7 +54,6 @@ def test_staff_create_a_label_with_examples(monstera, staff, api_for):
     ({"name": "aloe-vera"}, "name"),
     ({"name": ""}, "name"),
     ({"name": "x" * 65}, "name"),
-    ({"name": "monstera"}, "detail"),
     ({"name": "aloe", "examples": [999999]}, "detail"),
     ({"name": "aloe", "examples": list(range(1, 9))}, "examples"),
 ])
@@ -63,6 +62,17 @@ def test_a_bad_label_is_refused_with_a_reason(monstera, staff, api_for, body, fi
 
     assert response.status_code == 400
     assert field in response.json()
+    assert Label.objects.count() == 1
+
+
+def test_a_label_whose_name_is_taken_is_a_409_whether_it_existed_or_won_a_race(monstera, staff, api_for):
+    taken = api_for(staff).post("/api/v1/labels/", {"name": "monstera"}, format="json")
+    with mock.patch.object(Label.objects, "filter", return_value=Label.objects.none()):  # the check saw none
+        raced = api_for(staff).post("/api/v1/labels/", {"name": "monstera"}, format="json")
+
+    for response in (taken, raced):
+        assert response.status_code == 409
+        assert response.json() == {"detail": "A label named 'monstera' exists already."}
     assert Label.objects.count() == 1
 
 
