@@ -3,7 +3,9 @@ sends, the API answers with a client error at worst, never a 500.
 
 The schema is the one the site serves at /api/schema/, loaded through the WSGI application, so
 the requests run in-process against the test database. Each operation gets a bounded,
-reproducible number of generated requests (derandomised), sent as a staff user with a token.
+reproducible number of generated requests (derandomised), sent with the token of a staff user,
+of an expert and of a member in turn: each role reaches its own code paths (a member's 404s and
+403s, the owner filters).
 Operations with an `{id}` are sent a second time with the id of a real row, so that detail
 endpoints get past the 404 and into their real code paths. Nothing reaches the broker.
 """
@@ -39,7 +41,7 @@ EXAMPLES_PER_OPERATION = 15
 
 @dataclass
 class Rows:
-    token: str
+    tokens: dict  # role -> token key
     photo_id: int
     training_run_id: int
     model_version_id: int
@@ -60,6 +62,7 @@ def rows(db):
     """A staff user with a token, a member's photo awaiting review with a prediction, labels,
     a finished training run with its model version, and a queued run that can be cancelled."""
     staff = UserFactory(username="schema-staff", is_staff=True)
+    expert = UserFactory(username="schema-expert", expert=True)
     member = UserFactory(username="schema-member")
     LabelFactory(name="monstera")
     LabelFactory(name="spider_plant")
@@ -68,8 +71,9 @@ def rows(db):
     photo = PhotoFactory(owner=member, status=Photo.Status.NEEDS_REVIEW)
     PredictionFactory(photo=photo, model_version=version)
     PhotoFactory(owner=staff)
-    token = Token.objects.create(user=staff)
-    return Rows(token=token.key, photo_id=photo.id, training_run_id=run.id, model_version_id=version.id)
+    tokens = {user.username.removeprefix("schema-"): Token.objects.create(user=user).key
+              for user in (staff, expert, member)}
+    return Rows(tokens=tokens, photo_id=photo.id, training_run_id=run.id, model_version_id=version.id)
 
 
 @pytest.fixture(autouse=True)
@@ -93,8 +97,9 @@ def nothing_is_sent_to_the_broker():
 @schema.parametrize()
 @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
-def test_no_api_operation_answers_a_server_error_whatever_it_is_sent(case, rows):
-    headers = {"Authorization": f"Token {rows.token}"}
+@pytest.mark.parametrize("role", ["staff", "expert", "member"])
+def test_no_api_operation_answers_a_server_error_whatever_it_is_sent(case, rows, role):
+    headers = {"Authorization": f"Token {rows.tokens[role]}"}
 
     case.call_and_validate(headers=headers, checks=[not_a_server_error])
 
