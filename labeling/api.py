@@ -10,7 +10,7 @@ from . import selectors, services
 from .api_errors import conflict, conflict_schema
 from .image_checks import ImageRejected
 from .permissions import IsExpert
-from .throttling import UploadRateThrottle, too_many_uploads
+from .throttling import UploadRateThrottle, retry_after, too_many_uploads
 from .serializers import (
     LabelSerializer,
     PhotoListQuerySerializer,
@@ -41,7 +41,9 @@ class PhotoListCreateApi(generics.ListAPIView):
         return [UploadRateThrottle()] if self.request.method == "POST" else []
 
     def throttled(self, request, wait):
-        raise Throttled(wait, detail=too_many_uploads(wait))
+        refused = Throttled(detail=too_many_uploads(wait))  # DRF's own wording would repeat the wait
+        refused.wait = retry_after(wait) if wait is not None else None  # the Retry-After header
+        raise refused
 
     def get_queryset(self):
         return selectors.photos_list(self.request.user, **_query(PhotoListQuerySerializer, self.request))

@@ -1,5 +1,11 @@
+import threading
+
+import pytest
 from django.test import Client
-from rest_framework.test import APIClient
+from rest_framework.request import Request
+from rest_framework.test import APIClient, APIRequestFactory
+
+from labeling.throttling import UploadRateThrottle
 
 from tests.factories import jpeg_bytes
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -112,8 +118,8 @@ def test_uploads_beyond_the_rate_get_429_with_a_message(api_for, member, setting
 
 
 def test_a_limit_lowered_below_a_users_recent_uploads_is_a_429_that_says_when(api_for, member, settings, monkeypatch):
-    # DRF cannot say how long to wait then (its wait is None): the message must still be built.
     monkeypatch.setattr("labeling.tasks.photo_predict_task.delay", lambda *a: None)
+    monkeypatch.setattr(UploadRateThrottle, "timer", staticmethod(lambda: 600.0))  # a window's start
     client = api_for(member)
 
     def upload(i):
@@ -125,9 +131,77 @@ def test_a_limit_lowered_below_a_users_recent_uploads_is_a_429_that_says_when(ap
     settings.UPLOAD_THROTTLE_RATE = "2/min"
     response = upload(5)
 
+    # Four uploads in this minute: in the next one they weigh 4 x (1 - f), and 4 x (1 - f) + 1 <= 2
+    # once f = 3/4, 45 s into it: 60 + 45 s from now.
     assert response.status_code == 429
-    assert response.json()["detail"] == ("Too many uploads: at most 2/min. "
-                                         "Try again when the limit's window has passed.")
+    assert response.json()["detail"] == "Too many uploads: at most 2/min. Try again in 105 s."
+    assert response["Retry-After"] == "105"
+
+
+def _throttle_request(user):
+    request = Request(APIRequestFactory().post("/api/v1/photos/"))
+    request.user = user
+    return request
+
+
+@pytest.mark.parametrize("backend", ["redis", "locmem"])
+def test_uploads_sent_at_once_never_pass_the_limit(member, settings, monkeypatch, backend):
+    # DRF's throttle read each user's history and wrote it back: 16 uploads at once read the same
+    # history, and 7 to 11 of them passed a limit of 5.
+    from django.core.cache import caches
+
+    settings.UPLOAD_THROTTLE_RATE = "5/min"
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": settings.REDIS_URL}} if backend == "redis" else settings.CACHES
+    shared = caches.create_connection("default")
+    shared.clear()
+    monkeypatch.setattr("labeling.throttling.cache", shared)
+    start = threading.Barrier(16)
+    allowed = []
+
+    def upload():
+        request = _throttle_request(member)
+        start.wait()
+        allowed.append(UploadRateThrottle().allow_request(request, None))
+
+    threads = [threading.Thread(target=upload) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(allowed) == [False] * 11 + [True] * 5
+
+
+def test_the_previous_minutes_uploads_count_for_the_part_of_it_still_within_the_last_minute(member, settings,
+                                                                                             monkeypatch):
+    settings.UPLOAD_THROTTLE_RATE = "5/min"
+    now = [600.0 + 50]  # 50 s into a window
+    monkeypatch.setattr(UploadRateThrottle, "timer", staticmethod(lambda: now[0]))
+
+    def attempt():
+        throttle = UploadRateThrottle()
+        return throttle.allow_request(_throttle_request(member), None), throttle
+
+    assert [attempt()[0] for _ in range(5)] == [True] * 5
+    assert attempt()[0] is False
+    now[0] = 660.0 + 10  # 10 s into the next window: the five weigh 5 x 50/60 = 4.17
+    refused, throttle = attempt()
+    assert refused is False
+    assert throttle.wait() == pytest.approx(2.0)  # at 12 s they weigh 4.0, and one more fits
+    now[0] = 660.0 + 12.1
+    assert attempt()[0] is True
+    assert attempt()[0] is False  # a refused attempt did not count, an allowed one does
+
+
+def test_a_limit_of_zero_says_no_time(member, settings):
+    settings.UPLOAD_THROTTLE_RATE = "0/min"
+    throttle = UploadRateThrottle()
+
+    assert throttle.allow_request(_throttle_request(member), None) is False
+    assert throttle.wait() is None
+    assert throttle.wait_message() == ("Too many uploads: at most 0/min. "
+                                       "Try again when the limit's window has passed.")
 
 
 def test_the_upload_limit_is_per_user(api_for, member, other_member, settings, monkeypatch):
