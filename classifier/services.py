@@ -8,6 +8,7 @@ import threading
 import uuid
 from contextlib import contextmanager
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
@@ -68,7 +69,9 @@ def _enqueue_training(run_id):
     from .tasks import training_run_execute
 
     try:
-        training_run_execute.delay(run_id)
+        # No time limits in the message: Celery would put the sender's there, and the worker
+        # applies a message's limits over its own (TRAINING_HARD_TIME_LIMIT as the worker has it).
+        training_run_execute.apply_async(args=[run_id], time_limit=None, soft_time_limit=None)
     except Exception:  # noqa: BLE001 - a run nobody will execute must not hold the slot for ever
         logger.exception("Training run %s could not be queued.", run_id)
         _fail_unsent(run_id)
@@ -128,6 +131,10 @@ def training_run_execute(run_id: int, *, executor: str = "") -> TrainingRun:
         return _train(run)
     except TrainingCancelled:
         return _end_running(run_id, TrainingRun.Status.CANCELLED, CANCELLED)
+    except SoftTimeLimitExceeded:
+        # The worker's warning, a little before its hard limit kills the process: the run says
+        # so, where the kill would have left it to read "Interrupted (Ctrl-C...)".
+        return _end_running(run_id, TrainingRun.Status.FAILED, time_limit_reached())
     except Exception as exc:  # the run must end failed with its reason, whatever broke
         logger.exception("Training run %s failed", run_id)
         if isinstance(exc, DatabaseError):
@@ -144,6 +151,12 @@ INTERRUPTED = "Interrupted (Ctrl-C, or its process was stopped) before it finish
 
 
 CANCELLED = "Cancelled by an admin; the active model is unchanged."
+
+
+def time_limit_reached() -> str:
+    return (f"Stopped by the time limit (TRAINING_HARD_TIME_LIMIT, {settings.TRAINING_HARD_TIME_LIMIT} s) "
+            "before it finished; the active model is unchanged. Train fewer epochs or a smaller model, "
+            "or raise the limit.")
 
 
 @transaction.atomic

@@ -14,7 +14,13 @@ from . import cores, services
 logger = logging.getLogger(__name__)
 
 
-@shared_task(bind=True, acks_late=True, time_limit=settings.TRAINING_HARD_TIME_LIMIT)
+# The soft limit comes first, a little before the hard one kills the process: the run then ends
+# failed with the reason, and its files are removed (classifier.services.training_run_execute).
+TRAINING_SOFT_TIME_LIMIT = settings.TRAINING_HARD_TIME_LIMIT - min(300, settings.TRAINING_HARD_TIME_LIMIT // 10)
+
+
+@shared_task(bind=True, acks_late=True, time_limit=settings.TRAINING_HARD_TIME_LIMIT,
+             soft_time_limit=TRAINING_SOFT_TIME_LIMIT)
 def training_run_execute(self, run_id):
     request = self.request
     executor = f"process {os.getpid()} on {request.hostname}" if request.is_eager else request.hostname

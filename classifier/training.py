@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,8 +289,12 @@ def _fit(rows, labels, options, device, progress, log, workers=0):
 
     lr = options.learning_rate
     if lr is None:
-        with learn.no_bar():
+        with tempfile.TemporaryDirectory(prefix="plantsite-lr-find-") as scratch, learn.no_bar():
+            # fastai's finder saves and restores the weights under learn.path/model_dir, which
+            # is ./models in whatever directory the worker was started from.
+            learn.model_dir = scratch
             lr = float(learn.lr_find(show_plot=False).valley)
+        learn.model_dir = "models"
         log.append(f"Learning-rate finder suggests {lr:.2e}.")
     with learn.no_bar():
         if pretrained:

@@ -146,3 +146,56 @@ def test_photos_whose_label_is_retired_are_not_trained_on():
     Label.objects.filter(name="rose").update(retired=True)
 
     assert {label for _, label, _ in services.training_rows()} == {"daisy"}
+
+
+@pytest.mark.django_db
+def test_a_run_stopped_by_the_time_limit_ends_failed_and_says_so(monkeypatch, settings):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    staff = UserFactory(is_staff=True)
+    expert_labelled_photos(staff)
+    run = queued_run(staff)
+    written = []
+
+    def train(rows, options, export_path, **kwargs):
+        export_path.write_bytes(b"half a model")
+        written.append(export_path)
+        raise SoftTimeLimitExceeded()  # what the worker raises in the task at its soft limit
+
+    monkeypatch.setattr(services, "train", train)
+
+    services.training_run_execute(run.id)
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
+    assert run.error.startswith(f"Stopped by the time limit (TRAINING_HARD_TIME_LIMIT, "
+                                f"{settings.TRAINING_HARD_TIME_LIMIT} s) before it finished")
+    assert run.holds_slot is None
+    assert not written[0].exists()
+
+
+def test_the_soft_time_limit_comes_before_the_hard_one_with_time_to_record_the_failure(settings):
+    task = tasks.training_run_execute
+    assert task.time_limit == settings.TRAINING_HARD_TIME_LIMIT
+    assert 0 < task.time_limit - task.soft_time_limit <= 300
+    assert task.soft_time_limit >= 0.9 * task.time_limit
+
+
+@pytest.mark.django_db
+def test_a_queued_run_carries_no_time_limit_so_that_the_workers_own_applies():
+    # The worker applies a message's limits over its own setting: the web process's
+    # TRAINING_HARD_TIME_LIMIT must not travel with the task.
+    from unittest import mock
+
+    from plantsite.celery import app
+
+    staff = UserFactory(is_staff=True)
+    expert_labelled_photos(staff)
+    run = queued_run(staff)
+    with mock.patch.object(app.amqp, "send_task_message") as send:
+        services._enqueue_training(run.id)
+
+    (_producer, name, message), _kwargs = send.call_args
+    assert name == "classifier.tasks.training_run_execute"
+    assert message.headers["timelimit"] == [None, None]
+    assert message.headers["argsrepr"] == repr([run.id])

@@ -204,6 +204,25 @@ def test_a_training_split_smaller_than_the_batch_size_still_trains_on_one_batch(
     assert isinstance(epoch["train_loss"], float) and math.isfinite(epoch["train_loss"])
 
 
+def test_the_learning_rate_finder_leaves_nothing_in_the_directory_the_worker_started_in(
+        plant_folder, tmp_path, monkeypatch):
+    started_in = tmp_path / "cwd"
+    started_in.mkdir()
+    monkeypatch.chdir(started_in)
+    from functools import partialmethod
+
+    from fastai.vision.all import Learner  # with lr_find, which fastai.callback.schedule adds
+
+    # Fewer steps than the finder's 100 (a minute and a half here); it saves its weights all the same.
+    monkeypatch.setattr(Learner, "lr_find", partialmethod(Learner.lr_find, num_it=20))
+    rows = [(str(path), path.parent.name, i % 4 == 0) for i, path in enumerate(sorted(plant_folder.glob("*/*.jpg")))]
+
+    result = train(rows, TrainingOptions(**{**TINY, "learning_rate": None}), tmp_path / "model.pkl")
+
+    assert any(line.startswith("Learning-rate finder suggests") for line in result.log)
+    assert list(started_in.iterdir()) == []
+
+
 def test_a_diverged_loss_is_recorded_as_null_so_the_history_stays_valid_json():
     reports = []
     callback = _make_callback(lambda **kw: reports.append(kw), lambda: False)
@@ -460,11 +479,11 @@ def test_a_run_the_queue_could_not_take_ends_failed_and_frees_the_slot(db, staff
                                                                       django_capture_on_commit_callbacks):
     from kombu.exceptions import OperationalError
 
-    with mock.patch("classifier.tasks.training_run_execute.delay", side_effect=OperationalError("refused")), \
+    with mock.patch("classifier.tasks.training_run_execute.apply_async", side_effect=OperationalError("refused")), \
             django_capture_on_commit_callbacks(execute=True):
         response = api_for(staff).post("/api/v1/training-runs/", TINY, format="json")
 
     run = TrainingRun.objects.get(id=response.json()["id"])
     assert (run.status, run.holds_slot, run.error) == (TrainingRun.Status.FAILED, None, services.UNSENT)
-    with mock.patch("classifier.tasks.training_run_execute.delay"), django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("classifier.tasks.training_run_execute.apply_async"), django_capture_on_commit_callbacks(execute=True):
         assert api_for(staff).post("/api/v1/training-runs/", TINY, format="json").status_code == 202

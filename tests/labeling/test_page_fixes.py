@@ -216,7 +216,7 @@ def test_the_bulk_upload_page_says_what_to_do_without_javascript(staff):
 @pytest.mark.django_db(transaction=True)  # the run is sent on commit, and failed there
 def test_a_training_run_the_queue_could_not_take_is_reported_as_failed_not_queued(staff):
     page = client_for(staff)
-    with mock.patch("classifier.tasks.training_run_execute.delay", side_effect=ConnectionError("redis down")):
+    with mock.patch("classifier.tasks.training_run_execute.apply_async", side_effect=ConnectionError("redis down")):
         response = page.post("/training/", {"architecture": "resnet18", "image_size": 64, "epochs": 1,
                                              "batch_size": 8, "learning_rate": "0.002", "cleaning_folds": 0},
                              follow=True)
