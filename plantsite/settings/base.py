@@ -5,13 +5,18 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_choice, env_float, env_int, env_list, env_rate, env_str, env_url
+from .env import env_bool, env_choice, env_float, env_hosts, env_int, env_origins, env_rate, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 SECRET_KEY = env_str("SECRET_KEY", "insecure-local-development-key-do-not-use-in-production")
 DEBUG = env_bool("DEBUG", False)
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+ALLOWED_HOSTS = env_hosts("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+# Behind a TLS proxy that serves the site at another origin than the one Django sees, form
+# posts need that origin here (e.g. https://plants.example.org), or CSRF refuses them.
+CSRF_TRUSTED_ORIGINS = env_origins("CSRF_TRUSTED_ORIGINS")
+# Durations are bounded: a huge one overflowed the date arithmetic of every photo or run.
+WEEK = 7 * 24 * 3600
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -150,7 +155,7 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
 UPLOAD_THROTTLE_RATE = env_rate("UPLOAD_THROTTLE_RATE", "120/min")
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5, minimum=1)
 LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("LOGIN_MAX_FAILURES_PER_ADDRESS", 50, minimum=1)
-LOGIN_FAILURE_WINDOW = env_int("LOGIN_FAILURE_WINDOW", 900, minimum=1)
+LOGIN_FAILURE_WINDOW = env_int("LOGIN_FAILURE_WINDOW", 900, minimum=1, maximum=WEEK)
 
 # --- Celery ---------------------------------------------------------------------------
 CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", REDIS_URL, REDIS_SCHEMES)
@@ -170,15 +175,16 @@ CELERY_TASK_DEFAULT_QUEUE = "inference"
 CELERY_TASK_ROUTES = {
     "labeling.tasks.*": {"queue": "inference"},
     "classifier.tasks.training_run_execute": {"queue": "training"},
+    # On purpose not "training": that worker runs one task at a time, for hours, and a dead one
+    # consumes nothing, so there the sweep that marks its runs failed would wait for the very
+    # worker it is looking for. The sweep is a cheap UPDATE of stale rows.
     "classifier.tasks.training_runs_sweep_task": {"queue": "inference"},
 }
-TRAINING_HARD_TIME_LIMIT = env_int("TRAINING_HARD_TIME_LIMIT", 6 * 3600, minimum=60)
+TRAINING_HARD_TIME_LIMIT = env_int("TRAINING_HARD_TIME_LIMIT", 6 * 3600, minimum=60, maximum=WEEK)
 # The broker must not hand a long training task to a second worker while the first still
 # runs it: the visibility timeout outlasts the task's hard limit.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": TRAINING_HARD_TIME_LIMIT + 600}
 CELERY_TASK_ALWAYS_EAGER = False
-# Durations are bounded: a huge one overflowed the date arithmetic of every photo or run.
-WEEK = 7 * 24 * 3600
 # The sweeper: photos queued longer than this are sent again; running training runs whose
 # heartbeat is older than TRAINING_HEARTBEAT_TIMEOUT are marked failed.
 SWEEP_QUEUED_AFTER_SECONDS = env_int("SWEEP_QUEUED_AFTER_SECONDS", 120, minimum=1, maximum=WEEK)
@@ -186,9 +192,13 @@ TRAINING_HEARTBEAT_TIMEOUT = env_int("TRAINING_HEARTBEAT_TIMEOUT", 600, minimum=
 # Processes that decode and augment photos for a training run; unset: up to 8 on a GPU
 # (it trains faster than one core can feed it), none on the CPU (classifier.training.loader_workers).
 TRAINING_LOADER_WORKERS = env_int("TRAINING_LOADER_WORKERS", None, minimum=0)
+# Each sweep expires when the next is due: with the workers down for an hour, beat's messages
+# would otherwise pile up (120 photo sweeps) and all run when they came back.
 CELERY_BEAT_SCHEDULE = {
-    "sweep-queued-photos": {"task": "labeling.tasks.photos_sweep_task", "schedule": 30.0},
-    "sweep-training-runs": {"task": "classifier.tasks.training_runs_sweep_task", "schedule": 60.0},
+    "sweep-queued-photos": {"task": "labeling.tasks.photos_sweep_task", "schedule": 30.0,
+                            "options": {"expires": 30.0}},
+    "sweep-training-runs": {"task": "classifier.tasks.training_runs_sweep_task", "schedule": 60.0,
+                            "options": {"expires": 60.0}},
 }
 
 # --- Plantsite ------------------------------------------------------------------------
@@ -215,16 +225,16 @@ INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 16, minimum=1)
 INFERENCE_BATCH_WAIT = env_float("INFERENCE_BATCH_WAIT", 0.2, minimum=0.0, maximum=WEEK)
 # GET /api/v1/photos/updates/ waits for a change at most this long, and each web process lets
 # at most this many such requests wait at once (each holds a thread; keep it under the threads).
-PHOTO_UPDATES_MAX_WAIT = env_float("PHOTO_UPDATES_MAX_WAIT", 25.0, minimum=0.0)
+PHOTO_UPDATES_MAX_WAIT = env_float("PHOTO_UPDATES_MAX_WAIT", 25.0, minimum=0.0, maximum=300.0)
 PHOTO_UPDATES_MAX_WAITERS = env_int("PHOTO_UPDATES_MAX_WAITERS", 8, minimum=0)
 # Shared labelling: how many labellers see each photo, whether they see the model's guess,
 # and how long a served photo is held for one labeller.
 LABELLING_OVERLAP = env_int("LABELLING_OVERLAP", 2, minimum=1)
 LABELLING_SHOW_MODEL_GUESS = env_bool("LABELLING_SHOW_MODEL_GUESS", False)
-LABELLING_LEASE_SECONDS = env_int("LABELLING_LEASE_SECONDS", 300, minimum=1)
+LABELLING_LEASE_SECONDS = env_int("LABELLING_LEASE_SECONDS", 300, minimum=1, maximum=WEEK)
 # Review: how long an expert's claim on a photo lasts; the fraction of would-be auto-accepted
 # predictions that go to review as an audit.
-REVIEW_CLAIM_SECONDS = env_int("REVIEW_CLAIM_SECONDS", 600, minimum=1)
+REVIEW_CLAIM_SECONDS = env_int("REVIEW_CLAIM_SECONDS", 600, minimum=1, maximum=WEEK)
 AUDIT_FRACTION = env_float("AUDIT_FRACTION", 0.05, minimum=0.0, maximum=1.0)
 DEMO_CREDENTIALS_FILE = Path(env_str("DEMO_CREDENTIALS_FILE", str(BASE_DIR / ".demo-credentials")))
 

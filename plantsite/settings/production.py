@@ -1,10 +1,10 @@
 """Production: refuses to start without a secret key and allowed hosts."""
 
 from .base import *  # noqa: F401,F403
-from .env import env_bool, env_int, env_list, env_str
+from .env import env_bool, env_hosts, env_int, env_str
 
 SECRET_KEY = env_str("SECRET_KEY", required=True)
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [])
+ALLOWED_HOSTS = env_hosts("ALLOWED_HOSTS", [])
 if not ALLOWED_HOSTS:
     from django.core.exceptions import ImproperlyConfigured
 
@@ -15,6 +15,9 @@ DEBUG = False
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)  # noqa: F405
 
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+# A load balancer's health check comes over plain HTTP, straight to gunicorn: redirected, it
+# only ever saw a 301. (Matched against the path without its leading slash.)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True

@@ -10,7 +10,8 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from plantsite.settings.env import env_bool, env_choice, env_float, env_int, env_list, env_rate, env_str
+from plantsite.settings.env import (env_bool, env_choice, env_float, env_hosts, env_int, env_list, env_origins,
+                                    env_rate, env_str, env_url)
 
 VAR = "PLANTSITE_TEST_SETTING"
 STRONG_SECRET_KEY = "k3J9-pQ2_vX8mZ4tR7wY1nB6cL0sD5fG-hA2eU9iO3yT8rE4wQ7zX1cV6bN0mK5j"
@@ -262,7 +263,6 @@ def test_a_redis_url_that_is_not_one_stops_the_process_naming_it(name, raw):
 
 def test_redis_urls_with_a_password_tls_or_a_socket_are_taken(monkeypatch):
     from plantsite.settings.base import REDIS_SCHEMES
-    from plantsite.settings.env import env_url
 
     for raw in ("redis://:secret@10.0.0.5:6380/2", "rediss://cache.example:6379/0", "unix:///run/redis.sock"):
         monkeypatch.setenv(VAR, raw)
@@ -276,3 +276,161 @@ def test_a_database_url_that_is_not_one_stops_the_process_naming_it():
 
     assert result.returncode != 0
     assert "DATABASE_URL is not a database URL: Scheme '://' is unknown." in result.stderr
+
+
+# --- Redis URLs: the port and the database number ----------------------------------------
+
+
+def redis_url_from(monkeypatch, raw):
+    from plantsite.settings.base import REDIS_SCHEMES
+
+    monkeypatch.setenv(VAR, raw)
+    return env_url(VAR, None, REDIS_SCHEMES)
+
+
+@pytest.mark.parametrize("raw", ["redis://127.0.0.1:abc/11", "redis://127.0.0.1:0/0", "redis://127.0.0.1:65536/0",
+                                 "rediss://cache.example:-1/0", "redis://[::1/0"])
+def test_a_redis_url_whose_port_is_not_a_port_is_refused(monkeypatch, raw):
+    with pytest.raises(ImproperlyConfigured, match=f"{VAR} has a host or port that cannot be read: the port must "
+                                                   "be a number from 1 to 65535"):
+        redis_url_from(monkeypatch, raw)
+
+
+@pytest.mark.parametrize("raw", ["redis://127.0.0.1:6379/notadb", "redis://127.0.0.1:6379/-1",
+                                 "rediss://cache.example:6379/0/1", "redis://127.0.0.1/db0"])
+def test_a_redis_url_whose_path_is_not_a_database_number_is_refused(monkeypatch, raw):
+    with pytest.raises(ImproperlyConfigured, match=f"{VAR} must end with a database number like /0"):
+        redis_url_from(monkeypatch, raw)
+
+
+@pytest.mark.parametrize("raw", ["redis://:s3cr/et@127.0.0.1:6379/0", "redis://user:s3cr/et@127.0.0.1:6379/0"])
+def test_a_redis_url_cut_short_by_a_slash_in_its_password_says_to_encode_it(monkeypatch, raw):
+    with pytest.raises(ImproperlyConfigured, match="must be percent-encoded") as refused:
+        redis_url_from(monkeypatch, raw)
+
+    assert "s3cr" not in str(refused.value) and "et@" not in str(refused.value)
+
+
+@pytest.mark.parametrize("raw", ["redis://127.0.0.1:6379", "redis://127.0.0.1:6379/", "redis://cache.example/15",
+                                 "redis://[::1]:6379/3", "redis://:pass%2Fword@127.0.0.1:65535/0",
+                                 "rediss://cache.example:6380/1?ssl_cert_reqs=required", "unix:///run/redis.sock?db=2"])
+def test_redis_urls_with_or_without_a_port_and_a_database_number_are_taken(monkeypatch, raw):
+    assert redis_url_from(monkeypatch, raw) == raw
+
+
+@pytest.mark.parametrize("name", ["REDIS_URL", "CACHE_URL", "CELERY_BROKER_URL"])
+def test_a_redis_url_with_a_bad_port_stops_the_process_without_showing_its_password(name):
+    # It used to pass: every login was then a 500 and `check --deploy` a traceback.
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], capture_output=True, text=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "plantsite.settings.local",
+             name: "redis://:hunter2@127.0.0.1:abc/11"})
+
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {name} has a host or port that cannot be read" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+# --- hosts and origins -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["plants.example.org plants2.example.org", "https://plants.example.org",
+                                 "plants.example.org/", "plants.example.org:8000", "[::1]:8000",
+                                 "localhost,plants .example.org"])
+def test_allowed_hosts_that_no_host_header_could_match_are_refused(monkeypatch, raw):
+    monkeypatch.setenv(VAR, raw)
+
+    with pytest.raises(ImproperlyConfigured, match=f"{VAR} has .*: it takes comma-separated host names like "
+                                                   "plants.example.org"):
+        env_hosts(VAR)
+
+
+def test_allowed_hosts_take_names_subdomain_patterns_and_addresses(monkeypatch):
+    monkeypatch.setenv(VAR, "plants.example.org, .example.net,127.0.0.1,[::1],*")
+
+    assert env_hosts(VAR) == ["plants.example.org", ".example.net", "127.0.0.1", "[::1]", "*"]
+
+
+def test_production_refuses_to_start_with_space_separated_allowed_hosts():
+    result = run_with_production_settings(SETUP, SECRET_KEY=STRONG_SECRET_KEY,
+                                          ALLOWED_HOSTS="plants.example.org www.example.org")
+
+    assert result.returncode != 0
+    assert ("ImproperlyConfigured: ALLOWED_HOSTS has 'plants.example.org www.example.org': it takes "
+            "comma-separated host names like plants.example.org") in result.stderr
+
+
+@pytest.mark.parametrize("raw", ["plants.example.org", "https://plants.example.org/", "ftp://plants.example.org",
+                                 "https://", "https://plants.example.org/login/"])
+def test_a_trusted_origin_without_its_scheme_or_with_a_path_is_refused(monkeypatch, raw):
+    monkeypatch.setenv(VAR, raw)
+
+    with pytest.raises(ImproperlyConfigured, match=f"{VAR} has .*: each entry must start with https://"):
+        env_origins(VAR)
+
+
+def test_csrf_trusted_origins_are_read_from_the_environment():
+    code = "import django; django.setup(); from django.conf import settings; print(settings.CSRF_TRUSTED_ORIGINS)"
+    result = run_with_production_settings(code, SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="plants.example.org",
+                                          CSRF_TRUSTED_ORIGINS="https://plants.example.org, http://localhost:8000")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['https://plants.example.org', 'http://localhost:8000']"
+
+
+def test_no_other_origin_is_trusted_by_default():
+    assert settings.CSRF_TRUSTED_ORIGINS == []
+
+
+# --- production over plain HTTP ----------------------------------------------------------------
+
+PLAIN_HTTP_STATUSES = """
+import django; django.setup()
+from django.http import HttpResponse
+from django.middleware.security import SecurityMiddleware
+from django.test import RequestFactory
+middleware = SecurityMiddleware(lambda request: HttpResponse("ok"))
+for path, proto in (("/healthz", "http"), ("/", "http"), ("/healthz/more", "http"), ("/", "https")):
+    request = RequestFactory().get(path, HTTP_HOST="plants.example.org", HTTP_X_FORWARDED_PROTO=proto)
+    print(path, proto, middleware(request).status_code)
+"""
+
+
+def test_production_answers_the_health_check_over_plain_http_and_redirects_the_rest():
+    # A load balancer checks /healthz over HTTP: redirected to HTTPS, it only ever saw a 301.
+    result = run_with_production_settings(PLAIN_HTTP_STATUSES, SECRET_KEY=STRONG_SECRET_KEY,
+                                          ALLOWED_HOSTS="plants.example.org")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:4] == ["/healthz http 200", "/ http 301", "/healthz/more http 301",
+                                             "/ https 200"]
+
+
+# --- durations and the beat schedule ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, raw, message", [
+    ("REVIEW_CLAIM_SECONDS", "100000000000", "REVIEW_CLAIM_SECONDS=100000000000 must be between 1 and 604800."),
+    ("LABELLING_LEASE_SECONDS", "100000000000", "LABELLING_LEASE_SECONDS=100000000000 must be between 1 and 604800."),
+    ("LOGIN_FAILURE_WINDOW", "604801", "LOGIN_FAILURE_WINDOW=604801 must be between 1 and 604800."),
+    ("TRAINING_HARD_TIME_LIMIT", "604801", "TRAINING_HARD_TIME_LIMIT=604801 must be between 60 and 604800."),
+    ("PHOTO_UPDATES_MAX_WAIT", "1e6", "PHOTO_UPDATES_MAX_WAIT=1000000.0 must be between 0.0 and 300.0."),
+])
+def test_a_duration_too_long_to_add_to_a_date_stops_the_process_naming_it(name, raw, message):
+    # A huge claim or lease overflowed the date arithmetic: every claim, or every labelling page, a 500.
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], capture_output=True, text=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "plantsite.settings.local", name: raw})
+
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_every_beat_entry_expires_by_the_time_the_next_one_is_sent():
+    # With the workers down for an hour, unexpiring sweeps piled up in the queue and all ran.
+    from plantsite.celery import app
+
+    schedule = app.conf.beat_schedule
+    assert schedule
+    for name, entry in schedule.items():
+        assert 0 < entry["options"]["expires"] <= entry["schedule"], name
