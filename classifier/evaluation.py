@@ -34,9 +34,10 @@ class VersionScore:
 
 def validation_photos(limit=COMPARE_LIMIT):
     """Human-verified photos in the fixed validation split, the newest `limit`: the same photos
-    for every version."""
+    for every version. A retired label's photos are left out, as training leaves them out: no
+    version trained since could predict that label, so they would count against it alone."""
     photos = (Photo.objects.filter(status=Photo.Status.FINAL, label_source__in=Photo.HUMAN_VERIFIED_SOURCES,
-                                   excluded_from_training=False)
+                                   excluded_from_training=False, final_label__retired=False)
               .select_related("final_label").order_by("-id"))
     chosen = [p for p in photos.iterator() if is_validation(p.id)]
     return chosen[:limit]

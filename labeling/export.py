@@ -9,8 +9,9 @@ The layout is the one fastai's ImageDataLoaders.from_folder and parent_label rea
 
 By default only labels a person vouched for (imports, consensus, expert decisions and audits)
 are exported; include_model adds the model's own auto-accepted labels. Photos excluded from
-training by data cleaning are left out. Importing the folder into an empty site gives back the
-same labelled set, and the manifest's source, who and when are restored (see restore_provenance).
+training by data cleaning, and the photos of retired labels, are left out, as training leaves
+them out. Importing the folder into an empty site gives back the same labelled set, and the
+manifest's source, who and when are restored (see restore_provenance).
 """
 
 from __future__ import annotations

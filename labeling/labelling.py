@@ -292,9 +292,12 @@ def _example_photos(label, photo_ids):
     missing = [i for i in ids if i not in photos]
     if missing:
         raise LabelError(f"No photo with id {', '.join(map(str, missing))}.")
-    unusable = [i for i in ids if photos[i].status in (Photo.Status.REJECTED, Photo.Status.FAILED)]
-    if unusable:
-        raise LabelError(f"Photo {', '.join(map(str, unusable))} is rejected or failed: not a good example.")
+    # An example shows what the label looks like: only a photo decided with that label does
+    # (selectors.label_examples leaves out one whose label was changed since).
+    other = [i for i in ids if not photos[i].is_example_of(label)]
+    if other:
+        raise LabelError(f"Photo {', '.join(map(str, other))} is not labelled {label.name}: "
+                         "not a good example of it.")
     return [photos[i] for i in ids]
 
 

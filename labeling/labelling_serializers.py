@@ -13,7 +13,7 @@ from .serializers import PhotoSerializer, StrictSerializer
 class LabelFullSerializer(serializers.ModelSerializer):
     """A label as the labels API shows it: retired ones too, with their example photos' ids."""
 
-    examples = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    examples = serializers.PrimaryKeyRelatedField(many=True, read_only=True, source="current_examples")
 
     class Meta:
         model = Label
@@ -26,7 +26,9 @@ class LabelCreateSerializer(StrictSerializer):
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
     examples = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**62),
                                      required=False, default=list, max_length=MAX_EXAMPLES,
-                                     help_text=f"Ids of up to {MAX_EXAMPLES} photos shown as examples.")
+                                     help_text=f"Ids of up to {MAX_EXAMPLES} photos shown as examples, each "
+                                     "decided with this label: so none for a new label, whose examples are "
+                                     "added by PATCH once photos have it.")
 
 
 class LabelUpdateSerializer(StrictSerializer):
@@ -36,7 +38,8 @@ class LabelUpdateSerializer(StrictSerializer):
     retired = serializers.BooleanField(required=False, help_text="A retired label is hidden from the "
                                        "labelling and review buttons and kept on its photos.")
     examples = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**62),
-                                     required=False, max_length=MAX_EXAMPLES)
+                                     required=False, max_length=MAX_EXAMPLES,
+                                     help_text=f"Ids of up to {MAX_EXAMPLES} photos decided with this label.")
     name = serializers.CharField(required=False, max_length=200, help_text="Cannot be changed; "
                                  "create a new label and retire this one instead.")
 

@@ -174,7 +174,7 @@ def labels_page(request):
 @require_http_methods(["GET", "POST"])
 def label_edit(request, pk):
     label = get_object_or_404(Label, pk=pk)
-    examples = list(label.examples.all())
+    examples = label.current_examples()
     form = LabelEditForm(initial={"description": label.description})
     if request.method == "POST":
         try:

@@ -33,6 +33,12 @@ class Label(models.Model):
     def __str__(self):
         return self.name
 
+    def current_examples(self):
+        """The examples still decided with this label: one corrected to another label (or
+        rejected) since it was chosen no longer shows what this one looks like. Reads
+        `examples`, so a prefetch of it serves a list of labels without a query each."""
+        return [photo for photo in self.examples.all() if photo.is_example_of(self)]
+
 
 def photo_file_name(extension):
     return f"photos/{uuid.uuid4().hex}.{extension}"
@@ -190,6 +196,11 @@ class Photo(models.Model):
         self.status = self.Status.NEEDS_REVIEW
         self.review_kind = kind
         self.reason = reason
+
+    def is_example_of(self, label) -> bool:
+        """Only a photo decided with a label shows what it looks like (selectors.label_examples
+        asks the same of the database)."""
+        return self.status == self.Status.FINAL and self.final_label_id == label.id
 
     def relabel_by(self, user, label):
         """A person corrects the label of a decided photo (data cleaning)."""

@@ -14,6 +14,10 @@ label, label_source "audit"; the measured accuracy of auto-accepted predictions 
 of audited photos whose label (after any later correction) is the model's top label, with a
 Wilson 95% interval.
 
+Adjudications. An expert who labelled a disputed photo is not shown it in the queue, and may not
+claim or decide it (VotedOnDispute, a 409): the team's accuracy is measured against the experts'
+decisions, and their own call would be counted as the truth for their own vote.
+
 Corrections. A decided photo (final or rejected, by a person, an import or the model) can be
 corrected by an expert: a new ReviewDecision of kind "correction" with the label before; the
 earlier records stay as they were.
@@ -32,7 +36,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .models import Photo, ReviewDecision, is_expert
+from .models import LabelVote, Photo, ReviewDecision, is_expert
 from .services import ReviewConflict, label_to_give
 
 CORRECTION = "correction"
@@ -56,6 +60,19 @@ class ClaimConflict(ReviewConflict):
             f"Photo {photo.pk} is being reviewed by {self.holder} until "
             f"{timezone.localtime(self.expires_at):%H:%M:%S}; it returns to the queue if they leave it."
         )
+
+
+class VotedOnDispute(ClaimConflict):
+    """The expert labelled the disputed photo themselves: another expert adjudicates it, or the
+    team's accuracy against the experts would be measured against the expert's own vote. A kind
+    of ClaimConflict (a 409) so that the pages treat it as a photo held by someone else: the
+    message instead of the form, and "Not saved" for a decision."""
+
+    def __init__(self, photo):
+        self.holder, self.expires_at = "", None
+        ReviewConflict.__init__(  # not ClaimConflict's message: nobody holds a claim
+            self, f"You labelled photo {photo.pk} yourself, so another expert adjudicates the labellers' "
+                  "disagreement over it.")
 
 
 class CorrectionError(Exception):
@@ -103,6 +120,12 @@ def claimable_by(expert, now) -> Q:
             | Q(claimed_by=expert))
 
 
+def voted_on_dispute(photo, expert) -> bool:
+    """`expert` gave one of the labels that disagreed on the photo now awaiting adjudication."""
+    return (photo.review_kind == Photo.ReviewKind.ADJUDICATION
+            and LabelVote.objects.filter(photo_id=photo.pk, user_id=expert.pk).exists())
+
+
 def held_by_other(photo, expert, now=None) -> bool:
     now = now or timezone.now()
     return bool(photo.claimed_by_id and photo.claimed_by_id != expert.pk and photo.claim_expires_at
@@ -124,10 +147,14 @@ def _take(photo_id, expert, now) -> bool:
 def review_claim(photo_id: int, expert) -> Photo:
     """Claim (or renew the claim on) one photo awaiting review.
 
-    Raises ClaimConflict while another expert's claim is live, ReviewConflict when the photo no
-    longer awaits review, Photo.DoesNotExist when there is no such photo.
+    Raises ClaimConflict while another expert's claim is live, VotedOnDispute (a ClaimConflict)
+    when `expert` labelled the disputed photo themselves, ReviewConflict when the photo no longer
+    awaits review, Photo.DoesNotExist when there is no such photo.
     """
     now = timezone.now()
+    photo = Photo.objects.get(id=photo_id)
+    if voted_on_dispute(photo, expert):  # checked again under the row lock by review_decide
+        raise VotedOnDispute(photo)
     with transaction.atomic():
         if _take(photo_id, expert, now):
             return Photo.objects.select_related("claimed_by").get(id=photo_id)
@@ -187,7 +214,8 @@ def review_decide(*, photo_id: int, expert, label_name: str | None = None, rejec
     """An expert's call on a photo awaiting review: a label, or a rejection.
 
     A second decision raises ReviewConflict; a decision on a photo another expert has a live
-    claim on raises ClaimConflict. The claim is released.
+    claim on raises ClaimConflict, and one on a dispute the expert labelled themselves
+    VotedOnDispute. The claim is released.
     """
     label = _label_or_raise(label_name, reject)
     # Row lock: two experts deciding at once are serialised, and the second sees the new state.
@@ -197,6 +225,8 @@ def review_decide(*, photo_id: int, expert, label_name: str | None = None, rejec
     if held_by_other(photo, expert):
         photo = Photo.objects.select_related("claimed_by").get(id=photo_id)
         raise ClaimConflict(photo)
+    if voted_on_dispute(photo, expert):
+        raise VotedOnDispute(photo)
     before, label_before = photo.status, photo.final_label
     kind = photo.review_kind or Photo.ReviewKind.UNCERTAIN
     photo.decide_by_expert(expert, label=label, reason=reason)

@@ -1,10 +1,10 @@
 """Reads for photos, labels and the review queue."""
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from .models import Label, Photo, ReviewDecision, is_expert
+from .models import Label, LabelVote, Photo, ReviewDecision, is_expert
 
 
 def photos_visible_to(user):
@@ -66,7 +66,8 @@ def review_queue(*, ordering=REVIEW_DEFAULT_ORDERING, label=None, viewer=None, n
     """Photos awaiting an expert, by default most uncertain (smallest top-2 margin) first, then oldest.
 
     label: only photos whose model's top label has this name. viewer: the expert working the
-    queue, who is not shown photos another expert holds a live claim on (see labeling.review).
+    queue, who is not shown photos another expert holds a live claim on, nor the disputes they
+    labelled themselves: another expert adjudicates those (see labeling.review).
     """
     qs = (
         Photo.objects.filter(status=Photo.Status.NEEDS_REVIEW)
@@ -78,6 +79,8 @@ def review_queue(*, ordering=REVIEW_DEFAULT_ORDERING, label=None, viewer=None, n
     if viewer is not None:
         qs = qs.exclude(Q(claimed_by__isnull=False) & ~Q(claimed_by=viewer)
                         & Q(claim_expires_at__gt=now or timezone.now()))
+        voted = LabelVote.objects.filter(photo=OuterRef("pk"), user=viewer)
+        qs = qs.exclude(Q(review_kind=Photo.ReviewKind.ADJUDICATION) & Exists(voted))
     return qs
 
 
@@ -272,12 +275,16 @@ def labelling_votes(photo):
     return photo.votes.select_related("user", "label").order_by("created_at", "id")
 
 
-def label_examples(labels):
-    """{label id: [example photos]} for the labelling and review pages."""
-    from .models import Label as LabelModel
+# Photo.is_example_of as a filter on the examples' through rows: an example whose photo was
+# corrected to another label (or rejected) since it was chosen is left out, not shown as this label's.
+_STILL_AN_EXAMPLE = Q(photo__status=Photo.Status.FINAL, photo__final_label_id=F("label_id"))
 
-    through = LabelModel.examples.through
-    rows = (through.objects.filter(label_id__in=[label.id for label in labels])
+
+def label_examples(labels):
+    """{label id: [example photos]} for the labelling and review pages: the photos chosen as
+    examples that are still labelled with the label."""
+    through = Label.examples.through
+    rows = (through.objects.filter(_STILL_AN_EXAMPLE, label_id__in=[label.id for label in labels])
             .select_related("photo").order_by("photo_id"))
     examples = {}
     for row in rows:
@@ -294,15 +301,18 @@ def photo_visible_to_labeller(user, photo_id) -> bool:
         return True
     return (LabellingAssignment.objects.filter(photo_id=photo_id, user=user).exists()
             or LabelVote.objects.filter(photo_id=photo_id, user=user).exists()
-            or Label.objects.filter(examples__id=photo_id, retired=False).exists())
+            or Label.examples.through.objects.filter(_STILL_AN_EXAMPLE, photo_id=photo_id,
+                                                     label__retired=False).exists())
 
 
 def dataset_photos(*, include_model=False):
     """The labelled set an export holds: final photos not excluded from training, with a label a
-    person vouched for (and, when asked, the model's own auto-accepted labels too)."""
+    person vouched for (and, when asked, the model's own auto-accepted labels too). The photos
+    training uses (classifier.services.training_rows), so a retired label's photos are left out:
+    importing the export elsewhere would otherwise bring the retired label back into use."""
     sources = list(Photo.HUMAN_VERIFIED_SOURCES) + ([Photo.LabelSource.MODEL] if include_model else [])
     return (Photo.objects.filter(status=Photo.Status.FINAL, excluded_from_training=False,
-                                 label_source__in=sources, final_label__isnull=False)
+                                 label_source__in=sources, final_label__isnull=False, final_label__retired=False)
             .select_related("final_label", "owner", "reviewed_by", "prediction").order_by("final_label__name", "id"))
 
 

@@ -489,6 +489,8 @@ def photo_clean(*, photo_id: int, user, action: str, label_name: str | None = No
         if seen_decided_at is not None and photo.decided_at != seen_decided_at:
             raise CleaningError(f"Photo {photo.id} was decided again after this page was loaded: it is now "
                                 f"{before.name if before else 'unlabelled'}. Reload the page to see it.")
+        if after == before:  # as review_correct: a no-op would rewrite who decided it and how
+            raise CleaningError(f"Nothing to correct: photo {photo.id} is already labelled {after.name}.")
         photo.relabel_by(user, after)
     elif action == PhotoEvent.Action.EXCLUDE:
         photo.excluded_from_training = True
