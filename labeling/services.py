@@ -7,6 +7,7 @@ import io
 import logging
 import math
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -128,9 +129,46 @@ def photo_predict(photo_id: int, *, claimant: str = "") -> Photo | None:
     if version is None:
         return _route_without_model(photo_id)
     model = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
-    mates = _claim_batch(photo, claimant or uuid.uuid4().hex)
+    if photo.attempts:
+        # Interrupted before: predicted alone, so that a photo that kills its process cannot take
+        # a batch down twice. The batch-mates of the try that died go back to their own tasks.
+        if claimant:
+            _release_claims_left_by(claimant, but=photo_id)
+        if photo.attempts >= PREDICTION_MAX_INTERRUPTIONS:
+            photo_mark_failed(photo_id, INTERRUPTED_TOO_OFTEN)
+            return Photo.objects.filter(id=photo_id).first()
+        mates = []
+    else:
+        mates = _claim_batch(photo, claimant or uuid.uuid4().hex)
     if mates is None:  # in another process's batch right now: that process stores it
         return Photo.objects.filter(id=photo_id).first()
+    with _predicting([photo_id] + [m.id for m in mates]):
+        return _predict_and_store(model, version, photo, mates)
+
+
+# A photo whose prediction was begun this many times by a process that died before it ended
+# (killed for memory, crashed in a native library, stopped by a deploy) fails instead of being
+# delivered again, and again: the broker gives a dead worker's task back (task_reject_on_worker_lost).
+PREDICTION_MAX_INTERRUPTIONS = 2
+INTERRUPTED_TOO_OFTEN = (f"Prediction failed: the worker stopped {PREDICTION_MAX_INTERRUPTIONS} times while "
+                         "predicting this photo (out of memory, or a crash); its log has the details. "
+                         "Retry it, or upload a smaller copy.")
+
+
+@contextmanager
+def _predicting(photo_ids):
+    """Photo.attempts counts the predictions of a photo that were begun and never ended: one is
+    added (and committed) before the model runs, and taken back once the try ends in this
+    process, with an answer or an error. What stays counts the processes that died meanwhile."""
+    Photo.objects.filter(id__in=photo_ids).update(attempts=F("attempts") + 1)
+    try:
+        yield
+    finally:
+        Photo.objects.filter(id__in=photo_ids, attempts__gt=0).update(attempts=F("attempts") - 1)
+
+
+def _predict_and_store(model, version, photo, mates):
+    photo_id = photo.id
     if mates:
         try:
             batch = model.predict_paths([photo.model_input_path] + [m.model_input_path for m in mates])
@@ -201,7 +239,7 @@ def _claim_batch(photo, claimant) -> list[Photo] | None:
     cutoff = now - timedelta(seconds=float(getattr(settings, "INFERENCE_BATCH_WAIT", 0.2)))
     mates = list(
         Photo.objects.select_for_update(skip_locked=True)
-        .filter(status=Photo.Status.QUEUED, uploaded_at__lte=cutoff)
+        .filter(status=Photo.Status.QUEUED, uploaded_at__lte=cutoff, attempts=0)  # interrupted ones go alone
         .filter(Q(batch_claimed_until__isnull=True) | Q(batch_claimed_until__lt=now) | Q(batch_claimed_by=claimant))
         .exclude(id=photo.id).order_by("uploaded_at", "id")[: size - 1]
     )
@@ -210,13 +248,13 @@ def _claim_batch(photo, claimant) -> list[Photo] | None:
     return mates
 
 
-def _release_claims_left_by(claimant):
-    """This task's photo was stored by an earlier try of the task, in a batch: a try that failed
-    after storing it may have left batch-mates unstored. Their own tasks left them to that batch,
-    so they would wait for the sweeper; they are given back and sent again instead."""
-    left = list(Photo.objects.filter(status=Photo.Status.QUEUED, batch_claimed_by=claimant))
+def _release_claims_left_by(claimant, but=None):
+    """An earlier try of this task claimed batch-mates and did not store them: it failed after
+    storing its own photo, or its process died. Their own tasks left them to that batch, so they
+    would wait for the sweeper; they are given back and sent again instead."""
+    left = list(Photo.objects.filter(status=Photo.Status.QUEUED, batch_claimed_by=claimant).exclude(id=but))
     if left:
-        logger.warning("Task %s stored its own photo but not %s: sending them again.", claimant, [p.id for p in left])
+        logger.warning("Task %s left batch-mates %s unstored: sending them again.", claimant, [p.id for p in left])
         _release_batch_mates(left)
 
 
@@ -292,6 +330,7 @@ def photo_retry(*, photo_id: int) -> Photo:
     database or the model is). Conditional on `failed`: two presses queue it once."""
     again = Photo.objects.filter(id=photo_id, status=Photo.Status.FAILED).update(
         status=Photo.Status.QUEUED, reason="", decided_at=None, batch_claimed_until=None, batch_claimed_by="",
+        attempts=0,  # a person asked again: the interruptions before no longer count
         resent_at=timezone.now(),  # its task is on its way: the sweeper need not send another at once
     )
     if not again:

@@ -2,6 +2,7 @@ import logging
 from datetime import timedelta
 
 from celery import Task, shared_task
+from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
@@ -29,6 +30,9 @@ def failure_reason(exc) -> str:
 
     if isinstance(exc, ModelIntegrityError):  # its message is written for the page
         return f"Prediction failed: {exc}"
+    if isinstance(exc, TimeLimitExceeded):
+        return (f"Prediction failed: it took longer than {PREDICTION_TIME_LIMIT} s, and its worker process "
+                "was stopped.")
     if isinstance(exc, TRANSIENT_ERRORS):
         return "Prediction failed: the database or the queue stayed unavailable through every retry."
     if isinstance(exc, OSError):  # PIL's UnidentifiedImageError included
@@ -36,9 +40,15 @@ def failure_reason(exc) -> str:
     return f"Prediction failed ({type(exc).__name__}); the worker's log has the details."
 
 
+# A prediction takes well under a second, a worker process's first one the model's load too: one
+# that runs this long is stuck (a hung file system, a native library), and would hold its worker
+# process for ever. The process is stopped and replaced, and the photo fails saying so.
+PREDICTION_TIME_LIMIT = 300
+
+
 @shared_task(
     base=PhotoTask, bind=True, acks_late=True, autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True, retry_backoff_max=60, max_retries=5,
+    retry_backoff=True, retry_backoff_max=60, max_retries=5, time_limit=PREDICTION_TIME_LIMIT,
 )
 def photo_predict_task(self, photo_id):
     # The task id names its batch claims: a retry or redelivery of this task takes them back.

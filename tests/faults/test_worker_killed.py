@@ -173,3 +173,39 @@ def test_a_pool_child_killed_mid_task_gives_the_task_back_and_its_worker_runs_it
         assert photo.status in (Photo.Status.FINAL, Photo.Status.NEEDS_REVIEW), (photo.id, photo.status, photo.reason)
     assert Counter(Prediction.objects.filter(photo_id__in=ids).values_list("photo_id", flat=True)) == Counter(
         {photo_id: 1 for photo_id in ids})
+
+
+def test_a_photo_whose_prediction_kills_its_process_twice_fails_instead_of_coming_back_for_ever(
+        private_broker, active_model, start_worker, api_as, member):
+    """task_reject_on_worker_lost gives a dead process's task back, and a photo that kills every
+    process predicting it (out of memory, a crash in a native library) came back for ever. Its
+    file is made a FIFO here: every process that reads it blocks there, mid-prediction, and is
+    killed, as the kernel would kill one out of memory."""
+    as_member = api_as(member)
+    [doomed_id, fine_id] = [as_member.upload(path).json()["id"] for path in flower_photos(2)]
+    doomed = Photo.objects.get(id=doomed_id)
+    path = doomed.model_input_path
+    os.remove(path)
+    os.mkfifo(path)
+
+    worker = start_worker("inference", wait=False, **ONE_PHOTO_PER_TASK)
+
+    def attempts():
+        return Photo.objects.get(id=doomed_id).attempts
+
+    for begun in (1, 2):
+        # Begun, and blocked on the file: the count is written before the model reads it.
+        wait_until(lambda: attempts() == begun, what=f"prediction {begun} of the photo beginning")
+        children = wait_until(lambda: pool_children(worker.process.pid), what="the pool process")
+        for child in children:
+            os.kill(child, signal.SIGKILL)
+
+    wait_until(lambda: Photo.objects.get(id=doomed_id).status == Photo.Status.FAILED,
+               what="the photo failing on its third delivery")
+    doomed.refresh_from_db()
+    assert doomed.reason.startswith("Prediction failed: the worker stopped 2 times while predicting this photo")
+    assert not Prediction.objects.filter(photo_id=doomed_id).exists()
+    wait_until(lambda: Photo.objects.get(id=fine_id).status != Photo.Status.QUEUED, what="the other photo")
+    assert Photo.objects.get(id=fine_id).status in (Photo.Status.FINAL, Photo.Status.NEEDS_REVIEW)
+    assert worker.process.poll() is None
+    assert worker.log().count("Task handler raised error: WorkerLostError") == 2
