@@ -17,7 +17,8 @@ from labeling.models import Photo
 
 from .inference import file_sha256
 from .models import ModelVersion, PhotoLoss, ShadowPrediction, TrainingRun
-from .training import TrainingCancelled, TrainingOptions, data_hash, is_validation, train
+from .training import (TrainingCancelled, TrainingOptions, data_hash, is_validation,
+                       labels_without_training_rows, train)
 
 logger = logging.getLogger(__name__)
 
@@ -180,13 +181,17 @@ def _train(run):
     # named: one lost file used to fail every run until someone found it.
     missing = [r[0] for r in rows if r[0] not in paths or not os.path.exists(paths[r[0]])]
     rows = [r for r in rows if r[0] not in set(missing)]
+    # After the missing files: a label whose only training photo is gone has none left either.
+    untrained = labels_without_training_rows(rows)
+    rows = [r for r in rows if r[1] not in untrained]
     # Provenance: how many photos of each label source the run uses, kept with its metrics.
     sources = {"data_sources": training_source_counts([r[0] for r in rows]),
-               "include_model_labels": include_model_labels, "missing_files": missing}
+               "include_model_labels": include_model_labels, "missing_files": missing,
+               "labels_without_training_photos": untrained}
     run.data = rows
     run.data_hash = data_hash(rows)
     run.metrics = sources
-    run.log = f"Left out {len(missing)} photo(s) whose file is missing: {missing}." if missing else ""
+    run.log = "\n".join(_left_out_lines(missing, untrained))
     run.save(update_fields=["data", "data_hash", "metrics", "log"])
     fit_rows = [(str(paths[pid]), label, valid) for pid, label, valid in rows]
     settings.MODEL_ROOT.mkdir(parents=True, exist_ok=True)
@@ -221,6 +226,14 @@ def _train(run):
     except BaseException:
         _remove(files)  # nothing refers to them: the transaction that would have was rolled back
         raise
+
+
+def _left_out_lines(missing, untrained):
+    """The run log's first lines: what was left out of the frozen data, and why."""
+    lines = [f"Left out {len(missing)} photo(s) whose file is missing: {missing}."] if missing else []
+    lines += [f"Left out label {label}: its {count} photo(s) all fall in the validation split; "
+              "add more photos of it." for label, count in untrained.items()]
+    return lines
 
 
 @transaction.atomic

@@ -82,6 +82,21 @@ def is_validation(key: str, percent: int = 20) -> bool:
     return int.from_bytes(digest[:4], "big") % 100 < percent
 
 
+def labels_without_training_rows(rows) -> dict:
+    """{label: number of rows} for the labels none of whose (key, label, is_valid) rows is in
+    the training split.
+
+    The split is fixed per photo, so a new label's first photo or two may all be validation
+    photos: trained on, such a label would be an output the model never learnt, every one of
+    its photos a validation error, and its zero scores would look measured."""
+    trained = {label for _, label, valid in rows if not valid}
+    counts = {}
+    for _, label, _ in rows:
+        if label not in trained:
+            counts[label] = counts.get(label, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def data_hash(rows) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
 
@@ -200,6 +215,11 @@ def train(rows, options: TrainingOptions, export_path: Path, *, on_progress=lamb
         raise ValueError("The validation split is empty; add more labelled photos.")
     if all(valid for _, _, valid in rows):
         raise ValueError("The training split is empty; add more labelled photos.")
+    untrained = labels_without_training_rows(rows)
+    if untrained:
+        raise ValueError(f"No training photo of {', '.join(untrained)}: all its photos are in the validation "
+                         "split, and the model would have an output it never learnt. Leave the label out, "
+                         "or add more photos of it.")
 
     device = pick_device()
     workers = loader_workers(device, workers)
@@ -372,8 +392,12 @@ def evaluate(learn, labels, confusion_png=None) -> dict:
         tp = int(matrix[i, i])
         predicted = int(matrix[:, i].sum())
         actual = int(matrix[i, :].sum())
+        if not actual:
+            # No validation photo of the label: nothing was measured, which 0.0 would not say.
+            per_label[label] = {"precision": None, "recall": None, "f1": None, "support": 0}
+            continue
         precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
+        recall = tp / actual
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_label[label] = {"precision": precision, "recall": recall, "f1": f1, "support": actual}
     total = int(matrix.sum())
