@@ -187,7 +187,10 @@ def _train(run):
     # Provenance: how many photos of each label source the run uses, kept with its metrics.
     sources = {"data_sources": training_source_counts([r[0] for r in rows]),
                "include_model_labels": include_model_labels, "missing_files": missing,
-               "labels_without_training_photos": untrained}
+               "labels_without_training_photos": untrained,
+               # Generated demo images (bootstrap_demo, import_photos --synthetic): a model trained
+               # on them says so wherever it is shown, rather than pass for one trained on photos.
+               "synthetic_photos": Photo.objects.filter(id__in=[r[0] for r in rows], synthetic=True).count()}
     run.data = rows
     run.data_hash = data_hash(rows)
     run.metrics = sources
@@ -256,7 +259,8 @@ def _register(run_id, result, options, rows, sources, files):
         size=export_path.stat().st_size, labels=result.labels, architecture=options.architecture,
         image_size=options.image_size,
         metrics={**result.metrics, "confusion_png": confusion_png.name, "top_losses_png": top_losses_png.name,
-                 "pretrained": result.pretrained_used},
+                 "pretrained": result.pretrained_used, "synthetic_photos": sources["synthetic_photos"],
+                 "data_count": len(rows)},
     )
     _store_losses(version, rows, result.out_of_sample)
     run.model_version = version
