@@ -535,7 +535,12 @@ def photo_clean(*, photo_id: int, user, action: str, label_name: str | None = No
         photo.excluded_from_training = True
     elif action == PhotoEvent.Action.RESTORE:
         photo.excluded_from_training = False
-    elif action != PhotoEvent.Action.KEEP:
+    elif action == PhotoEvent.Action.KEEP:
+        if photo.status == Photo.Status.FINAL and photo.label_source == Photo.LabelSource.MODEL:
+            # A person has looked and vouched for the model's label: it is theirs now, and
+            # trains like any label a person gave (training leaves the model's own out).
+            photo.relabel_by(user, before)
+    else:
         raise CleaningError(f"Unknown action {action!r}; use keep, relabel, exclude or restore.")
     photo.save()
     PhotoEvent.objects.create(photo=photo, user=user, action=action, label_before=before, label_after=after,

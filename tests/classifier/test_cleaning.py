@@ -215,3 +215,22 @@ def test_a_cleaning_action_goes_back_only_to_a_path_on_this_site(expert, member,
 
     assert response.status_code == 302
     assert response["Location"] == (expected or f"/models/{active_model.id}/cleaner/")
+
+
+def test_keeping_the_models_own_label_makes_it_a_label_the_expert_vouched_for(db, expert):
+    from tests.factories import LabelFactory, PhotoFactory
+
+    by_model = PhotoFactory(status=Photo.Status.FINAL, final_label=LabelFactory(name="rose"),
+                            label_source=Photo.LabelSource.MODEL, decided_by=Photo.DecidedBy.MODEL)
+    by_import = PhotoFactory(status=Photo.Status.FINAL, final_label=by_model.final_label,
+                             label_source=Photo.LabelSource.IMPORT, decided_by=Photo.DecidedBy.IMPORT)
+
+    for photo in (by_model, by_import):
+        labeling_services.photo_clean(photo_id=photo.id, user=expert, action="keep")
+
+    by_model.refresh_from_db()
+    assert (by_model.final_label.name, by_model.label_source, by_model.reviewed_by) == ("rose", "expert", expert)
+    assert by_model.label_source in Photo.HUMAN_VERIFIED_SOURCES
+    by_import.refresh_from_db()
+    assert (by_import.label_source, by_import.reviewed_by) == ("import", None)  # a person's label stays theirs
+    assert list(PhotoEvent.objects.values_list("action", flat=True)) == ["keep", "keep"]
