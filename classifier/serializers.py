@@ -24,7 +24,7 @@ class TrainingOptionsSerializer(StrictSerializer):
     include_model_labels = serializers.BooleanField(
         required=False, default=False,
         help_text="Also train on the model's own auto-accepted labels; by default only human-verified labels "
-                  "(import, consensus, expert, audit) are used. Recorded in the run's options.")
+                  "(import, consensus, one labeller, expert, audit) are used. Recorded in the run's options.")
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):

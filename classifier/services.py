@@ -104,7 +104,7 @@ def _training_photos(include_model_labels: bool = False):
 
 def training_rows(include_model_labels: bool = False):
     """The labelled photos to train on: by default only human-verified ones (imports, consensus,
-    expert decisions and audits), never the model's own auto-accepted labels."""
+    one labeller's answer, expert decisions and audits), never the model's own auto-accepted labels."""
     photos = _training_photos(include_model_labels).select_related("final_label").order_by("id")
     return [[p.id, p.final_label.name, is_validation(p.id)] for p in photos]
 

@@ -7,10 +7,10 @@ The layout is the one fastai's ImageDataLoaders.from_folder and parent_label rea
     manifest.csv                file, label, source, who, when, agreement
     missing.csv                 only when photos were left out: photo, file, why
 
-By default only labels a person vouched for (imports, consensus, expert decisions and audits)
-are exported; include_model adds the model's own auto-accepted labels. Photos excluded from
-training by data cleaning, and the photos of retired labels, are left out, as training leaves
-them out. Importing the folder into an empty site gives back the same labelled set, and the
+By default only labels a person vouched for (imports, consensus, a single labeller's, expert
+decisions and audits) are exported; include_model adds the model's own auto-accepted labels.
+Photos excluded from training by data cleaning, and the photos of retired labels, are left out,
+as training leaves them out. Importing the folder into an empty site gives back the same labelled set, and the
 manifest's source, who and when are restored (see restore_provenance).
 """
 
@@ -43,6 +43,7 @@ MISSING_FIELDS = ["photo", "file", "why"]
 _DECIDED_BY_FOR_SOURCE = {
     Photo.LabelSource.IMPORT: Photo.DecidedBy.IMPORT,
     Photo.LabelSource.CONSENSUS: Photo.DecidedBy.CONSENSUS,
+    Photo.LabelSource.LABELLER: Photo.DecidedBy.LABELLER,
     Photo.LabelSource.EXPERT: Photo.DecidedBy.EXPERT,
     Photo.LabelSource.AUDIT: Photo.DecidedBy.EXPERT,
     Photo.LabelSource.MODEL: Photo.DecidedBy.MODEL,
@@ -70,7 +71,7 @@ class ExportSummary:
 
 def _who(photo, votes) -> str:
     source = photo.label_source
-    if source == Photo.LabelSource.CONSENSUS:
+    if source in (Photo.LabelSource.CONSENSUS, Photo.LabelSource.LABELLER):
         return ";".join(v.user.username for v in votes)
     if source in (Photo.LabelSource.EXPERT, Photo.LabelSource.AUDIT):
         return photo.reviewed_by.username if photo.reviewed_by_id else ""

@@ -8,7 +8,8 @@ a live assignment on (a lease of LABELLING_LEASE_SECONDS) while any other is ava
 candidate row is locked with SKIP LOCKED and checked again once locked, so two labellers asking
 at the same moment are served different photos. Each photo gets up to LABELLING_OVERLAP votes;
 with the last one the photo is decided: all the same label → final, source consensus; all "not
-a plant / unusable" → rejected; otherwise it goes to the experts as an adjudication. Each
+a plant / unusable" → rejected; otherwise it goes to the experts as an adjudication. With an
+overlap of 1 the one vote decides it, recorded as source labeller (nobody agreed with it). Each
 outcome is recorded (LabellingOutcome) for the photo's history.
 
 Labels. A label in use is retired, never deleted; a retired label is hidden from the buttons
@@ -256,7 +257,10 @@ def _vote_record(photo, votes, user, label, overlap) -> LabelVote:
 def _settle(photo, votes):
     answers = {v.label_id for v in votes}
     status_before = photo.status
-    if len(answers) == 1:
+    if len(votes) == 1:  # LABELLING_OVERLAP 1: one person's word, not an agreement
+        label = votes[0].label
+        photo.decide_by_labeller(label, reason="" if label is not None else f"The labeller said: {UNUSABLE}.")
+    elif len(answers) == 1:
         label = votes[0].label
         reason = "" if label is not None else f"{len(votes)} labellers agreed: {UNUSABLE}."
         photo.decide_by_consensus(label, reason=reason)

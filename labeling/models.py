@@ -57,10 +57,13 @@ class Photo(models.Model):
         EXPERT = "expert"
         IMPORT = "import"
         CONSENSUS = "consensus"
+        LABELLER = "labeller", "one labeller"
 
     class LabelSource(models.TextChoices):
         IMPORT = "import"        # arrived labelled (import_photos, bulk upload with a label)
         CONSENSUS = "consensus"  # enough labellers agreed
+        # The one labeller asked (LABELLING_OVERLAP 1): a person's word, but nobody agreed with it.
+        LABELLER = "labeller", "one labeller"
         EXPERT = "expert"        # an expert decided (review, adjudication, cleaning)
         AUDIT = "audit"          # an expert confirmed or corrected an audited auto-accept
         MODEL = "model"          # auto-accepted, never checked by a person
@@ -72,8 +75,10 @@ class Photo(models.Model):
         ADJUDICATION = "adjudication"  # labellers disagreed
 
     TERMINAL = (Status.FINAL, Status.REJECTED, Status.FAILED)
-    # Sources a person vouched for: the only ones retraining uses by default.
-    HUMAN_VERIFIED_SOURCES = (LabelSource.IMPORT, LabelSource.CONSENSUS, LabelSource.EXPERT, LabelSource.AUDIT)
+    # Sources a person vouched for: the only ones retraining uses by default. A single labeller's
+    # label is one; a run's data counts it under its own source, apart from consensus.
+    HUMAN_VERIFIED_SOURCES = (LabelSource.IMPORT, LabelSource.CONSENSUS, LabelSource.LABELLER, LabelSource.EXPERT,
+                              LabelSource.AUDIT)
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="photos")
     image = models.FileField(upload_to="photos/", max_length=255)
@@ -223,10 +228,18 @@ class Photo(models.Model):
     def decide_by_consensus(self, label, *, reason=""):
         """Every labeller gave the same answer: a verified label (or, all saying "not a plant /
         unusable", a rejection). The photo leaves the expert queue if it was there."""
+        self._decide_by_votes(label, self.LabelSource.CONSENSUS, self.DecidedBy.CONSENSUS, reason)
+
+    def decide_by_labeller(self, label, *, reason=""):
+        """The one labeller asked (LABELLING_OVERLAP 1) answered: decided as by consensus, but
+        recorded as one person's word, not as an agreement."""
+        self._decide_by_votes(label, self.LabelSource.LABELLER, self.DecidedBy.LABELLER, reason)
+
+    def _decide_by_votes(self, label, source, decided_by, reason):
         self.status = self.Status.FINAL if label is not None else self.Status.REJECTED
         self.final_label = label
-        self.label_source = self.LabelSource.CONSENSUS if label is not None else ""
-        self.decided_by = self.DecidedBy.CONSENSUS
+        self.label_source = source if label is not None else ""
+        self.decided_by = decided_by
         self.reviewed_by = None
         self.decided_at = timezone.now()
         self.reason = reason
@@ -330,7 +343,8 @@ class LabelVote(models.Model):
 class LabellingOutcome(models.Model):
     """What a photo's votes decided, kept for its history: a consensus label, a consensus
     rejection (label null, status_after rejected) or a routing to adjudication (status_after
-    needs_review). The votes themselves stay in LabelVote."""
+    needs_review); with LABELLING_OVERLAP 1, one labeller's label or rejection. The votes
+    themselves stay in LabelVote."""
 
     photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="labelling_outcomes")
     label = models.ForeignKey(Label, null=True, blank=True, on_delete=models.PROTECT, related_name="+")

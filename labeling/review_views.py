@@ -102,6 +102,7 @@ def _next_photo(request, photo):
 
 DECIDED_FIRST_BY = {
     Photo.DecidedBy.CONSENSUS: "The labellers agreed on it first.",
+    Photo.DecidedBy.LABELLER: "A labeller decided it first.",
     Photo.DecidedBy.MODEL: "The model decided it first.",
     Photo.DecidedBy.IMPORT: "It was imported with a label meanwhile.",
 }

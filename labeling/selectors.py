@@ -124,16 +124,22 @@ def photo_history(photo, *, show_prediction=True):
         if e.model_version_id:
             detail += f" (from model v{e.model_version_id}'s losses)"
         events.append({"at": e.created_at, "what": e.action, "who": e.user.username, "detail": detail.strip()})
-    for o in photo.labelling_outcomes.select_related("label"):
-        events.append({"at": o.created_at, "what": _outcome_what(o), "who": "labellers",
+    outcomes = list(photo.labelling_outcomes.select_related("label"))
+    vote_times = list(photo.votes.values_list("created_at", flat=True)) if outcomes else []
+    for o in outcomes:
+        # The votes an outcome counted were all cast by the time it was recorded.
+        single = o.status_after != Photo.Status.NEEDS_REVIEW and sum(t <= o.created_at for t in vote_times) == 1
+        events.append({"at": o.created_at, "what": _outcome_what(o, single),
+                       "who": "labeller" if single else "labellers",
                        "detail": f"{o.status_before} → {o.status_after}; {o.tally}"})
     return sorted(events, key=lambda ev: ev["at"])
 
 
-def _outcome_what(outcome):
+def _outcome_what(outcome, single):
+    """single: one labeller's vote decided it (LABELLING_OVERLAP 1), which is no consensus."""
     if outcome.status_after == Photo.Status.NEEDS_REVIEW:
         return "sent to adjudication"
-    return f"consensus: {outcome.label.name if outcome.label_id else 'rejected'}"
+    return f"{'one labeller' if single else 'consensus'}: {outcome.label.name if outcome.label_id else 'rejected'}"
 
 
 # --- shared labelling, label management, team statistics ----------------------------------

@@ -36,11 +36,11 @@ def row_ids(rows):
 
 
 def test_every_label_source_is_known():
-    assert set(Photo.LabelSource.values) == {"import", "consensus", "expert", "audit", "model"}
+    assert set(Photo.LabelSource.values) == {"import", "consensus", "labeller", "expert", "audit", "model"}
 
 
 def test_training_uses_only_human_verified_labels_by_default(one_of_each_source):
-    human = {one_of_each_source[s].id for s in ("import", "consensus", "expert", "audit")}
+    human = {one_of_each_source[s].id for s in ("import", "consensus", "labeller", "expert", "audit")}
 
     assert row_ids(services.training_rows()) == human
     assert row_ids(services.training_rows(include_model_labels=False)) == human
@@ -86,7 +86,8 @@ def test_a_run_trains_on_the_sources_it_recorded_and_keeps_their_counts(one_of_e
     trained_on = {row[0] for row in run.data}
     assert (one_of_each_source["model"].id in trained_on) is include
     assert len(train.call_args.args[0]) == len(run.data)
-    expected = {"audit": 1, "consensus": 1, "expert": 1, "import": 1, **({"model": 1} if include else {})}
+    expected = {"audit": 1, "consensus": 1, "expert": 1, "import": 1, "labeller": 1,
+                **({"model": 1} if include else {})}
     assert run.metrics["data_sources"] == expected
     assert run.metrics["include_model_labels"] is include
     assert run.metrics["error_rate"] == 0.5
