@@ -4,7 +4,7 @@ The layout is the one fastai's ImageDataLoaders.from_folder and parent_label rea
 `manage.py import_photos` imports:
 
     <label>/photo-<id>.<ext>    the stored (cleaned) photo file, byte for byte
-    manifest.csv                file, label, source, who, when, agreement
+    manifest.csv                file, label, source, who, when, agreement, synthetic
     missing.csv                 only when photos were left out: photo, file, why
 
 By default only labels a person vouched for (imports, consensus, a single labeller's, expert
@@ -37,7 +37,9 @@ from .models import LabelVote, Photo
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.csv"
-MANIFEST_FIELDS = ["file", "label", "source", "who", "when", "agreement"]
+# synthetic: "1" for a generated demo image (Photo.synthetic), so that it never passes for a
+# real photo in another site or in a model trained from the folder.
+MANIFEST_FIELDS = ["file", "label", "source", "who", "when", "agreement", "synthetic"]
 MISSING = "missing.csv"
 MISSING_FIELDS = ["photo", "file", "why"]
 _DECIDED_BY_FOR_SOURCE = {
@@ -149,7 +151,7 @@ def _write_chunk(archive, writer, photos, summary):
         writer.writerow({
             "file": name, "label": label, "source": photo.label_source, "who": _who(photo, photo_votes),
             "when": photo.decided_at.isoformat() if photo.decided_at else "",
-            "agreement": _agreement(photo, photo_votes),
+            "agreement": _agreement(photo, photo_votes), "synthetic": "1" if photo.synthetic else "",
         })
         summary.counts[label] += 1
 
@@ -226,7 +228,11 @@ def is_folder_name(name: str) -> bool:
 
 
 def restore_provenance(photo, row) -> Photo:
-    """Give an imported photo back the source, decider and time its manifest row records."""
+    """Give an imported photo back the source, decider and time its manifest row records, and
+    its mark as a generated image."""
+    if (row.get("synthetic") or "").strip() == "1" and not photo.synthetic:
+        photo.synthetic = True
+        photo.save(update_fields=["synthetic"])
     source = row.get("source") or ""
     if source not in _DECIDED_BY_FOR_SOURCE:
         return photo

@@ -114,7 +114,7 @@ def test_the_zip_has_a_folder_per_label_and_a_manifest(site, tmp_path):
                                         for p in expected.values()}
     assert summary.total == len(expected) and summary.counts == Counter(
         {"monstera": 3, "spider_plant": 2, "aloe-vera": 1})
-    assert list(manifest[0]) == ["file", "label", "source", "who", "when", "agreement"]
+    assert list(manifest[0]) == ["file", "label", "source", "who", "when", "agreement", "synthetic"]
     rows = {row["file"].split("photo-")[1].split(".")[0]: row for row in manifest}
     consensus = rows[str(site["consensus"].id)]
     assert (consensus["label"], consensus["source"], consensus["who"], consensus["agreement"]) == (
@@ -376,3 +376,19 @@ def test_after_the_fill_importing_the_export_again_finds_the_old_photos_duplicat
     call_command("import_photos", str(tmp_path / "dataset.zip"), owner="staff", stdout=out)
 
     assert "Imported 0, skipped 6 duplicates" in out.getvalue()
+
+
+def test_a_generated_image_stays_marked_as_generated_through_export_and_import(db, staff, tmp_path):
+    monstera = LabelFactory(name="monstera")
+    real = services.photo_upload(owner=staff, fileobj=io.BytesIO(png_bytes(1)), label=monstera)
+    generated = services.photo_upload(owner=staff, fileobj=io.BytesIO(png_bytes(2)), label=monstera, synthetic=True)
+    export.export_dataset_to_path(tmp_path / "dataset.zip")
+    assert export.safe_extract(tmp_path / "dataset.zip", tmp_path / "unzipped", max_member_bytes=10 ** 7) == []
+    rows = {row["file"]: row["synthetic"] for row in export.read_manifest(tmp_path / "unzipped").values()}
+    assert rows == {f"monstera/photo-{real.id}.png": "", f"monstera/photo-{generated.id}.png": "1"}
+    Photo.objects.all().delete()
+
+    call_command("import_photos", str(tmp_path / "unzipped"), owner="staff", stdout=io.StringIO())
+
+    synthetic_by_pixels = {pixels(photo).tobytes(): photo.synthetic for photo in Photo.objects.all()}
+    assert synthetic_by_pixels == {pixels(real).tobytes(): False, pixels(generated).tobytes(): True}
