@@ -101,10 +101,11 @@ def route_prediction(photo, prediction, threshold, *, rng=None):
     return photo
 
 
-def prediction_hidden_from(photo, user) -> bool:
-    """While an audit is pending, its uploader (anyone but an expert) is not shown the model's guess."""
-    return (photo.status == Photo.Status.NEEDS_REVIEW and photo.review_kind == Photo.ReviewKind.AUDIT
-            and not is_expert(user))
+def prediction_hidden_from(photo, user=None) -> bool:
+    """While an audit is pending, nobody is shown the model's guess: not its uploader, and not the
+    expert deciding it, whose call measures the model (audit_stats) and must not lean on the very
+    answer it measures. Once decided, the guess is shown to all who may see the photo."""
+    return photo.status == Photo.Status.NEEDS_REVIEW and photo.review_kind == Photo.ReviewKind.AUDIT
 
 
 # --- claims -------------------------------------------------------------------------

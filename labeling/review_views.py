@@ -76,6 +76,7 @@ def review_photo(request, pk):
         photo = selectors.photos_visible_to(request.user).select_related("claimed_by").get(pk=pk)
     return render(request, "labeling/review_photo.html", {
         "photo": photo, "labels": selectors.labels_all().prefetch_related("examples"),
+        "blind_audit": review.prediction_hidden_from(photo),
         "next_photo": _next_photo(request, photo), "held": held, "votes": selectors.labelling_votes(photo),
     })
 

@@ -65,7 +65,8 @@ def photos_list(user, *, status=None, ordering=PHOTO_DEFAULT_ORDERING):
 def review_queue(*, ordering=REVIEW_DEFAULT_ORDERING, label=None, viewer=None, now=None):
     """Photos awaiting an expert, by default most uncertain (smallest top-2 margin) first, then oldest.
 
-    label: only photos whose model's top label has this name. viewer: the expert working the
+    label: only photos whose model's top label has this name (audits left out: their guess is
+    hidden until decided, and the filter would tell it). viewer: the expert working the
     queue, who is not shown photos another expert holds a live claim on, nor the disputes they
     labelled themselves: another expert adjudicates those (see labeling.review).
     """
@@ -75,7 +76,7 @@ def review_queue(*, ordering=REVIEW_DEFAULT_ORDERING, label=None, viewer=None, n
         .order_by(*REVIEW_ORDERINGS[ordering])
     )
     if label:
-        qs = qs.filter(prediction__label__name=label)
+        qs = qs.filter(prediction__label__name=label).exclude(review_kind=Photo.ReviewKind.AUDIT)
     if viewer is not None:
         qs = qs.exclude(Q(claimed_by__isnull=False) & ~Q(claimed_by=viewer)
                         & Q(claim_expires_at__gt=now or timezone.now()))

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
-from .models import Label, Photo, is_expert
+from .models import Label, Photo
+from .review import prediction_hidden_from
 from .selectors import PHOTO_DEFAULT_ORDERING, PHOTO_ORDERINGS, REVIEW_DEFAULT_ORDERING, REVIEW_ORDERINGS
 
 
@@ -36,24 +37,12 @@ class PhotoSerializer(serializers.ModelSerializer):
 
     def get_prediction(self, photo) -> dict | None:
         prediction = getattr(photo, "prediction", None)  # the reverse one-to-one may not exist yet
-        if prediction and photo.review_kind == Photo.ReviewKind.AUDIT and photo.status == Photo.Status.NEEDS_REVIEW:
-            # A pending audit's uploader is not shown the model's guess (labeling.review).
-            request = self.context.get("request")
-            if not _viewer_is_expert(self, request):
-                return None
+        if prediction and prediction_hidden_from(photo):  # a pending audit is blind (labeling.review)
+            return None
         return PredictionSerializer(prediction).data if prediction else None
 
     def get_decided_by(self, photo) -> str | None:
         return photo.decided_by or None
-
-
-def _viewer_is_expert(serializer, request):
-    """is_expert(request.user), asked once per serializer (a list shares its child)."""
-    if request is None:
-        return False
-    if not hasattr(serializer, "_viewer_is_expert"):
-        serializer._viewer_is_expert = is_expert(request.user)
-    return serializer._viewer_is_expert
 
 
 class ReviewPhotoSerializer(PhotoSerializer):

@@ -141,11 +141,25 @@ def test_the_uploader_sees_a_pending_audit_as_awaiting_expert_and_not_the_models
         assert "Awaiting expert" in page and "monstera" not in page, url
 
 
-def test_experts_see_the_models_guess_on_an_audit(audited_photo, expert, api_for):
-    body = api_for(expert).get(f"/api/v1/photos/{audited_photo.id}/").json()
+def test_an_audit_is_blind_for_the_experts_too_until_one_decides_it(audited_photo, expert, api_for):
+    # The expert's call measures the model: shown its answer, they would lean on it.
+    as_expert = api_for(expert)
+    assert as_expert.get(f"/api/v1/photos/{audited_photo.id}/").json()["prediction"] is None
+    [queued] = as_expert.get("/api/v1/review-queue/").json()["results"]
+    assert (queued["review_kind"], queued["prediction"]) == ("audit", None)
+    assert as_expert.get("/api/v1/review-queue/?label=monstera").json()["results"] == []  # the filter would tell
+    assert "monstera" not in str(as_expert.get(f"/api/v1/photos/{audited_photo.id}/history/").json())
+    client = Client()
+    client.force_login(expert)
+    review_page = client.get(f"/review/{audited_photo.id}/").content.decode()
+    assert 'data-role="blind-audit"' in review_page and 'class="probs"' not in review_page
+    queue_page = client.get("/review/").content.decode()
+    assert "hidden until decided" in queue_page and "0.95" not in queue_page and "0.90" not in queue_page
 
-    assert body["prediction"]["label"] == "monstera"
-    assert api_for(expert).get("/api/v1/review-queue/").json()["results"][0]["review_kind"] == "audit"
+    services.review_decide(photo_id=audited_photo.id, expert=expert, label_name="monstera")
+
+    assert as_expert.get(f"/api/v1/photos/{audited_photo.id}/").json()["prediction"]["label"] == "monstera"
+    assert 'class="probs"' in client.get(f"/review/{audited_photo.id}/").content.decode()
 
 
 def test_an_expert_confirming_an_audit_records_an_audit_label(audited_photo, expert, member, api_for):
