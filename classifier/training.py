@@ -48,6 +48,8 @@ class TrainingOptions:
             raise ValueError("batch_size must be between 1 and 512.")
         if int(self.cleaning_folds) not in (0, *range(2, 11)):
             raise ValueError("cleaning_folds must be 0 (off) or between 2 and 10.")
+        if not 0 <= int(self.seed) <= 2**32 - 1:  # numpy's seeds; the API's serializer has the same bounds
+            raise ValueError("seed must be between 0 and 4294967295.")
         if self.learning_rate is not None and not LEARNING_RATE_MIN <= float(self.learning_rate) <= LEARNING_RATE_MAX:
             raise ValueError(f"learning_rate must be between {LEARNING_RATE_MIN:g} and {LEARNING_RATE_MAX:g}, "
                              "or null for the finder.")

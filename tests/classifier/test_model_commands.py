@@ -1,3 +1,6 @@
+import io
+from unittest import mock
+
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -107,3 +110,12 @@ def test_train_refuses_a_user_that_is_no_staff_account(db, member):
         with pytest.raises(CommandError, match=f"--user '{name}' names no staff account"):
             call_command("train", "--user", name, "--epochs", "1")
     assert not TrainingRun.objects.exists()
+
+
+def test_train_takes_a_seed_and_records_it_with_the_run(db, staff):
+    with mock.patch("classifier.services._enqueue_training"):
+        call_command("train", "--enqueue", "--epochs", "1", "--seed", "7", stdout=io.StringIO())
+    assert TrainingRun.objects.get().options["seed"] == 7
+
+    with pytest.raises(CommandError, match="seed must be between 0 and 4294967295"):
+        call_command("train", "--enqueue", "--seed", "-1", stdout=io.StringIO())

@@ -26,6 +26,8 @@ class Command(BaseCommand):
         parser.add_argument("--lr-find", action="store_true", help="Use the learning-rate finder.")
         parser.add_argument("--no-pretrained", action="store_true", help="Train from scratch.")
         parser.add_argument("--cleaning-folds", type=int, default=0)
+        parser.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                            help="Random seed (augmentation, shuffling, initial weights), as the API's seed.")
         parser.add_argument("--activate", action="store_true", help="Activate the new version if the run succeeds.")
         parser.add_argument("--include-model-labels", action="store_true",
                             help="Also train on the model's own auto-accepted labels (recorded with the run).")
@@ -39,7 +41,7 @@ class Command(BaseCommand):
         options = {
             "architecture": opts["architecture"], "image_size": opts["image_size"], "epochs": opts["epochs"],
             "batch_size": opts["batch_size"], "learning_rate": None if opts["lr_find"] else opts["learning_rate"],
-            "pretrained": not opts["no_pretrained"], "cleaning_folds": opts["cleaning_folds"],
+            "pretrained": not opts["no_pretrained"], "cleaning_folds": opts["cleaning_folds"], "seed": opts["seed"],
         }
         try:
             run = services.training_run_start(user=user, options=options, activate=opts["activate"],
