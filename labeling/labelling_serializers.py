@@ -13,11 +13,15 @@ from .serializers import PhotoSerializer, StrictSerializer
 class LabelFullSerializer(serializers.ModelSerializer):
     """A label as the labels API shows it: retired ones too, with their example photos' ids."""
 
-    examples = serializers.PrimaryKeyRelatedField(many=True, read_only=True, source="current_examples")
+    examples = serializers.SerializerMethodField(help_text="Ids of the example photos still decided with the label.")
 
     class Meta:
         model = Label
         fields = ["id", "name", "description", "retired", "examples", "created_at"]
+
+    @extend_schema_field(serializers.ListField(child=serializers.IntegerField()))
+    def get_examples(self, label):
+        return [photo.id for photo in label.current_examples()]
 
 
 class LabelCreateSerializer(StrictSerializer):
