@@ -20,20 +20,32 @@ function csrfToken() {
   return input ? input.value : "";
 }
 
-function statusText(photo) {
+// The words of templates/labeling/_photo_status.html, so that a card updated live reads as the
+// same card after a reload: who decided a final label (anything else was imported) ...
+const DECIDED_BY_WORDS = new Map([["model", "model"], ["expert", "expert"], ["consensus", "consensus"],
+  ["labeller", "one labeller"]]);
+// ... and who rejected a photo (anything else: an expert).
+const REJECTED_BY_WORDS = new Map([["consensus", "labellers"], ["labeller", "a labeller"]]);
+
+function renderStatus(status, photo) {
   switch (photo.status) {
-    case "queued": return "Predicting…";
-    case "needs_review": return "Awaiting expert";
-    case "final": return `${photo.final_label} (${photo.decided_by === "import" ? "imported" : photo.decided_by})`;
-    case "rejected": return photo.decided_by === "consensus" ? "Rejected by labellers" : "Rejected by expert";
-    default: return "Failed";
+    case "queued": status.textContent = "Predicting…"; break;
+    case "needs_review": status.textContent = "Awaiting expert"; break;
+    case "final": {
+      const by = document.createElement("small");
+      by.textContent = `(${DECIDED_BY_WORDS.get(photo.decided_by) || "imported"})`;
+      status.replaceChildren(`${photo.final_label} `, by);
+      break;
+    }
+    case "rejected": status.textContent = `Rejected by ${REJECTED_BY_WORDS.get(photo.decided_by) || "expert"}`; break;
+    default: status.textContent = "Failed";
   }
 }
 
 function renderPhoto(card, photo) {
   card.dataset.status = photo.status;
   const status = card.querySelector("[data-role=status]");
-  status.textContent = statusText(photo);
+  renderStatus(status, photo);
   status.className = `status status-${photo.status}`;
   const reason = card.querySelector("[data-role=reason]");
   if (reason) reason.textContent = photo.reason || "";
@@ -44,7 +56,37 @@ function renderPhoto(card, photo) {
       .map(([name, p]) => `<tr><th>${escapeHtml(name)}</th><td><meter min="0" max="1" value="${p}"></meter> ${p.toFixed(3)}</td></tr>`);
     probs.innerHTML = `<table class="probs"><caption>Model version ${photo.prediction.model_version}</caption>${rows.join("")}</table>`;
   }
+  renderRetry(card, photo);
+  renderDecidedBy(card, photo);
   if (!card.dataset.detail && photo.status === "failed") card.title = photo.reason || "";
+}
+
+// The photo page's "Predict again", for a failed photo only, as templates/labeling/photo_detail.html
+// serves it: added when the photo fails while the page is open.
+function renderRetry(card, photo) {
+  const url = card.dataset.retryUrl;
+  const form = card.querySelector("[data-role=retry-form]");
+  if (!url || photo.status !== "failed") { if (form) form.remove(); return; }
+  if (form) return;
+  const retry = document.createElement("form");
+  retry.method = "post";
+  retry.action = url;
+  retry.dataset.role = "retry-form";
+  retry.innerHTML = '<input type="hidden" name="csrfmiddlewaretoken"><button type="submit" data-role="retry">Predict again</button>';
+  retry.querySelector("input").value = csrfToken();
+  card.querySelector("[data-role=reason]").after(retry);
+}
+
+// The photo page's "Decided by NAME at TIME." line: for a photo a person decided.
+function renderDecidedBy(card, photo) {
+  const line = card.querySelector("[data-role=decided-by]");
+  if (!line) return;
+  line.hidden = !photo.reviewed_by;
+  if (!photo.reviewed_by) return;
+  line.querySelector("[data-role=reviewer]").textContent = photo.reviewed_by;
+  const at = line.querySelector("[data-role=decided-at]");
+  at.dateTime = photo.decided_at || "";
+  at.textContent = photo.decided_at ? new Date(photo.decided_at).toLocaleString() : "";
 }
 
 function escapeHtml(text) {
@@ -56,43 +98,97 @@ function escapeHtml(text) {
 // The photos in flight on this page are watched with one request at a time: the server answers
 // as soon as one of them changes status (GET /api/v1/photos/updates/?photos=ID:STATUS,...&wait=),
 // so a result shows the moment it is stored. If the server answers without waiting (every wait
-// slot taken) or fails, the page asks again on the polling schedule above.
+// slot taken), the page asks again on the polling schedule above; if it fails, less and less often.
 const WATCH_WAIT_S = 20;
 const WATCH_MAX = 50;               // photos per request (the server's limit)
+const WATCH_RETRY_MS = 500;         // after a failure, doubled per failure in a row
 const watchedCards = new Map();     // photo id -> card, in the order they are asked about
 let watchWake = null;               // cuts the request or pause in flight short
 let watching = false;
 
-function watchPhoto(card) {
+// first: a photo just uploaded, asked about before the others (behind 50 photos awaiting an
+// expert, it waited a whole long poll for its prediction).
+function watchPhoto(card, first = false) {
   if (TERMINAL.includes(card.dataset.status)) return;
-  watchedCards.set(card.dataset.photoId, card);
+  const id = card.dataset.photoId;
+  if (first) {
+    const others = [...watchedCards].filter(([other]) => other !== id);
+    watchedCards.clear();
+    watchedCards.set(id, card);
+    others.forEach(([other, otherCard]) => watchedCards.set(other, otherCard));
+  } else {
+    watchedCards.set(id, card);
+  }
   if (watchWake) watchWake.abort();  // ask again at once, with this photo
   if (!watching) watchPhotos();
+}
+
+// The photos of the next request: those being predicted first (a result is due any moment),
+// then the others, each group in the map's order.
+function photosToAsk() {
+  const cards = [...watchedCards.values()];
+  const queued = cards.filter((c) => c.dataset.status === "queued");
+  return queued.concat(cards.filter((c) => c.dataset.status !== "queued")).slice(0, WATCH_MAX);
 }
 
 function pause(ms, signal) {
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); });
+    if (signal) signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); });
   });
+}
+
+// After `failures` failed asks in a row (none: the usual pause), the pause before the next one:
+// doubled at each failure up to BACKOFF_MAX_MS, and never shorter than the server's
+// Retry-After, so that a server that is down or restarting is not hammered.
+const BACKOFF_MAX_MS = 30000;
+
+function backoffDelay(baseMs, failures, response) {
+  return Math.max(Math.min(baseMs * 2 ** failures, BACKOFF_MAX_MS), retryAfterMs(response));
+}
+
+// Retry-After in milliseconds (seconds or an HTTP date); 0 when there is none.
+function retryAfterMs(response) {
+  const value = response ? response.headers.get("Retry-After") : null;
+  if (!value) return 0;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? 0 : Math.max(0, date - Date.now());
+}
+
+const WATCH_STOPS = {
+  401: "You are logged out: log in again and reload this page.",
+  403: "You are logged out: log in again and reload this page.",
+};
+
+// A word in the page's alert region when the page stops showing changes by itself.
+function showWatchError(message) {
+  const error = document.getElementById("watch-error");
+  if (!error) return;
+  error.textContent = message;
+  error.classList.remove("hidden");
 }
 
 async function watchPhotos() {
   watching = true;
-  let attempt = 0;
+  let attempt = 0;   // answers in a row without a change: the polling schedule's step
+  let failures = 0;  // failed asks in a row: each one doubles the pause
   while (watchedCards.size) {
-    const cards = [...watchedCards.values()].slice(0, WATCH_MAX);
+    const cards = photosToAsk();
     const query = cards.map((c) => `${c.dataset.photoId}:${c.dataset.status}`).join(",");
     const controller = new AbortController();
     watchWake = controller;
     const started = performance.now();
     let changed = false;
+    let response = null;
     const gone = new Set();  // deleted, or no longer visible to this user: not asked about again
     try {
-      const response = await fetch(`/api/v1/photos/updates/?photos=${query}&wait=${WATCH_WAIT_S}`,
+      response = await fetch(`/api/v1/photos/updates/?photos=${query}&wait=${WATCH_WAIT_S}`,
         { headers: { Accept: "application/json" }, signal: controller.signal });
-      if (response.status === 401 || response.status === 403) {
+      if (WATCH_STOPS[response.status]) {
         watchedCards.clear();  // logged out meanwhile: asking again would fail again, forever
+        showWatchError(WATCH_STOPS[response.status]);
         break;
       }
       if (response.ok) {
@@ -105,13 +201,19 @@ async function watchPhotos() {
       }
     } catch (err) {
       if (controller.signal.aborted) { attempt = 0; continue; }
-      /* a network blip: ask again after the pause below */
+      response = null;  /* a network blip, or not JSON (a proxy's error page): asked again below */
     }
     for (const card of cards) {
       watchedCards.delete(card.dataset.photoId);  // to the back of the line (more than WATCH_MAX)
       if (gone.has(card.dataset.photoId)) { markGone(card); continue; }
       if (!TERMINAL.includes(card.dataset.status) && card.isConnected) watchedCards.set(card.dataset.photoId, card);
     }
+    if (!response || !response.ok) {
+      failures += 1;
+      await pause(backoffDelay(WATCH_RETRY_MS, failures, response), controller.signal);
+      continue;
+    }
+    failures = 0;
     if (changed) { attempt = 0; continue; }
     const queued = cards.some((c) => c.dataset.status === "queued");
     const left = (queued ? resultPollDelay(attempt) : REVIEW_POLL_MS) - (performance.now() - started);
@@ -133,9 +235,16 @@ function photoCard(photo) {
   li.dataset.photoId = photo.id;
   li.dataset.status = photo.status;
   li.innerHTML = `<a href="/photos/${photo.id}/"><img alt="Photo ${photo.id}"></a><span data-role="status"></span>`;
-  li.querySelector("img").src = photo.image_url;
+  li.querySelector("img").src = sitePath(photo.image_url);
   renderPhoto(li, photo);
   return li;
+}
+
+// The path of a URL the API answered with, on this page's own host: the API's URLs are absolute,
+// and behind a proxy that rewrites Host they name the host the proxy forwards to.
+function sitePath(url) {
+  const parsed = new URL(url, window.location.href);
+  return parsed.pathname + parsed.search;
 }
 
 // One line per refused file: several files go at once, and each refusal must stay readable.
@@ -153,29 +262,52 @@ function clearUploadErrors() {
   error.classList.add("hidden");
 }
 
-async function uploadFile(form, file) {
+// A file's place in the list from the moment it is chosen: waiting its turn, uploading, waiting
+// out the upload limit; replaced by the photo's card once stored, removed if refused (the
+// refusal is listed above the form).
+function uploadingCard(file) {
+  const li = document.createElement("li");
+  li.className = "upload-card";
+  li.innerHTML = '<span class="upload-name"></span> <span class="status" data-role="upload-status">Waiting to upload…</span>';
+  li.querySelector(".upload-name").textContent = file.name;
+  return li;
+}
+
+function postPhoto(form, file) {
   const data = new FormData();
   data.append("image", file);
+  return fetch(form.dataset.api, {
+    method: "POST", body: data, headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
+  });
+}
+
+async function uploadFile(form, file, placeholder) {
+  const say = (text) => { placeholder.querySelector("[data-role=upload-status]").textContent = text; };
   let response;
   try {
-    response = await fetch(form.dataset.api, {
-      method: "POST", body: data, headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
-    });
+    say("Uploading…");
+    response = await postPhoto(form, file);
+    const wait = response.status === 429 ? retryAfterMs(response) : 0;
+    if (wait) {  // over the upload limit: once more when the server says it will be allowed
+      say(`Too many uploads: trying again in ${Math.ceil(wait / 1000)} s…`);
+      await pause(wait);
+      say("Uploading again…");
+      response = await postPhoto(form, file);
+    }
   } catch (err) {
+    placeholder.remove();
     showUploadError(file, "network error, not uploaded.");
     return;
   }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
+    placeholder.remove();
     showUploadError(file, (body.image && body.image[0]) || body.detail || `Upload failed (${response.status}).`);
     return;
   }
-  const list = document.getElementById("photo-list");
-  const empty = document.getElementById("no-photos");
-  if (empty) empty.remove();
   const card = photoCard(body);
-  list.prepend(card);
-  watchPhoto(card);
+  placeholder.replaceWith(card);
+  watchPhoto(card, true);
 }
 
 // Files from the picker (or the phone camera) and files dropped on the form go to `send`.
@@ -188,17 +320,89 @@ function acceptFiles(form, input, send) {
     form.classList.remove("dragging");
     send(e.dataTransfer.files);
   });
+  // A file dropped just beside the form: the browser's own drop opened it in place of this page,
+  // ending the uploads in flight. Outside the form a drop does nothing.
+  document.addEventListener("dragover", (e) => {
+    if (form.contains(e.target)) return;
+    e.preventDefault();
+    if (e.dataTransfer) e.dataTransfer.dropEffect = "none";
+  });
+  document.addEventListener("drop", (e) => { if (!form.contains(e.target)) e.preventDefault(); });
+}
+
+// At most UPLOAD_PARALLEL uploads at once, the others waiting their turn in order: all at once,
+// they shared a phone's uplink and ran into the server's upload limit together. `settled` runs
+// after each one ends.
+const UPLOAD_PARALLEL = 3;
+
+function uploadQueue(settled = () => {}) {
+  const waiting = [];
+  let running = 0;
+  const pump = () => {
+    while (running < UPLOAD_PARALLEL && waiting.length) {
+      const upload = waiting.shift();
+      running += 1;
+      upload().finally(() => { running -= 1; settled(); pump(); });
+    }
+  };
+  // Leaving the page would end the uploads in flight: the browser asks first.
+  window.addEventListener("beforeunload", (e) => {
+    if (!waiting.length && !running) return;
+    e.preventDefault();
+    e.returnValue = "";
+  });
+  return {
+    add(upload) { waiting.push(upload); pump(); },
+    get left() { return waiting.length + running; },
+  };
 }
 
 function setUpUpload() {
   const form = document.getElementById("upload-form");
   if (!form) return;
   const input = form.querySelector("input[type=file]");
+  const queue = uploadQueue();
   const send = (files) => {
     clearUploadErrors();
-    Array.from(files).forEach((file) => uploadFile(form, file));
+    const empty = document.getElementById("no-photos");
+    if (empty && files.length) empty.remove();
+    Array.from(files).forEach((file) => {
+      const placeholder = uploadingCard(file);
+      document.getElementById("photo-list").prepend(placeholder);
+      queue.add(() => uploadFile(form, file, placeholder));
+    });
   };
   acceptFiles(form, input, send);
+}
+
+// One submission per form: a second click or key press while the next page loads posted the
+// same thing again, and its answer contradicted the first's ("another expert decided it", "a
+// run is already active"). The submit buttons are disabled once the form has gone, and enabled
+// again when the browser shows this page from its back-forward cache.
+const sentForms = new WeakSet();
+
+function guardPostForms() {
+  document.addEventListener("submit", (e) => {
+    const form = e.target;
+    if ((form.getAttribute("method") || "").toLowerCase() !== "post") return;  // not form.method: an input may be named so
+    if (sentForms.has(form)) { e.preventDefault(); return; }
+    if (e.defaultPrevented) return;  // the page's own script sends it (an upload)
+    sentForms.add(form);
+    // After this event: a button disabled now would leave its name and value out of the form.
+    setTimeout(() => form.querySelectorAll("button, input[type=submit]").forEach((button) => {
+      if (button.disabled) return;
+      button.disabled = true;
+      button.dataset.sentDisabled = "1";
+    }));
+  });
+  window.addEventListener("pageshow", (e) => {
+    if (!e.persisted) return;
+    document.querySelectorAll("[data-sent-disabled]").forEach((button) => {
+      button.disabled = false;
+      delete button.dataset.sentDisabled;
+      sentForms.delete(button.form);
+    });
+  });
 }
 
 function setUpReviewKeys() {
@@ -206,12 +410,11 @@ function setUpReviewKeys() {
   const next = document.getElementById("next-photo");
   const start = document.getElementById("start-reviewing");
   if (!form && !next && !start) return;
-  // One decision per page: a second key press or click while the next page loads would post the
-  // same photo again, and be told another expert had decided it.
-  let sent = false;
-  if (form) form.addEventListener("submit", (e) => { if (sent) e.preventDefault(); sent = true; });
+  // One decision per page: a key press while the next page loads would post the same photo
+  // again, or leave for the next one (guardPostForms stops clicks).
+  const sent = () => (form && sentForms.has(form)) || (start && start.form && sentForms.has(start.form));
   document.addEventListener("keydown", (e) => {
-    if (sent || ["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName) || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (sent() || ["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName) || e.ctrlKey || e.metaKey || e.altKey) return;
     if (e.key === "n" && next) { e.preventDefault(); window.location = next.href; return; }
     // The queue's "Start reviewing" claims the next photo and opens it.
     if (e.key === "s" && start && !start.disabled) { e.preventDefault(); start.click(); return; }
@@ -252,7 +455,6 @@ function lossSeries(history, key, colour, at) {
 // asking again cannot change end the loop with a word in the page; other failures (a restart,
 // a network blip) are asked about again, less and less often, so a down server is not hammered.
 const TRAINING_POLL_MS = 1000;
-const TRAINING_BACKOFF_MAX_MS = 30000;
 const TRAINING_STOPS = {
   401: "You are logged out: reload the page after logging in.",
   403: "You are no longer allowed to see this run: reload the page after logging in as an admin.",
@@ -303,8 +505,9 @@ async function pollTrainingRun() {
   while (true) {
     let status = 0;
     let run = null;
+    let response = null;
     try {
-      const response = await fetch(box.dataset.api, { headers: { Accept: "application/json" } });
+      response = await fetch(box.dataset.api, { headers: { Accept: "application/json" } });
       status = response.status;
       if (response.ok) run = await response.json();
     } catch (err) { /* a network blip, or not JSON (a proxy's error page): asked again below */ }
@@ -321,11 +524,12 @@ async function pollTrainingRun() {
       }
     }
     failures = run ? 0 : failures + 1;
-    await new Promise((r) => setTimeout(r, Math.min(TRAINING_POLL_MS * 2 ** failures, TRAINING_BACKOFF_MAX_MS)));
+    await pause(backoffDelay(TRAINING_POLL_MS, failures, run ? null : response));
   }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  guardPostForms();
   setUpUpload();
   setUpReviewKeys();
   document.querySelectorAll(".photo-card[data-photo-id]").forEach(watchPhoto);
@@ -338,19 +542,15 @@ function setUpLabellingKeys() {
   const form = document.getElementById("labelling-form");
   if (!form) return;
   // One answer per photo: a second key press or click while the next page loads is not sent
-  // (as in setUpReviewKeys); it was, and the page said "Not saved" for an answer that was saved.
-  let sent = false;
-  form.addEventListener("submit", (e) => { if (sent) e.preventDefault(); sent = true; });
+  // (guardPostForms); it was, and the page said "Not saved" for an answer that was saved.
   document.addEventListener("keydown", (e) => {
-    if (sent || ["INPUT", "TEXTAREA", "SELECT"].includes(e.target.tagName) || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (sentForms.has(form) || ["INPUT", "TEXTAREA", "SELECT"].includes(e.target.tagName) || e.ctrlKey || e.metaKey || e.altKey) return;
     const button = form.querySelector(`button[data-key="${CSS.escape(e.key)}"]`);
     if (button) { e.preventDefault(); button.click(); }
   });
 }
 
 // --- Bulk upload: each file on its own request, with its own progress bar and result --------
-
-const BULK_PARALLEL = 3;
 
 function bulkRow(file) {
   const li = document.createElement("li");
@@ -409,36 +609,22 @@ function setUpBulkUpload() {
   const list = document.getElementById("bulk-results");
   const summary = document.getElementById("bulk-summary");
   const counts = { accepted: 0, duplicate: 0, refused: 0 };
-  const pending = [];
-  let running = 0;
   const report = () => {
-    const left = pending.length + running;
+    const left = queue.left;
     const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
     summary.textContent = `${counts.accepted} accepted, ${plural(counts.duplicate, "duplicate")}, ${counts.refused} refused`
       + (left ? `, ${left} to go…` : ".");
     summary.dataset.done = left ? "" : "1";
   };
-  const pump = () => {
-    while (running < BULK_PARALLEL && pending.length) {
-      const [file, label, li] = pending.shift();
-      running += 1;
-      bulkSend(form, file, label, li).then((outcome) => {
-        running -= 1;
-        counts[outcome] += 1;
-        report();
-        pump();
-      });
-    }
-    report();
-  };
+  const queue = uploadQueue(report);
   const send = (files) => {
     const label = document.getElementById("bulk-label").value;
     Array.from(files).forEach((file) => {
       const li = bulkRow(file);
       list.append(li);
-      pending.push([file, label, li]);
+      queue.add(() => bulkSend(form, file, label, li).then((outcome) => { counts[outcome] += 1; }));
     });
-    pump();
+    report();
   };
   form.addEventListener("submit", (e) => e.preventDefault());
   acceptFiles(form, input, send);
