@@ -1,5 +1,8 @@
 """Reads for photos, labels and the review queue."""
 
+import time
+from pathlib import Path
+
 from django.conf import settings
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
@@ -353,3 +356,31 @@ def team_stats(*, overlap=None) -> dict:
     for photo_id, status, label in decided:
         expert[photo_id] = label if status == Photo.Status.FINAL else None
     return team_statistics(votes, expert, raters=overlap or settings.LABELLING_OVERLAP)
+
+
+# --- files no row refers to ------------------------------------------------------------------
+
+
+def files_unreferenced(folder: Path, referenced: set, *, root: Path | None = None,
+                       min_age_seconds: float) -> list[Path]:
+    """Files under `folder` whose path relative to `root` (default: the folder) is not in
+    `referenced`, last written at least `min_age_seconds` ago: a file just written may belong
+    to a row not yet committed."""
+    root = root or folder
+    if not folder.is_dir():
+        return []
+    cutoff = time.time() - min_age_seconds
+    return sorted(path for path in folder.rglob("*")
+                  if path.is_file() and path.relative_to(root).as_posix() not in referenced
+                  and path.stat().st_mtime <= cutoff)
+
+
+def photo_files_unreferenced(*, min_age_seconds: float) -> list[Path]:
+    """Stored photo files (originals and working copies) that no photo refers to: left by a
+    process killed between writing the file and committing its row (photo_upload removes its
+    files on any error it sees)."""
+    referenced = set()
+    for image, working in Photo.objects.values_list("image", "working_image").iterator():
+        referenced.update(name for name in (image, working) if name)
+    root = Path(settings.MEDIA_ROOT)
+    return files_unreferenced(root / "photos", referenced, root=root, min_age_seconds=min_age_seconds)

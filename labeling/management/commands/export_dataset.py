@@ -5,7 +5,7 @@ from labeling.export import export_dataset_to_path
 
 class Command(BaseCommand):
     help = ("Write the labelled data set to PATH.zip: a folder per label (what fastai's parent_label reads) "
-            "and manifest.csv (file, label, source, who, when, agreement). `import_photos` reads it back.")
+            "and manifest.csv (file, label, source, who, when, agreement, synthetic). `import_photos` reads it back.")
 
     def add_arguments(self, parser):
         parser.add_argument("path", help="Where to write the zip (replaced if it exists).")
