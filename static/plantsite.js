@@ -131,6 +131,20 @@ function photosToAsk() {
   return queued.concat(cards.filter((c) => c.dataset.status !== "queued")).slice(0, WATCH_MAX);
 }
 
+// Resolves once the page is shown: a page in a background tab asks the server nothing (the
+// training page asked every second, all day, in a forgotten tab), and asks at once when shown.
+function whenVisible() {
+  if (document.visibilityState !== "hidden") return Promise.resolve();
+  return new Promise((resolve) => {
+    const shown = () => {
+      if (document.visibilityState === "hidden") return;
+      document.removeEventListener("visibilitychange", shown);
+      resolve();
+    };
+    document.addEventListener("visibilitychange", shown);
+  });
+}
+
 function pause(ms, signal) {
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, ms);
@@ -175,6 +189,7 @@ async function watchPhotos() {
   let attempt = 0;   // answers in a row without a change: the polling schedule's step
   let failures = 0;  // failed asks in a row: each one doubles the pause
   while (watchedCards.size) {
+    await whenVisible();
     const cards = photosToAsk();
     const query = cards.map((c) => `${c.dataset.photoId}:${c.dataset.status}`).join(",");
     const controller = new AbortController();
@@ -503,6 +518,7 @@ async function pollTrainingRun() {
   if (!box) return;
   let failures = 0;  // in a row: each one doubles the pause
   while (true) {
+    await whenVisible();
     let status = 0;
     let run = null;
     let response = null;

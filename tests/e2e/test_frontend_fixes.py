@@ -410,3 +410,58 @@ def test_an_uploaded_photos_card_loads_its_image_from_the_pages_own_host(
     assert image.get_attribute("src").startswith("/"), image.get_attribute("src")
     wait_until(page, lambda: image.evaluate("img => img.complete && img.naturalWidth > 0"), "the image did not load")
     assert problems == []
+
+
+# --- A page in a background tab asks the server nothing ---------------------------------------
+
+
+def set_visibility(page, state):
+    """What the browser does when the tab is hidden or shown again."""
+    page.evaluate("""(state) => {
+      Object.defineProperty(document, "visibilityState", {value: state, configurable: true});
+      document.dispatchEvent(new Event("visibilitychange"));
+    }""", state)
+
+
+def test_the_training_page_asks_nothing_while_its_tab_is_hidden_and_at_once_when_shown(live_server, browser, staff):
+    from .test_browser_fixes import RunRequests, running_run, wait_for_answers
+
+    run = running_run()
+    problems = []
+    page = page_as(browser, problems, live_server.url, "staff")
+    requests = RunRequests(page)
+    page.goto(f"{live_server.url}/training/{run.id}/")
+    wait_for_answers(page, requests, 2)  # asking every second
+
+    set_visibility(page, "hidden")
+    page.wait_for_timeout(1500)  # the ask in flight, or its pause, ends
+    asked = len(requests.sent)
+    page.wait_for_timeout(3000)
+    assert len(requests.sent) == asked  # the old page asked three more times
+
+    TrainingRun.objects.filter(id=run.id).update(epoch=2)
+    set_visibility(page, "visible")
+    expect(page.locator("#training-run [data-role=epoch]")).to_have_text("2", timeout=2000)
+    assert problems == []
+
+
+def test_the_photo_watcher_asks_nothing_while_its_tab_is_hidden(live_server, browser, member):
+    photo = PhotoFactory(owner=member, status=Photo.Status.QUEUED)
+    problems = []
+    page = page_as(browser, problems, live_server.url, "member")
+    asks = []
+    page.on("request", lambda r: asks.append(time.monotonic()) if UPDATES in r.url else None)
+    page.reload()
+    wait_until(page, lambda: len(asks) >= 2, "the watcher asking")
+
+    set_visibility(page, "hidden")
+    page.wait_for_timeout(2500)  # the ask in flight ends (the server answers a queued photo's within 2 s)
+    asked = len(asks)
+    page.wait_for_timeout(3000)
+    assert len(asks) == asked
+
+    Photo.objects.filter(id=photo.id).update(status=Photo.Status.NEEDS_REVIEW)
+    set_visibility(page, "visible")
+    expect(page.locator(f".photo-card[data-photo-id='{photo.id}'] [data-role=status]")).to_have_text(
+        "Awaiting expert", timeout=5000)
+    assert problems == []
