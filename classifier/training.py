@@ -395,8 +395,9 @@ def evaluate(learn, labels, confusion_png=None) -> dict:
         predicted = int(matrix[:, i].sum())
         actual = int(matrix[i, :].sum())
         if not actual:
-            # No validation photo of the label: nothing was measured, which 0.0 would not say.
-            per_label[label] = {"precision": None, "recall": None, "f1": None, "support": 0}
+            # No validation photo of the label: its recall (and F1) was not measured, which 0.0
+            # would not say. Its precision was, if the model gave the label to other photos: 0.
+            per_label[label] = {"precision": 0.0 if predicted else None, "recall": None, "f1": None, "support": 0}
             continue
         precision = tp / predicted if predicted else 0.0
         recall = tp / actual

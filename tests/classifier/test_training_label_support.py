@@ -164,13 +164,13 @@ def _learner_predicting(probabilities, targets):
                            get_preds=lambda ds_idx: (torch.tensor(probabilities), torch.tensor(targets)))
 
 
-def test_evaluate_stores_null_scores_for_a_label_without_validation_photos_and_zero_for_a_missed_one():
+def test_evaluate_stores_null_scores_for_a_label_without_validation_photos_but_a_precision_it_earned():
     # Validation photos: two monsteras (one predicted fern) and no fern; "palm" is never predicted.
     learn = _learner_predicting([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1]], [1, 1])
 
     per_label = evaluate(learn, ["fern", "monstera", "palm"])["per_label"]
 
-    assert per_label["fern"] == NOT_MEASURED
+    assert per_label["fern"] == {**NOT_MEASURED, "precision": 0.0}  # predicted once, wrongly: that is measured
     assert per_label["palm"] == NOT_MEASURED
     assert per_label["monstera"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
     json.dumps(per_label, allow_nan=False)
