@@ -189,6 +189,8 @@ async function watchPhotos() {
   let attempt = 0;   // answers in a row without a change: the polling schedule's step
   let failures = 0;  // failed asks in a row: each one doubles the pause
   while (watchedCards.size) {
+    // Also the first ask waits here for the cards that the page adds in the same task: a page of
+    // 50 photos in flight opens with one request, where each card used to cut its predecessor's.
     await whenVisible();
     const cards = photosToAsk();
     const query = cards.map((c) => `${c.dataset.photoId}:${c.dataset.status}`).join(",");

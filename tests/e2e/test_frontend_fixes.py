@@ -465,3 +465,22 @@ def test_the_photo_watcher_asks_nothing_while_its_tab_is_hidden(live_server, bro
     expect(page.locator(f".photo-card[data-photo-id='{photo.id}'] [data-role=status]")).to_have_text(
         "Awaiting expert", timeout=5000)
     assert problems == []
+
+
+def test_a_page_with_many_photos_in_flight_asks_about_them_in_one_request_when_it_loads(
+        live_server, browser, member):
+    # Each card's watch used to cut the request the previous card had just sent: a page of 50
+    # photos awaiting a result opened with 50 requests, 49 of them aborted.
+    for _ in range(10):
+        PhotoFactory(owner=member, status=Photo.Status.NEEDS_REVIEW)
+    problems = []
+    page = page_as(browser, problems, live_server.url, "member", path="/team/")  # a page that watches nothing
+    sent, failed = [], []
+    page.on("request", lambda r: sent.append(r.url) if UPDATES in r.url else None)
+    page.on("requestfailed", lambda r: failed.append(r.url) if UPDATES in r.url else None)
+    page.goto(f"{live_server.url}/")
+    page.wait_for_timeout(1500)
+
+    assert failed == []
+    assert len(sent) == 1 and len(asked_photos(sent[0])) == 10, sent
+    assert problems == []
