@@ -251,7 +251,7 @@ function photoCard(photo) {
   li.className = "photo-card";
   li.dataset.photoId = photo.id;
   li.dataset.status = photo.status;
-  li.innerHTML = `<a href="/photos/${photo.id}/"><img alt="Photo ${photo.id}"></a><span data-role="status"></span>`;
+  li.innerHTML = `<a href="/photos/${photo.id}/"><img alt="Photo ${photo.id}"></a><span data-role="status" aria-live="polite"></span>`;
   li.querySelector("img").src = sitePath(photo.image_url);
   renderPhoto(li, photo);
   return li;

@@ -409,6 +409,8 @@ def test_an_uploaded_photos_card_loads_its_image_from_the_pages_own_host(
     assert rewritten[0].startswith("http://backend.invalid:8000/"), rewritten
     assert image.get_attribute("src").startswith("/"), image.get_attribute("src")
     wait_until(page, lambda: image.evaluate("img => img.complete && img.naturalWidth > 0"), "the image did not load")
+    # Its status is announced to screen readers when the result arrives, as a served card's is.
+    assert page.locator("#photo-list .photo-card [data-role=status]").get_attribute("aria-live") == "polite"
     assert problems == []
 
 

@@ -105,3 +105,19 @@ def test_a_cleaner_action_leads_back_to_the_photos_row(expert):
                          {"next": next_path, "decided_at": decided_at, "action": "keep"})
     assert response.status_code == 302
     assert response["Location"] == f"{path}#photo-{photo.pk}"
+
+
+def test_a_photos_status_and_a_training_runs_are_announced_to_screen_readers_when_they_change(member, staff):
+    from tests.factories import TrainingRunFactory
+
+    photo = PhotoFactory(owner=member, status=Photo.Status.QUEUED)
+    run = TrainingRunFactory()
+    as_member, as_staff = Client(), Client()
+    as_member.force_login(member)
+    as_staff.force_login(staff)
+
+    for page in (as_member.get("/").content.decode(), as_member.get(f"/photos/{photo.id}/").content.decode()):
+        assert re.search(r'data-role="status" aria-live="polite"', page)
+    run_page = as_staff.get(f"/training/{run.id}/").content.decode()
+    assert '<p aria-live="polite">Status: <strong data-role="status">' in run_page
+    assert re.search(r'data-role="error" role="alert"', run_page)
