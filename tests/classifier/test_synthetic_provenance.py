@@ -35,27 +35,29 @@ def trained_run(staff, synthetic):
     return run
 
 
+def pages_of(run, staff):
+    """The run's page and the models page, as an admin sees them."""
+    client = Client()
+    client.force_login(staff)
+    return client.get(f"/training/{run.id}/").content.decode(), client.get("/models/").content.decode()
+
+
 @pytest.mark.django_db
 def test_a_model_trained_on_generated_images_says_so_on_its_run_and_on_the_models_page(staff):
     run = trained_run(staff, synthetic=4)
-    client = Client()
-    client.force_login(staff)
 
     assert run.metrics["synthetic_photos"] == 4
     version = ModelVersion.objects.get(training_run=run)
     assert (version.metrics["synthetic_photos"], version.metrics["data_count"]) == (4, 6)
-    run_page = client.get(f"/training/{run.id}/").content.decode()
+    run_page, models_page = pages_of(run, staff)
     assert "4 of the 6 photos are generated demo images, not real photos" in run_page
-    models_page = client.get("/models/").content.decode()
     assert "Trained on generated demo images (4 of its 6 photos)" in models_page
 
 
 @pytest.mark.django_db
 def test_a_model_trained_on_real_photos_only_carries_no_such_note(staff):
     run = trained_run(staff, synthetic=0)
-    client = Client()
-    client.force_login(staff)
 
     assert run.metrics["synthetic_photos"] == 0
-    assert 'data-role="synthetic"' not in client.get(f"/training/{run.id}/").content.decode()
-    assert 'data-role="synthetic"' not in client.get("/models/").content.decode()
+    for page in pages_of(run, staff):
+        assert 'data-role="synthetic"' not in page
