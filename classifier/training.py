@@ -366,11 +366,21 @@ def _kfold_losses(rows, labels, options, device, progress, log, folds, workers=0
     train_idx = [i for i, r in enumerate(rows) if not r[2]]
     result = {}
     for k in range(folds):
+        fitted = [i for n, i in enumerate(train_idx) if n % folds != k]
+        trained = {rows[i][1] for i in fitted}
         held_out = [i for n, i in enumerate(train_idx) if n % folds == k]
-        fold_rows = [(rows[i][0], rows[i][1], n % folds == k) for n, i in enumerate(train_idx)]
-        if len({label for _, label, valid in fold_rows if not valid}) < 2 or not held_out:
+        # A held-out photo whose label no fitted photo has would score a high loss because the
+        # label is rare here, not because it is wrong, and the cleaner would list it among the
+        # likely mistakes: nothing out of sample can score it, so it is left unscored.
+        unscored = [i for i in held_out if rows[i][1] not in trained]
+        held_out = [i for i in held_out if rows[i][1] in trained]
+        if unscored:
+            log.append(f"Fold {k + 1}: {len(unscored)} photo(s) not scored: no other training photo has "
+                       "their label.")
+        if len(trained) < 2 or not held_out:
             log.append(f"Fold {k + 1}: too few photos, skipped.")
             continue
+        fold_rows = [(*rows[i][:2], False) for i in fitted] + [(*rows[i][:2], True) for i in held_out]
         fold_options = TrainingOptions.from_dict({**options.as_dict(), "cleaning_folds": 0})
         learn, _ = _fit(fold_rows, labels, fold_options, device, progress, log, workers)
         result.update(_losses(learn, held_out, labels))

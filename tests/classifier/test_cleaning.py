@@ -8,7 +8,7 @@ from classifier import services
 from classifier.models import PhotoLoss, TrainingRun
 from classifier.demo_images import generate_dataset
 from labeling import services as labeling_services
-from labeling.models import Photo, PhotoEvent
+from labeling.models import Label, Photo, PhotoEvent
 
 TINY = {"image_size": 32, "epochs": 1, "batch_size": 8, "pretrained": False}
 
@@ -47,6 +47,22 @@ def test_a_k_fold_cleaning_pass_gives_every_training_photo_an_out_of_sample_loss
     assert set(splits) == {pid for pid, _, _ in run.data}
     assert {pid for pid, s in splits.items() if s == "train"} == {pid for pid, _, valid in run.data if not valid}
     assert "2-fold" in run.log
+
+
+def test_a_photo_whose_label_no_other_training_photo_has_is_left_out_of_the_k_fold_losses(labelled_photos, staff):
+    # Its fold's model never saw the label, so its loss would be high whatever the label's
+    # truth: it would top the cleaner's list of likely mistakes.
+    lone = next(p for p in labelled_photos if p.id % 4)
+    Photo.objects.filter(id=lone.id).update(final_label=Label.objects.create(name="rare"))
+
+    run = _train(staff, cleaning_folds=2)
+
+    scored = set(PhotoLoss.objects.filter(model_version=run.model_version, split="train")
+                 .values_list("photo_id", flat=True))
+    training = {pid for pid, _, valid in run.data if not valid}
+    assert lone.id in training
+    assert scored == training - {lone.id}
+    assert "1 photo(s) not scored: no other training photo has their label" in run.log
 
 
 def test_the_epoch_count_includes_the_cleaning_folds_and_never_passes_the_total(labelled_photos, staff):
