@@ -66,15 +66,26 @@ class ModelVersionListApi(generics.ListAPIView):
         return selectors.model_versions()
 
 
+class ActivateSerializer(serializers.Serializer):
+    replacing = serializers.IntegerField(
+        required=False, allow_null=True,
+        help_text="The id of the version you saw active (null: none was). If another one is active now, "
+                  "409 instead of replacing it unseen. Left out: no check.")
+
+
 class ModelVersionActivateApi(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(request=None, responses={200: ModelVersionSerializer, 409: conflict_schema(
-        "The version is active already, or its file is missing or not the file that was registered.")})
+    @extend_schema(request=ActivateSerializer, responses={200: ModelVersionSerializer, 409: conflict_schema(
+        "The version is active already, its file is missing or not the file that was registered, or the "
+        "active version is not the one given as `replacing`.")})
     def post(self, request, pk):
         version = generics.get_object_or_404(selectors.model_versions(), pk=pk)
+        body = ActivateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
         try:
-            version = services.model_version_activate(version_id=version.id)
+            version = services.model_version_activate(
+                version_id=version.id, replacing=body.validated_data.get("replacing", services.ANY_VERSION))
         except services.ModelVersionConflict as exc:
             return conflict(exc)
         return Response(ModelVersionSerializer(version).data)

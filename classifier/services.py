@@ -271,8 +271,23 @@ def _register(run_id, result, options, rows, sources, files):
     run.save()
     _finish(run, TrainingRun.Status.SUCCEEDED, "")
     if run.options.get("activate"):
-        model_version_activate(version_id=version.id)
+        _activate_unless_changed(run, version)
     return run
+
+
+def _activate_unless_changed(run, version):
+    """Activate the run's new version, unless someone activated a version while it trained:
+    an admin who rolled back a bad model meanwhile made a choice this run's starter never saw."""
+    _lock_registry()
+    since = (ModelVersion.objects.filter(activated_at__gt=run.created_at).exclude(id=version.id)
+             .order_by("-activated_at").first())
+    if since is None:
+        model_version_activate(version_id=version.id)
+        return
+    run.log = "\n".join(filter(None, [run.log, (
+        f"Not activated: version {since.id} was activated while this run trained, and this run "
+        "would have replaced it unseen. Activate this version from the models page if it should.")]))
+    run.save(update_fields=["log"])
 
 
 def _remove(files):
@@ -393,9 +408,21 @@ def _check_file(version):
                                    "registered: it cannot predict.")
 
 
+class ModelVersionChanged(ModelVersionConflict):
+    """Another version was activated since the caller looked: replacing it unseen is refused."""
+
+
+# model_version_activate(replacing=ANY_VERSION): no check of which version is active now.
+ANY_VERSION = object()
+
+
 @transaction.atomic
-def model_version_activate(*, version_id: int) -> ModelVersion:
+def model_version_activate(*, version_id: int, replacing=ANY_VERSION) -> ModelVersion:
     """Make one version the active model (also how an admin rolls back to an earlier one).
+
+    replacing: the id of the version the caller saw active (None: none was). If another is
+    active now (a second admin activated or rolled back meanwhile), ModelVersionChanged: that
+    choice was never seen, and must not be overwritten silently.
     Raises ModelVersionUnusable when its file cannot be used, ModelVersionAlreadyActive when it
     is the active version already (its activated_at is left as it was)."""
     _check_file(ModelVersion.objects.get(id=version_id))
@@ -403,12 +430,21 @@ def model_version_activate(*, version_id: int) -> ModelVersion:
     version = ModelVersion.objects.get(id=version_id)
     if version.is_active:
         raise ModelVersionAlreadyActive(f"Model version {version.id} is already the active version.")
+    active = ModelVersion.objects.filter(is_active=True).values_list("id", flat=True).first()
+    if replacing is not ANY_VERSION and active != replacing:
+        raise ModelVersionChanged(
+            f"The active version changed since you looked: it is {_version_name(active)} now, not "
+            f"{_version_name(replacing)}. Look at the models again before you replace it.")
     ModelVersion.objects.filter(is_active=True).exclude(id=version_id).update(is_active=False)
     version.is_active = True
     version.is_shadow = False  # a shadow that is promoted stops being a shadow
     version.activated_at = timezone.now()
     version.save(update_fields=["is_active", "is_shadow", "activated_at"])
     return version
+
+
+def _version_name(version_id) -> str:
+    return f"version {version_id}" if version_id is not None else "no version"
 
 
 class ShadowError(ModelVersionConflict):

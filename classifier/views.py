@@ -68,7 +68,8 @@ def model_versions(request):
         # Shown for the shadow version and for any that ran in shadow mode before.
         version.shadow_stats = (evaluation.shadow_agreement(version)
                                 if version.is_shadow or version.shadow_predictions.exists() else None)
-    return render(request, "classifier/model_versions.html", {"versions": versions})
+    active_id = next((version.id for version in versions if version.is_active), None)
+    return render(request, "classifier/model_versions.html", {"versions": versions, "active_id": active_id})
 
 
 @staff_required
@@ -90,8 +91,12 @@ def model_version_shadow(request, pk):
 @require_POST
 def model_version_activate(request, pk):
     version = get_object_or_404(selectors.model_versions(), pk=pk)
+    # The page sends the version it showed active ("" for none), so that an activation by
+    # someone else since it was loaded is refused rather than replaced unseen.
+    replacing = request.POST.get("replacing")
     try:
-        services.model_version_activate(version_id=version.id)
+        services.model_version_activate(version_id=version.id, replacing=(
+            services.ANY_VERSION if replacing is None else int(replacing) if replacing.isdigit() else None))
     except services.ModelVersionConflict as exc:
         messages.error(request, str(exc))
     else:

@@ -1,5 +1,6 @@
 """Two changes of the active (or shadow) version at the same moment, on PostgreSQL with real
-concurrent transactions: they run one after the other, and the later one wins cleanly."""
+concurrent transactions: they run one after the other. The later one wins cleanly, unless it
+says which version it saw active (the page and the API do), and then it is refused."""
 
 import threading
 
@@ -69,3 +70,21 @@ def test_an_activation_during_a_new_versions_registration_comes_after_it():
 
     assert ModelVersion.objects.filter(id=registered["id"]).exists()
     assert list(ModelVersion.objects.filter(is_active=True).values_list("id", flat=True)) == [chosen.id]
+
+
+def test_two_admins_who_saw_the_same_active_version_activate_at_once_and_the_later_one_is_refused():
+    seen = ModelVersionFactory(is_active=True)
+    a, b = ModelVersionFactory(), ModelVersionFactory()
+    refused = []
+
+    def second():
+        try:
+            services.model_version_activate(version_id=b.id, replacing=seen.id)
+        except services.ModelVersionChanged as exc:
+            refused.append(str(exc))
+
+    _first_holds_its_change_while_the_second_starts(
+        lambda: services.model_version_activate(version_id=a.id, replacing=seen.id), second)
+
+    assert list(ModelVersion.objects.filter(is_active=True).values_list("id", flat=True)) == [a.id]
+    assert refused and f"it is version {a.id} now" in refused[0]

@@ -487,3 +487,24 @@ def test_a_run_the_queue_could_not_take_ends_failed_and_frees_the_slot(db, staff
     assert (run.status, run.holds_slot, run.error) == (TrainingRun.Status.FAILED, None, services.UNSENT)
     with mock.patch("classifier.tasks.training_run_execute.apply_async"), django_capture_on_commit_callbacks(execute=True):
         assert api_for(staff).post("/api/v1/training-runs/", TINY, format="json").status_code == 202
+
+
+def test_a_run_started_with_activate_leaves_a_version_someone_activated_while_it_trained(db, staff, labelled_photos):
+    # An admin rolled back to `chosen` while the run trained: the run's starter never saw that
+    # choice, so the run does not overwrite it; its version is kept, ready to be activated.
+    ModelVersionFactory(is_active=True)
+    chosen = ModelVersionFactory()
+    run = training_run_start(user=staff, options=TINY, activate=True, enqueue=False)
+
+    def train_while_an_admin_activates_another(*args, **kwargs):
+        services.model_version_activate(version_id=chosen.id)
+        return train(*args, **kwargs)
+
+    with mock.patch.object(services, "train", train_while_an_admin_activates_another):
+        training_run_execute(run.id)
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED
+    assert list(ModelVersion.objects.filter(is_active=True).values_list("id", flat=True)) == [chosen.id]
+    assert f"Not activated: version {chosen.id} was activated while this run trained" in run.log
+    assert run.model_version.is_active is False
