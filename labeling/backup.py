@@ -14,7 +14,8 @@ An archive holds
 Restoring checks the whole archive before it changes anything: only regular files and
 folders, no absolute names and no `..`, and every file's sha256 as the manifest records it.
 It refuses a database that already holds data unless forced, and then replaces it; the rows
-are loaded in one transaction, and the files are put in place before that transaction commits.
+are loaded in one transaction, and the files are put in place before that transaction commits;
+if it does not, the site's files are put back as they were (see _Placement).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import shutil
 import tarfile
 import tempfile
 import zlib
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, time, timezone
 from pathlib import Path, PurePosixPath
@@ -346,14 +349,55 @@ def _data_already_there() -> list[str]:
     return [f"{n} {what}" for what, n in counts.items() if n]
 
 
-def _put_files_in_place(extracted: Path, manifest: dict) -> int:
-    roots = dict(_roots())
-    for entry in manifest["files"]:
-        prefix, *rest = PurePosixPath(entry["name"]).parts
-        target = roots[prefix].joinpath(*rest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(extracted / entry["name"], target)
-    return len(manifest["files"])
+class _Placement:
+    """The files a restore puts in place, undone when its rows are not committed.
+
+    A forced restore writes over the site's own files where names match (a model file of the
+    same run id, the same photo restored twice). A file it replaces is first moved aside to
+    `<name>.<token>.before-restore`: if the rows then fail, or the disk fills halfway, every file
+    goes back as it was and the files the restore added are removed. After the commit the
+    moved-aside files are deleted. (A process killed in between leaves them for a person.)"""
+
+    def __init__(self):
+        self.token = secrets.token_hex(4)
+        self.added: list[Path] = []
+        self.displaced: list[tuple[Path, Path]] = []
+
+    def put(self, extracted: Path, manifest: dict) -> int:
+        roots = dict(_roots())
+        for entry in manifest["files"]:
+            prefix, *rest = PurePosixPath(entry["name"]).parts
+            target = roots[prefix].joinpath(*rest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                aside = target.with_name(f"{target.name}.{self.token}.before-restore")
+                os.replace(target, aside)
+                self.displaced.append((target, aside))
+            else:
+                self.added.append(target)
+            shutil.copyfile(extracted / entry["name"], target)
+        return len(manifest["files"])
+
+    def undo(self):
+        for target in self.added:
+            target.unlink(missing_ok=True)
+        for target, aside in reversed(self.displaced):
+            os.replace(aside, target)
+
+    def keep(self):
+        for _, aside in self.displaced:
+            aside.unlink(missing_ok=True)
+
+
+@contextmanager
+def _placement():
+    placement = _Placement()
+    try:
+        yield placement
+    except BaseException:
+        placement.undo()
+        raise
+    placement.keep()
 
 
 def _verify_restored() -> list[str]:
@@ -400,12 +444,13 @@ def backup_restore(path, force: bool = False) -> RestoreReport:
         extracted = Path(tmp)
         manifest = _read_archive(path, extracted)  # nothing has changed yet if this raises
         try:
-            with transaction.atomic():
+            # The placement outside the transaction: it is undone when the commit fails too.
+            with _placement() as placement, transaction.atomic():
                 if force:
                     call_command("flush", interactive=False, verbosity=0)
                 call_command("loaddata", str(extracted / DATABASE_DUMP), verbosity=0)
                 # Inside the transaction: if the files cannot be written, no row is restored either.
-                files = _put_files_in_place(extracted, manifest)
+                files = placement.put(extracted, manifest)
         except (DeserializationError, DatabaseError) as exc:  # rows of other code, or that clash
             raise BackupError(f"The rows could not be restored, and none was: {exc}") from None
         except OSError as exc:  # a full disk: the rows are rolled back

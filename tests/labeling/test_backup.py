@@ -217,6 +217,47 @@ def test_restore_with_force_replaces_what_the_database_holds(site, media_root, t
     assert not User.objects.filter(username="newcomer").exists()
 
 
+def test_a_forced_restore_that_fails_halfway_leaves_the_sites_files_as_they_were(site, media_root, tmp_path,
+                                                                                  settings):
+    archive = tmp_path / "site.tar.gz"
+    call_command("backup", str(archive), verbosity=0)
+    # The site moves on: its model file (same name as the archive's) now holds other bytes, and
+    # a new photo's file is not in the archive.
+    (settings.MODEL_ROOT / "small.pkl").write_bytes(b"the site's model since the backup")
+    PhotoFactory(owner=User.objects.get(username="member"))
+    before_rows, before_files = snapshot(), media_files(media_root)
+    copy = shutil.copyfile
+    calls = []
+
+    def disk_full_at_the_fourth_file(src, dst):
+        calls.append(dst)
+        if len(calls) == 4:
+            Path(dst).write_bytes(b"half a fi")
+            raise OSError(28, "No space left on device")
+        return copy(src, dst)
+
+    with mock.patch("labeling.backup.shutil.copyfile", side_effect=disk_full_at_the_fourth_file):
+        with pytest.raises(CommandError, match="The files could not be put back, and no row was restored"):
+            call_command("restore", str(archive), force=True, verbosity=0)
+
+    assert len(calls) == 4
+    assert snapshot() == before_rows
+    assert media_files(media_root) == before_files
+
+
+def test_a_forced_restore_puts_the_archives_files_over_the_sites_and_leaves_nothing_aside(site, media_root,
+                                                                                         tmp_path, settings):
+    archive = tmp_path / "site.tar.gz"
+    call_command("backup", str(archive), verbosity=0)
+    archived = media_files(media_root)
+    (settings.MODEL_ROOT / "small.pkl").write_bytes(b"the site's model since the backup")
+
+    call_command("restore", str(archive), force=True, verbosity=0)
+
+    assert media_files(media_root) == archived
+    assert ModelVersion.objects.get().sha256 == file_sha256(settings.MODEL_ROOT / "small.pkl")
+
+
 def _archive_with(tmp_path, good_archive, extra_members):
     """A copy of a real backup with extra members appended: (TarInfo, bytes or None)."""
     bad = tmp_path / "bad.tar.gz"
