@@ -47,9 +47,11 @@ class LabellingConflict(Exception):
 
 class AlreadyLabelled(LabellingConflict):
     """The labeller's second vote on a photo. same_answer: it repeats their first answer (a
-    double click, a form sent again), which a page may show as saved rather than as an error."""
+    double click, a form or a request sent again), which a page may show as saved, and the API
+    answer with the stored `vote`, rather than as an error."""
 
-    def __init__(self, same_answer: bool):
+    def __init__(self, vote, same_answer: bool):
+        self.vote = vote
         self.same_answer = same_answer
         super().__init__("You have already labelled this photo.")
 
@@ -230,7 +232,7 @@ def _vote_refusal(photo, votes, user, overlap, label) -> LabellingConflict | Non
     """Why `user` may not vote `label` (None: unusable) on the locked `photo` now, or None."""
     mine = next((v for v in votes if v.user_id == user.pk), None)
     if mine is not None:
-        return AlreadyLabelled(same_answer=mine.label_id == (label.id if label is not None else None))
+        return AlreadyLabelled(mine, same_answer=mine.label_id == (label.id if label is not None else None))
     if not selectors.photo_needs_labels(photo, n_votes=len(votes), overlap=overlap):
         if len(votes) >= overlap:
             return LabellingConflict(f"This photo already has its {overlap} labels.")

@@ -140,8 +140,11 @@ class LabellingSkipApi(APIView):
 
 class PhotoLabelsApi(APIView):
     @extend_schema(request=VoteSerializer, responses={
-        201: VoteResultSerializer, 409: conflict_schema("Already labelled by you, has all its "
-                                                                    "labels or a verified one, or not served to you.")})
+        201: VoteResultSerializer,
+        200: OpenApiResponse(VoteResultSerializer, description="You had given this answer already (a request sent "
+                                                               "again): your vote, as stored."),
+        409: conflict_schema("Already labelled by you with another answer, has all its labels or a verified one, "
+                             "or not served to you.")})
     def post(self, request, pk):
         """Your label for a photo served to you: {label} or {unusable: true}."""
         if not selectors.photo_visible_to_labeller(request.user, pk):
@@ -154,6 +157,11 @@ class PhotoLabelsApi(APIView):
                                         unusable=data["unusable"])
         except UnknownLabel as exc:
             raise ValidationError({"label": [str(exc)]}) from None
+        except labelling.AlreadyLabelled as exc:
+            if not exc.same_answer:
+                return conflict(exc)
+            # Sent again (a retry after a lost response): the answer is stored, as asked.
+            return Response(VoteResultSerializer(exc.vote).data, status=status.HTTP_200_OK)
         except labelling.LabellingConflict as exc:
             return conflict(exc)
         except Photo.DoesNotExist:

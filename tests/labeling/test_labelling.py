@@ -400,10 +400,23 @@ def test_labelling_over_the_api(labels, ann, bob, api_for):
     assert first.status_code == 201, first.content
     assert first.json() == {"photo": photo.id, "label": "monstera", "unusable": False,
                             "created_at": first.json()["created_at"]}
-    assert again.status_code == 409 and again.json()["detail"] == "You have already labelled this photo."
+    assert again.status_code == 200 and again.json() == first.json()  # sent again: stored once, as asked
+    assert LabelVote.objects.filter(photo=photo, user=ann).count() == 1
     assert second.status_code == 201 and second.json()["unusable"] is True
     photo.refresh_from_db()
     assert photo.review_kind == Photo.ReviewKind.ADJUDICATION
+
+
+def test_a_second_vote_with_another_answer_over_the_api_is_a_409_and_keeps_the_first(labels, ann, api_for):
+    photo = uncertain(0.1)
+    a = api_for(ann)
+    assert a.get("/api/v1/labelling/next/").json()["id"] == photo.id
+    assert a.post(f"/api/v1/photos/{photo.id}/labels/", {"label": "monstera"}, format="json").status_code == 201
+
+    other = a.post(f"/api/v1/photos/{photo.id}/labels/", {"unusable": True}, format="json")
+
+    assert other.status_code == 409 and other.json()["detail"] == "You have already labelled this photo."
+    assert list(LabelVote.objects.filter(photo=photo).values_list("label__name", flat=True)) == ["monstera"]
 
 
 def test_a_vote_over_the_api_is_checked(labels, ann, cid, api_for):
