@@ -34,6 +34,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # /healthz probed by IP address (a load balancer): the check, not a 400 for the Host.
+    "labeling.middleware.HealthCheckHostMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # A database that is briefly away: 503 + Retry-After instead of a 500 (see handler500 too).
     "labeling.middleware.DatabaseUnavailableMiddleware",

@@ -231,6 +231,29 @@ def test_healthz_needs_no_login(client, db):
         assert client.get("/healthz").status_code == 200
 
 
+def test_healthz_answers_a_probe_by_ip_address_that_allowed_hosts_does_not_list(client, staff, settings):
+    # A load balancer probes each server by its address; only the site's name is allowed.
+    settings.ALLOWED_HOSTS = ["plants.example.org"]
+    client.force_login(staff)
+    with mock.patch("labeling.health._workers", return_value=["celery@inference"]):
+        probe = client.get("/healthz", HTTP_HOST="10.0.3.7:8000")
+        by_name = client.get("/healthz", HTTP_HOST="plants.example.org")
+
+    assert probe.status_code == 200
+    # No session is read for a host the site does not serve: no details, even for staff.
+    assert probe.json()["checks"] == {"database": {"ok": True}, "broker": {"ok": True}, "workers": {"ok": True}}
+    assert by_name.json()["checks"]["workers"] == {"ok": True, "names": ["celery@inference"]}
+
+
+def test_a_host_that_allowed_hosts_does_not_list_is_still_refused_everywhere_but_healthz(client, db, settings):
+    settings.ALLOWED_HOSTS = ["plants.example.org"]
+
+    assert client.get("/", HTTP_HOST="10.0.3.7:8000").status_code == 400
+    assert client.get("/healthz/", HTTP_HOST="10.0.3.7:8000").status_code == 400
+    assert client.get("/api/v1/photos/", HTTP_HOST="10.0.3.7:8000").status_code == 400
+    assert client.get("/", HTTP_HOST="plants.example.org").status_code in (200, 302)
+
+
 # --- photo files for API clients ------------------------------------------------
 
 
