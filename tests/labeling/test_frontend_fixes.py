@@ -121,3 +121,6 @@ def test_a_photos_status_and_a_training_runs_are_announced_to_screen_readers_whe
     run_page = as_staff.get(f"/training/{run.id}/").content.decode()
     assert '<p aria-live="polite">Status: <strong data-role="status">' in run_page
     assert re.search(r'data-role="error" role="alert"', run_page)
+    # The bulk upload's running count ("3 accepted, 1 duplicate, 0 refused, 2 to go…"), read whole.
+    bulk_page = as_staff.get("/import/").content.decode()
+    assert 'data-role="summary" class="hint" role="status" aria-live="polite" aria-atomic="true"' in bulk_page
