@@ -78,6 +78,7 @@ urlpatterns = [
     path("team/", labelling_views.team_page, name="team"),
     path("login/", labeling_auth.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/password/", labeling_auth.PasswordChangeView.as_view(), name="password-change"),
     # The admin's own login form knows nothing of the login limits: it is the site's login.
     path("admin/login/", RedirectView.as_view(pattern_name="login", query_string=True)),
     path("admin/", admin.site.urls),

@@ -163,6 +163,9 @@ CASES = [
          data=lambda w: {"username": "member", "password": PASSWORD}),
     Case("logout", "post", lambda w: "/logout/", everyone((302, "/login/"))),
     Case("logout", "get", lambda w: "/logout/", everyone(405)),
+    Case("password-change", "get", lambda w: "/account/password/", logged_in(200)),
+    Case("password-change", "post", lambda w: "/account/password/", logged_in(200),  # a wrong old one
+         data=lambda w: {"old_password": "wrong", "new_password1": "x-long-new-pw-1", "new_password2": "x-long-new-pw-1"}),
     Case("admin:index", "get", lambda w: "/admin/", staff_only(200, others=ADMIN_LOGIN, anonymous=ADMIN_LOGIN)),
     Case("api-schema", "get", lambda w: "/api/schema/", everyone(200)),
     Case("healthz", "get", lambda w: "/healthz", everyone(200)),
