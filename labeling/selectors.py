@@ -16,6 +16,12 @@ def photos_visible_to(user):
     return qs if is_expert(user) else qs.filter(owner=user)
 
 
+def own_photos(user, *, status: str = ""):
+    """The user's own photos, newest first; `status` one of Photo.Status or "" for all."""
+    photos = photos_visible_to(user).filter(owner=user)
+    return photos.filter(status=status) if status else photos
+
+
 def photo_updates(user, seen: dict[int, str], *, wait: float = 0.0):
     """(photos, missing ids): the photos of `seen` ({id: status the client last saw}) whose status
     is no longer that one, and the ids this user cannot see. When there are none yet, waits up to

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
+from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -14,7 +15,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from . import selectors, services
 from .forms import UploadForm
 from .image_checks import ImageRejected
-from .models import is_expert
+from .models import Photo, is_expert
 from .review import prediction_hidden_from
 from .throttling import upload_allowed
 
@@ -89,9 +90,18 @@ def home(request):
     return _home_page(request, form)
 
 
+PHOTOS_PER_PAGE = 50
+
+
 def _home_page(request, form, status=200):
+    # ?status= one of the states (anything else: all), ?page= N (out of range: the last page).
+    shown = request.GET.get("status", "")
+    shown = shown if shown in Photo.Status.values else ""
+    photos = selectors.own_photos(request.user, status=shown)
+    page = Paginator(photos, PHOTOS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "labeling/home.html", {
-        "form": form, "photos": selectors.photos_visible_to(request.user).filter(owner=request.user)[:50],
+        "form": form, "photos": page.object_list, "page": page, "shown_status": shown,
+        "statuses": Photo.Status.choices,
         # The limits services.photo_upload checks, as set and as image_checks words its refusals.
         "max_megabytes": f"{round(settings.UPLOAD_MAX_BYTES / (1024 * 1024), 1):g}",
         "max_megapixels": f"{settings.UPLOAD_MAX_PIXELS / 1e6:g}",
