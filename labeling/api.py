@@ -1,7 +1,8 @@
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, status
-from rest_framework.exceptions import Throttled, ValidationError
+from rest_framework.exceptions import PermissionDenied, Throttled, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -9,6 +10,7 @@ from rest_framework.views import APIView
 from . import selectors, services
 from .api_errors import conflict, conflict_schema
 from .image_checks import ImageRejected
+from .models import Photo
 from .permissions import IsExpert
 from .throttling import UploadRateThrottle, retry_after, too_many_uploads
 from .serializers import (
@@ -65,6 +67,22 @@ class PhotoDetailApi(generics.RetrieveAPIView):
     def get_queryset(self):
         # Another member's photo is simply not found (404), so its existence does not leak.
         return selectors.photos_visible_to(self.request.user)
+
+    @extend_schema(responses={204: None, 409: conflict_schema(
+        "The team has labelled or reviewed the photo: only an admin may delete it.")})
+    def delete(self, request, pk):
+        """Delete the photo, its files and all that was recorded about it: its owner, while
+        nobody has labelled or reviewed it, or an admin, at any time."""
+        photo = self.get_object()
+        if not photo.may_be_deleted_by(request.user):
+            raise PermissionDenied("Only the photo's owner or an admin may delete it.")
+        try:
+            services.photo_delete(photo_id=photo.id, user=request.user)
+        except services.PhotoDeleteRefused as exc:
+            return conflict(exc)
+        except Photo.DoesNotExist:  # deleted a moment ago by another request
+            raise Http404("No such photo.") from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class PhotoUpdatesApi(APIView):

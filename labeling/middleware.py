@@ -4,12 +4,13 @@ import sys
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import DisallowedHost
 from django.db import InterfaceError, OperationalError
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.middleware import common
 from django.urls import is_valid_path
 from django.views import defaults
 
 from .health import healthz
+from .models import Photo
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,23 @@ class DatabaseUnavailableMiddleware:
             logger.warning("Database unavailable during %s %s: %s", request.method, request.path,
                            str(exception).strip()[:300])
             return database_unavailable_response(request)
+        return None
+
+
+class DeletedPhotoMiddleware:
+    """A photo deleted between a view's lookup and its service's row lock (its owner deleted it
+    as an expert's decision arrived): the service's Photo.DoesNotExist is the 404 the lookup
+    would have given a moment later, not a 500."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, Photo.DoesNotExist):
+            return page_not_found(request, Http404("No such photo: it has been deleted."))
         return None
 
 

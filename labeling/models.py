@@ -145,6 +145,17 @@ class Photo(models.Model):
     def is_terminal(self):
         return self.status in self.TERMINAL
 
+    def may_be_deleted_by(self, user) -> bool:
+        """Its owner (an upload by mistake) or an admin (a privacy request); experts, who see
+        every photo, may not delete other people's."""
+        return user.is_staff or self.owner_id == user.pk
+
+    def worked_on_by_team(self) -> bool:
+        """A labeller voted on it, an expert decided or cleaned it, or an admin chose it as a
+        label's example: the team's work, and its label may train the model. Only an admin
+        deletes such a photo (labeling.services.photo_delete)."""
+        return any(related.exists() for related in (self.votes, self.decisions, self.events, self.example_of))
+
     def in_batch_of_another_task(self, claimant, now) -> bool:
         """Another task's worker process has claimed this photo for the batch it is predicting
         now, and its claim has not lapsed: that process stores the photo's prediction."""

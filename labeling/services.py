@@ -321,6 +321,36 @@ def _still_active(version) -> bool:
         return cursor.fetchone() is not None
 
 
+class PhotoDeleteRefused(Exception):
+    """The owner may not delete a photo the team has worked on: only an admin can (a 409)."""
+
+
+TEAM_WORK = ("Photo {id} has been labelled or reviewed by the team, and its label may train the model: "
+             "ask an admin to delete it.")
+
+
+@transaction.atomic
+def photo_delete(*, photo_id: int, user) -> None:
+    """Delete a photo with everything recorded about it (prediction, votes, decisions, history,
+    losses) and, once that commits, its files. The caller has checked Photo.may_be_deleted_by.
+
+    A photo the team has worked on (Photo.worked_on_by_team) may be training data: its owner is
+    refused (PhotoDeleteRefused), an admin is not. Under the photo's row lock,
+    as votes and decisions take it: one that comes first is seen, one that comes after finds no
+    photo. A prediction running meanwhile finds the photo gone and stores nothing.
+    Raises Photo.DoesNotExist when it is gone already."""
+    photo = Photo.objects.select_for_update().get(id=photo_id)
+    if not user.is_staff and photo.worked_on_by_team():
+        raise PhotoDeleteRefused(TEAM_WORK.format(id=photo_id))
+    storage = photo.image.storage
+    names = [name for name in (photo.image.name, photo.working_image.name) if name]
+    photo.delete()
+    logger.info("Photo %s deleted by %s (files %s).", photo_id, user.get_username(), names)
+    # Files are not transactional: removed only once the rows are gone for good.
+    transaction.on_commit(lambda: [storage.delete(name) for name in names])
+    announce_photo_change(photo_id)  # a page watching it shows it is gone
+
+
 class RetryConflict(Exception):
     """Only a photo whose prediction failed can be sent to the model again."""
 

@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -130,7 +131,29 @@ def _upload_each(request, files):
 def photo_detail(request, pk):
     photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
     return render(request, "labeling/photo_detail.html",
-                  {"photo": photo, "show_prediction": not prediction_hidden_from(photo, request.user)})
+                  {"photo": photo, "show_prediction": not prediction_hidden_from(photo, request.user),
+                   "may_delete": photo.may_be_deleted_by(request.user)})
+
+
+@login_required
+def photo_delete(request, pk):
+    """GET: what deleting the photo removes, and a button; POST: delete it."""
+    photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
+    if not photo.may_be_deleted_by(request.user):
+        raise PermissionDenied("Only the photo's owner or an admin may delete it.")
+    if request.method != "POST":
+        refused = (services.TEAM_WORK.format(id=photo.pk)
+                   if not request.user.is_staff and photo.worked_on_by_team() else "")
+        return render(request, "labeling/photo_delete.html", {"photo": photo, "refused": refused})
+    try:
+        services.photo_delete(photo_id=photo.pk, user=request.user)
+    except services.PhotoDeleteRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("photo-detail", pk=photo.pk)
+    except Photo.DoesNotExist:
+        pass  # deleted a moment ago, in another tab: what was asked is done
+    messages.success(request, f"Photo {photo.pk} is deleted.")
+    return redirect("home")
 
 
 @login_required

@@ -39,6 +39,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # A database that is briefly away: 503 + Retry-After instead of a 500 (see handler500 too).
     "labeling.middleware.DatabaseUnavailableMiddleware",
+    # A photo deleted while a request about it ran: 404, not a 500.
+    "labeling.middleware.DeletedPhotoMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # Django's, but an API path without its slash is a 404 naming the path, not a redirect.
     "labeling.middleware.CommonMiddleware",
