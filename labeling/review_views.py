@@ -1,6 +1,7 @@
 """The review pages: the queue, "Start reviewing", a photo under review, corrections, the audits."""
 
 from django.contrib import messages
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -62,7 +63,12 @@ def review_queue(request):
 @expert_required
 def review_photo(request, pk):
     """Opening a photo awaiting review claims it; one another expert holds shows who, not the form."""
-    photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
+    photo = selectors.photos_visible_to(request.user).filter(pk=pk).first()
+    if photo is None:
+        if request.method == "POST":  # experts see every photo: this one was deleted since it was opened
+            messages.warning(request, f"Not saved: photo {pk} no longer exists (it has been deleted).")
+            return redirect("review-queue")
+        raise Http404("No such photo.")
     if request.method == "POST":
         return _review_submit(request, photo)
     held = None

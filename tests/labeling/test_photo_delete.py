@@ -216,3 +216,16 @@ def test_an_expert_deciding_as_the_owner_deletes_finds_the_photo_gone(member, ex
 
     assert outcome == {"gone": True}
     assert not Photo.objects.filter(id=photo.id).exists() and not ReviewDecision.objects.exists()
+
+
+def test_an_experts_decision_on_a_photo_deleted_since_it_was_opened_says_so_on_the_queue(expert, member):
+    photo = PredictionFactory(photo__owner=member).photo
+    client = _client(expert)
+    assert client.get(f"/review/{photo.id}/").status_code == 200
+    services.photo_delete(photo_id=photo.id, user=member)
+
+    response = client.post(f"/review/{photo.id}/", {"label": "monstera"}, follow=True)
+
+    assert response.redirect_chain[-1][0] == "/review/"
+    assert f"Not saved: photo {photo.id} no longer exists (it has been deleted)." in response.content.decode()
+    assert client.get(f"/review/{photo.id}/").status_code == 404
