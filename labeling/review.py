@@ -285,14 +285,19 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
         return None
     if not 0 <= successes <= n:
         raise ValueError("successes must be between 0 and n")
-    p = successes / n
+    return wilson_bounds(successes / n, n, z)
+
+
+def wilson_bounds(p: float, n: float, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson interval around a proportion p measured on n (> 0) trials; n may be an
+    effective sample size (a weighted estimate's), which need not be a whole number."""
     z2 = z * z
     denominator = 1 + z2 / n
     centre = (p + z2 / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denominator
     # At 0 or n successes a bound is exactly 0 or 1; rounding must not move it off.
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == n else min(1.0, centre + half)
+    low = 0.0 if p == 0 else max(0.0, centre - half)
+    high = 1.0 if p == 1 else min(1.0, centre + half)
     return low, high
 
 
@@ -339,3 +344,59 @@ def recent_audits(limit=100):
     return (ReviewDecision.objects.filter(kind=Photo.ReviewKind.AUDIT)
             .select_related("photo__prediction__label", "photo__final_label", "label", "expert")
             .order_by("-created_at", "-id")[:limit])
+
+
+# --- choosing the confidence threshold ------------------------------------------------
+
+THRESHOLD_CANDIDATES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+@dataclass
+class ThresholdRow:
+    threshold: float
+    current: bool
+    accepted_share: float | None  # of the version's predictions, the share at or above it
+    checked: int                  # of those, how many people decided
+    accuracy: float | None        # estimated accuracy of what the threshold would accept
+    ci_low: float | None
+    ci_high: float | None
+
+
+def threshold_table(confidences, checked, thresholds, current) -> list[ThresholdRow]:
+    """What each threshold would do, from one version's predictions.
+
+    confidences: every prediction's confidence. checked: (confidence, correct, weight) of the
+    predictions people decided, each weighted by the inverse of its chance of being checked:
+    everything below the threshold in force goes to people (weight 1), above it only the audit
+    sample (1 / AUDIT_FRACTION). Unweighted, the fully checked band below the threshold would
+    swamp the sampled one above it. The interval is Wilson's on the effective sample size
+    (Kish: (sum of weights)^2 / sum of squared weights)."""
+    rows = []
+    for t in sorted({*thresholds, current}):
+        above = [(correct, weight) for confidence, correct, weight in checked if confidence >= t]
+        total = sum(weight for _, weight in above)
+        accuracy = sum(weight for correct, weight in above if correct) / total if total else None
+        interval = (wilson_bounds(accuracy, total * total / sum(weight * weight for _, weight in above))
+                    if total else (None, None))
+        rows.append(ThresholdRow(
+            threshold=t, current=t == current, checked=len(above), accuracy=accuracy,
+            accepted_share=sum(1 for c in confidences if c >= t) / len(confidences) if confidences else None,
+            ci_low=interval[0], ci_high=interval[1]))
+    return rows
+
+
+def threshold_evidence(version_id) -> list[ThresholdRow]:
+    """threshold_table for one model version's predictions on this site. Ties at the top (which
+    always go to an expert, whatever the threshold) are left out; the audit weight is the
+    AUDIT_FRACTION in force now."""
+    predictions = Photo.objects.filter(prediction__model_version_id=version_id, prediction__margin__gt=0)
+    confidences = list(predictions.values_list("prediction__confidence", flat=True))
+    audit_weight = 1 / settings.AUDIT_FRACTION if settings.AUDIT_FRACTION > 0 else 1.0
+    decided = (predictions.filter(status__in=[Photo.Status.FINAL, Photo.Status.REJECTED])
+               .exclude(decided_by=Photo.DecidedBy.MODEL).exclude(review_kind="")
+               .values_list("prediction__confidence", "status", "final_label_id", "prediction__label_id",
+                            "review_kind"))
+    checked = [(confidence, status == Photo.Status.FINAL and final == predicted,
+                audit_weight if kind == Photo.ReviewKind.AUDIT else 1.0)
+               for confidence, status, final, predicted, kind in decided]
+    return threshold_table(confidences, checked, THRESHOLD_CANDIDATES, float(settings.CONFIDENCE_THRESHOLD))

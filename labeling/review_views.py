@@ -181,6 +181,10 @@ def photo_correct(request, pk):
 
 @expert_required
 def review_audits(request):
+    from classifier.selectors import active_model_version
+
+    version = active_model_version()
     return render(request, "labeling/review_audits.html",
                   {"stats": review.audit_stats(), "by_version": review.audit_stats_by_version(),
-                   "audits": review.recent_audits()})
+                   "audits": review.recent_audits(), "threshold_version": version,
+                   "thresholds": review.threshold_evidence(version.id) if version else []})
