@@ -124,5 +124,8 @@ class AuditStatsApi(APIView):
         # An unknown version would read as one with no audits yet.
         if version is not None:
             get_object_or_404(classifier_selectors.model_versions(), pk=version)
-        return Response(AuditStatsSerializer(asdict(review.audit_stats(version))).data)
+        described = version if version is not None else getattr(classifier_selectors.active_model_version(), "id", None)
+        thresholds = review.threshold_evidence(described) if described is not None else []
+        return Response(AuditStatsSerializer({**asdict(review.audit_stats(version)), "threshold_version": described,
+                                              "thresholds": [asdict(row) for row in thresholds]}).data)
 

@@ -172,6 +172,18 @@ class CorrectionSerializer(ReviewSerializer):
                   "replacing a decision you have not seen.")
 
 
+class ThresholdRowSerializer(serializers.Serializer):
+    threshold = serializers.FloatField()
+    current = serializers.BooleanField(help_text="The CONFIDENCE_THRESHOLD in force.")
+    accepted_share = serializers.FloatField(allow_null=True, help_text="The share of the version's predictions "
+                                                                       "at or above it (accepted on their own).")
+    checked = serializers.IntegerField(help_text="Of those, how many people decided.")
+    accuracy = serializers.FloatField(allow_null=True, help_text="Their estimated accuracy: people's decisions, "
+                                                                 "each audit weighted by 1 / AUDIT_FRACTION.")
+    ci_low = serializers.FloatField(allow_null=True, help_text="Wilson 95% interval on the effective sample size.")
+    ci_high = serializers.FloatField(allow_null=True)
+
+
 class AuditStatsSerializer(serializers.Serializer):
     audited = serializers.IntegerField(help_text="Audited photos an expert has decided.")
     correct = serializers.IntegerField(help_text="Of those, how many carry the model's top label.")
@@ -179,6 +191,11 @@ class AuditStatsSerializer(serializers.Serializer):
     ci_low = serializers.FloatField(allow_null=True, help_text="Wilson 95% interval, lower bound.")
     ci_high = serializers.FloatField(allow_null=True, help_text="Wilson 95% interval, upper bound.")
     fraction_setting = serializers.FloatField(help_text="AUDIT_FRACTION: the share of auto-accepts audited.")
+    threshold_version = serializers.IntegerField(
+        allow_null=True, help_text="The version `thresholds` describes: `version` if given, else the active one "
+                                   "(null when none is).")
+    thresholds = ThresholdRowSerializer(many=True, help_text="What each CONFIDENCE_THRESHOLD would do with that "
+                                                             "version's predictions (the audits page's table).")
 
 
 class HistoryEventSerializer(serializers.Serializer):

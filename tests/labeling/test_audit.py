@@ -269,8 +269,13 @@ def test_the_audit_stats_api(five_audits, expert, api_for):
     assert response.status_code == 200
     body = response.json()
     low, high = review.wilson_interval(3, 5)
+    thresholds = body.pop("thresholds")
     assert body == {"audited": 5, "correct": 3, "accuracy": 0.6, "ci_low": pytest.approx(low),
-                    "ci_high": pytest.approx(high), "fraction_setting": 1.0}
+                    "ci_high": pytest.approx(high), "fraction_setting": 1.0,
+                    "threshold_version": five_audits[0].prediction.model_version_id}
+    # Every prediction audited (AUDIT_FRACTION 1): the threshold table in force reads the same.
+    now = next(row for row in thresholds if row["current"])
+    assert (now["checked"], now["accuracy"], now["ci_low"]) == (5, 0.6, pytest.approx(low))
 
 
 def test_members_may_not_read_the_audit_stats(five_audits, member, api_for):

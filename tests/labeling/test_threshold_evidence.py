@@ -108,3 +108,18 @@ def test_the_audits_page_says_when_no_model_is_active(db, expert):
     client.force_login(expert)
 
     assert "No model is active: there is nothing to choose a threshold for." in client.get("/review/audits/").content.decode()
+
+
+def test_the_audit_stats_api_gives_the_table_for_the_active_version_or_the_one_asked_for(version_with_history,
+                                                                                        expert, api_for):
+    other = ModelVersionFactory()
+
+    active = api_for(expert).get("/api/v1/audits/stats/").json()
+    asked = api_for(expert).get(f"/api/v1/audits/stats/?version={other.id}").json()
+
+    assert active["threshold_version"] == version_with_history.id
+    now = next(row for row in active["thresholds"] if row["current"])
+    assert now == {"threshold": 0.8, "current": True, "accepted_share": 0.5, "checked": 1, "accuracy": 1.0,
+                   "ci_low": pytest.approx(wilson_interval(1, 1)[0]), "ci_high": 1.0}
+    assert asked["threshold_version"] == other.id
+    assert all(row["checked"] == 0 and row["accepted_share"] is None for row in asked["thresholds"])
