@@ -14,7 +14,7 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from . import selectors, services
-from .forms import UploadForm
+from .forms import PhotoBrowseForm, UploadForm
 from .image_checks import ImageRejected
 from .models import Photo, is_expert
 from .review import prediction_hidden_from
@@ -94,14 +94,21 @@ def home(request):
 PHOTOS_PER_PAGE = 50
 
 
+def _paged(request, photos) -> dict:
+    """?page= N of `photos` (out of range: the last page), and the query string its pager's
+    links keep (the filters, without the page)."""
+    query = request.GET.copy()
+    query.pop("page", None)
+    page = Paginator(photos, PHOTOS_PER_PAGE).get_page(request.GET.get("page"))
+    return {"photos": page.object_list, "page": page, "query": query.urlencode()}
+
+
 def _home_page(request, form, status=200):
-    # ?status= one of the states (anything else: all), ?page= N (out of range: the last page).
+    # ?status= one of the states (anything else: all).
     shown = request.GET.get("status", "")
     shown = shown if shown in Photo.Status.values else ""
-    photos = selectors.own_photos(request.user, status=shown)
-    page = Paginator(photos, PHOTOS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "labeling/home.html", {
-        "form": form, "photos": page.object_list, "page": page, "shown_status": shown,
+        "form": form, **_paged(request, selectors.own_photos(request.user, status=shown)), "shown_status": shown,
         "statuses": Photo.Status.choices,
         # The limits services.photo_upload checks, as set and as image_checks words its refusals.
         "max_megabytes": f"{round(settings.UPLOAD_MAX_BYTES / (1024 * 1024), 1):g}",
@@ -133,6 +140,20 @@ def photo_detail(request, pk):
     return render(request, "labeling/photo_detail.html",
                   {"photo": photo, "show_prediction": not prediction_hidden_from(photo, request.user),
                    "may_delete": photo.may_be_deleted_by(request.user)})
+
+
+browse_required = role_required(is_expert, "Only experts and staff can see every photo.")
+
+
+@browse_required
+def photos_browse(request):
+    """Every photo on the site, fifty a page, by state, label and uploader."""
+    form = PhotoBrowseForm(request.GET, statuses=Photo.Status.choices,
+                           labels=selectors.labels_including_retired().values_list("name", flat=True))
+    filters = form.cleaned_data if form.is_valid() else {}
+    photos = selectors.photos_browse(**{key: filters.get(key, "") for key in ("status", "label", "owner")})
+    return render(request, "labeling/photos_browse.html", {"form": form, **_paged(request, photos)},
+                  status=200 if form.is_valid() else 400)
 
 
 @login_required

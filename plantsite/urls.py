@@ -47,6 +47,7 @@ api_v1 = [
 
 urlpatterns = [
     path("", labeling_views.home, name="home"),
+    path("photos/", labeling_views.photos_browse, name="photos-browse"),
     path("photos/<int:pk>/", labeling_views.photo_detail, name="photo-detail"),
     path("photos/<int:pk>/retry/", labeling_views.photo_retry, name="photo-retry"),
     path("photos/<int:pk>/delete/", labeling_views.photo_delete, name="photo-delete"),

@@ -56,3 +56,25 @@ def test_a_member_changes_their_password_and_logs_in_with_it(live_server, browse
         again.click("form.card button[type=submit]")
     assert again.url == f"{live_server.url}/"
     assert problems == []
+
+
+def test_an_expert_finds_one_labels_photos_on_the_page_of_every_photo(live_server, browser, member, expert):
+    from tests.factories import LabelFactory
+
+    monstera, fern = LabelFactory(name="monstera"), LabelFactory(name="fern")
+    ferns = [PhotoFactory(owner=member, status=Photo.Status.FINAL, final_label=fern) for _ in range(2)]
+    PhotoFactory(owner=member, status=Photo.Status.FINAL, final_label=monstera)
+    PhotoFactory(owner=member, status=Photo.Status.QUEUED)
+    problems = []
+    page = logged_in_page(browser, problems, live_server.url, "expert")
+    page.click("header nav >> text=All photos")
+    expect(page.locator("[data-role=photo-count]")).to_have_text("4 photos")
+
+    page.select_option("#id_label", "fern")
+    with page.expect_navigation():
+        page.click("#photo-filter button")
+
+    expect(page.locator("[data-role=photo-count]")).to_have_text("2 photos")
+    assert sorted(int(i) for i in page.locator("#photo-list .photo-card").evaluate_all(
+        "cards => cards.map(c => c.dataset.photoId)")) == sorted(p.id for p in ferns)
+    assert problems == []

@@ -128,6 +128,7 @@ CASES = [
     Case("home", "post", lambda w: "/", logged_in((302, r"/photos/\d+/")), data=lambda w: jpeg_upload()),
     Case("photo-detail", "get", lambda w: f"/photos/{w.my_photo.id}/", logged_in(200)),
     Case("photo-detail", "get", lambda w: f"/photos/{w.their_photo.id}/", logged_in(200, member=404)),
+    Case("photos-browse", "get", lambda w: "/photos/", experts_only(200)),
     Case("photo-delete", "get", lambda w: f"/photos/{w.my_photo.id}/delete/", logged_in(200, expert=403)),
     Case("photo-delete", "post", lambda w: f"/photos/{w.my_photo.id}/delete/", logged_in((302, "/"), expert=403)),
     Case("photo-delete", "post", lambda w: f"/photos/{w.their_photo.id}/delete/",
