@@ -76,11 +76,16 @@ REVIEW_ORDERINGS = {
 REVIEW_DEFAULT_ORDERING = "uncertainty"
 
 
-def photos_list(user, *, status=None, ordering=PHOTO_DEFAULT_ORDERING):
-    """The photos `user` may see, optionally of one status, in one of PHOTO_ORDERINGS."""
+def photos_list(user, *, status=None, ordering=PHOTO_DEFAULT_ORDERING, label=None, owner=None):
+    """The photos `user` may see, optionally of one status, final label and uploader, in one
+    of PHOTO_ORDERINGS."""
     qs = photos_visible_to(user)
     if status is not None:
         qs = qs.filter(status=Photo.Status(status))
+    if label is not None:
+        qs = qs.filter(final_label__name=label)
+    if owner is not None:
+        qs = qs.filter(owner__username=owner)
     return qs.order_by(*PHOTO_ORDERINGS[ordering])
 
 

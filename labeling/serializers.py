@@ -102,6 +102,9 @@ class PhotoListQuerySerializer(serializers.Serializer):
     status = _allow_list_field("status", Photo.Status.choices, "Only photos in this state.")
     ordering = _allow_list_field("ordering", PHOTO_ORDERINGS, "Sort by upload time; newest first by default.",
                                  default=PHOTO_DEFAULT_ORDERING)
+    label = serializers.CharField(required=False, max_length=64, help_text="Only photos decided with this label.")
+    owner = serializers.CharField(required=False, max_length=150,
+                                  help_text="Only this user's photos (a member sees only their own anyway).")
 
 
 MAX_WATCHED_PHOTOS = 50

@@ -1,7 +1,8 @@
 """Query parameters of the photo list and the review queue: an explicit allow-list.
 
 `status` and `ordering` take only the listed values (400 with a message naming them
-otherwise), and no client text ever becomes an ORM field name: parameters outside the list,
+otherwise), `label` and `owner` a label name and a username, and no client text ever becomes
+an ORM field name: parameters outside the list,
 such as `owner__username` or `owner__password__startswith`, are ignored and change nothing.
 """
 
@@ -38,7 +39,7 @@ def photos(member, other_member):
 
 @pytest.mark.parametrize("query", [
     "owner__username=other",
-    "owner=0",
+    "owner_id=0",
     "owner__password__startswith=md5",
     "owner__is_staff=true",
     "status__in=queued",
@@ -156,3 +157,18 @@ def test_an_empty_status_or_ordering_counts_as_not_given(api_for, member, photos
     client = api_for(member)
 
     assert listed_ids(client.get(f"{PHOTOS}?status=&ordering=")) == listed_ids(client.get(PHOTOS))
+
+
+def test_the_photo_list_filters_by_final_label_and_uploader(member, other_member, expert, api_for):
+    from tests.factories import LabelFactory
+
+    fern = LabelFactory(name="fern")
+    mine = PhotoFactory(owner=member, status=Photo.Status.FINAL, final_label=fern)
+    theirs = PhotoFactory(owner=other_member, status=Photo.Status.FINAL, final_label=fern)
+    PhotoFactory(owner=member, status=Photo.Status.QUEUED)
+
+    assert listed_ids(api_for(expert).get(PHOTOS + "?label=fern")) == [theirs.id, mine.id]
+    assert listed_ids(api_for(expert).get(PHOTOS + "?label=fern&owner=member")) == [mine.id]
+    # A member's list is their own photos, whatever owner it names.
+    assert listed_ids(api_for(member).get(PHOTOS + "?label=fern&owner=other")) == []
+    assert listed_ids(api_for(member).get(PHOTOS + "?label=fern")) == [mine.id]
