@@ -21,10 +21,15 @@ class ModelIntegrityError(Exception):
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+        return stream_sha256(fh)
+
+
+def stream_sha256(fh) -> str:
+    """The sha256 of what is left to read in an open binary file, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(chunk)
     return digest.hexdigest()
 
 

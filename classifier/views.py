@@ -1,6 +1,6 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
@@ -10,10 +10,10 @@ from django.views.decorators.http import require_POST
 from labeling import selectors as labeling_selectors
 from labeling.models import Photo, is_expert
 from labeling import services as labeling_services
-from labeling.views import role_required, staff_required
+from labeling.views import login_or_token_required, role_required, staff_required
 
 from . import evaluation, selectors, services
-from .inference import ModelIntegrityError
+from .inference import ModelIntegrityError, stream_sha256
 from .forms import TrainingForm
 from .models import PhotoLoss
 
@@ -102,6 +102,28 @@ def model_version_activate(request, pk):
     else:
         messages.success(request, f"Model version {version.id} is now active.")
     return redirect("model-versions")
+
+
+@login_or_token_required
+@staff_required
+def model_version_download(request, pk):
+    """The exported learner, the file fastai's load_learner reads (as the book deploys it): for
+    staff, who may run it elsewhere. Session or API token. The bytes sent are the bytes checked
+    against the registry's sha256; a file that is missing or changed is refused, not sent."""
+    version = get_object_or_404(selectors.model_versions(), pk=pk)
+    try:
+        handle = open(version.path, "rb")
+    except FileNotFoundError:
+        raise Http404(f"Model version {version.id}'s file is missing.") from None
+    if stream_sha256(handle) != version.sha256:
+        handle.close()
+        return HttpResponse(f"Model version {version.id}'s file is not the file that was registered (its sha256 "
+                            "differs): it is not sent.", status=409, content_type="text/plain; charset=utf-8")
+    handle.seek(0)
+    response = FileResponse(handle, as_attachment=True, content_type="application/octet-stream",
+                            filename=f"plantsite-model-{version.id}-{version.architecture}-{version.image_size}px.pkl")
+    response["X-Checksum-SHA256"] = version.sha256
+    return response
 
 
 @login_required

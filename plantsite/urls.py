@@ -69,6 +69,7 @@ urlpatterns = [
          name="model-version-clean-photo"),
     path("models/<int:pk>/top-losses.png", classifier_views.model_version_top_losses, name="model-version-top-losses"),
     path("photos/<int:pk>/history/", labeling_views.photo_history, name="photo-history"),
+    path("models/<int:pk>/download/", classifier_views.model_version_download, name="model-version-download"),
     path("models/<int:pk>/confusion.png", classifier_views.model_version_confusion, name="model-version-confusion"),
     # Shared labelling, labels, bulk upload, export, team (labeling/labelling_views.py).
     path("label/", labelling_views.labelling_page, name="labelling"),

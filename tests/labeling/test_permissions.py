@@ -153,6 +153,7 @@ CASES = [
     Case("model-version-activate", "post", lambda w: f"/models/{w.model_version.id}/activate/",
          staff_only((302, "/models/"))),
     Case("model-version-confusion", "get", lambda w: f"/models/{w.model_version.id}/confusion.png", logged_in(200)),
+    Case("model-version-download", "get", lambda w: f"/models/{w.model_version.id}/download/", staff_only(200)),
     Case("model-version-shadow", "post", lambda w: f"/models/{w.model_version.id}/shadow/",
          staff_only((302, "/models/")), data=lambda w: {"enabled": "1"}),
     Case("model-versions-compare", "get", lambda w: "/models/compare/", logged_in(200)),
