@@ -22,19 +22,6 @@ def own_photos(user, *, status: str = ""):
     return photos.filter(status=status) if status else photos
 
 
-def photos_browse(*, status: str = "", label: str = "", owner: str = ""):
-    """Every photo, newest first, for experts and staff: by state, by final label, by uploader
-    (each "" for any)."""
-    photos = Photo.objects.select_related("final_label", "owner")
-    if status:
-        photos = photos.filter(status=status)
-    if label:
-        photos = photos.filter(final_label__name=label)
-    if owner:
-        photos = photos.filter(owner__username=owner)
-    return photos
-
-
 def photo_updates(user, seen: dict[int, str], *, wait: float = 0.0):
     """(photos, missing ids): the photos of `seen` ({id: status the client last saw}) whose status
     is no longer that one, and the ids this user cannot see. When there are none yet, waits up to

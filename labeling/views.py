@@ -151,7 +151,8 @@ def photos_browse(request):
     form = PhotoBrowseForm(request.GET, statuses=Photo.Status.choices,
                            labels=selectors.labels_including_retired().values_list("name", flat=True))
     filters = form.cleaned_data if form.is_valid() else {}
-    photos = selectors.photos_browse(**{key: filters.get(key, "") for key in ("status", "label", "owner")})
+    photos = selectors.photos_list(request.user,
+                                   **{key: filters.get(key) or None for key in ("status", "label", "owner")})
     return render(request, "labeling/photos_browse.html", {"form": form, **_paged(request, photos)},
                   status=200 if form.is_valid() else 400)
 
