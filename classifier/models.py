@@ -97,6 +97,15 @@ class ModelVersion(models.Model):
     def error_rate(self):
         return self.metrics.get("error_rate")
 
+    def most_confused(self, limit: int = 5) -> list[tuple[str, str, int]]:
+        """The book's interp.most_confused: (actual, predicted, validation photos) for the pairs
+        of labels the version mixed up most, from its confusion matrix (rows actual, columns
+        predicted, in `labels` order); the largest first, ties by name."""
+        matrix = self.metrics.get("confusion_matrix") or []
+        pairs = [(self.labels[i], self.labels[j], count)
+                 for i, row in enumerate(matrix) for j, count in enumerate(row) if i != j and count > 0]
+        return sorted(pairs, key=lambda pair: (-pair[2], pair[0], pair[1]))[:limit]
+
 
 class PhotoLoss(models.Model):
     """A photo's loss under a model version, from a model that did not train on it: the
