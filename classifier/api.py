@@ -9,7 +9,8 @@ from labeling.api_errors import conflict, conflict_schema
 
 from . import evaluation, selectors, services
 from .inference import ModelIntegrityError
-from .serializers import CompareSerializer, ModelVersionSerializer, TrainingOptionsSerializer, TrainingRunSerializer
+from .serializers import (CompareSerializer, ModelActivationSerializer, ModelVersionSerializer,
+                          TrainingOptionsSerializer, TrainingRunSerializer)
 
 
 class TrainingRunListCreateApi(generics.ListAPIView):
@@ -66,6 +67,15 @@ class ModelVersionListApi(generics.ListAPIView):
         return selectors.model_versions()
 
 
+class ModelActivationListApi(generics.ListAPIView):
+    """The registry's history: who activated which version, when, replacing which."""
+
+    serializer_class = ModelActivationSerializer
+
+    def get_queryset(self):
+        return selectors.model_activations()
+
+
 class ActivateSerializer(serializers.Serializer):
     replacing = serializers.IntegerField(
         required=False, allow_null=True,
@@ -85,7 +95,8 @@ class ModelVersionActivateApi(APIView):
         body.is_valid(raise_exception=True)
         try:
             version = services.model_version_activate(
-                version_id=version.id, replacing=body.validated_data.get("replacing", services.ANY_VERSION))
+                version_id=version.id, user=request.user,
+                replacing=body.validated_data.get("replacing", services.ANY_VERSION))
         except services.ModelVersionConflict as exc:
             return conflict(exc)
         return Response(ModelVersionSerializer(version).data)

@@ -107,6 +107,26 @@ class ModelVersion(models.Model):
         return sorted(pairs, key=lambda pair: (-pair[2], pair[0], pair[1]))[:limit]
 
 
+class ModelActivation(models.Model):
+    """The registry's history: who made which version the active one, when, and which version
+    it replaced (an activation of an older version is a rollback). Never changed afterwards."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="activations")
+    replaced = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # A person (the models page, the API), or nobody for a run started with "activate": then `run`.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    @property
+    def is_rollback(self) -> bool:
+        return self.replaced_id is not None and self.replaced_id > self.version_id
+
+
 class PhotoLoss(models.Model):
     """A photo's loss under a model version, from a model that did not train on it: the
     validation split from the version itself, training photos from the k-fold cleaning pass."""

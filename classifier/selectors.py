@@ -1,6 +1,6 @@
 from django.conf import settings
 
-from .models import ModelVersion, TrainingRun
+from .models import ModelActivation, ModelVersion, TrainingRun
 
 
 def active_model_version():
@@ -13,6 +13,11 @@ def shadow_model_version():
 
 def model_versions():
     return ModelVersion.objects.select_related("training_run")
+
+
+def model_activations():
+    """The registry's history, newest first."""
+    return ModelActivation.objects.select_related("user", "run")
 
 
 def training_runs():

@@ -2,7 +2,7 @@ from rest_framework import serializers
 
 from labeling.serializers import StrictSerializer
 
-from .models import ModelVersion, TrainingRun
+from .models import ModelActivation, ModelVersion, TrainingRun
 from .training import ARCHITECTURES, LEARNING_RATE_MAX, LEARNING_RATE_MIN, TrainingOptions
 
 
@@ -68,3 +68,12 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         model = ModelVersion
         fields = ["id", "architecture", "image_size", "labels", "metrics", "sha256", "size", "is_active", "is_shadow",
                   "activated_at", "created_at", "training_run"]
+
+
+class ModelActivationSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+
+    class Meta:
+        model = ModelActivation
+        fields = ["id", "version", "replaced", "user", "run", "created_at", "is_rollback"]
+

@@ -16,7 +16,7 @@ from django.utils import timezone
 from labeling.models import Photo
 
 from .inference import file_sha256
-from .models import ModelVersion, PhotoLoss, ShadowPrediction, TrainingRun
+from .models import ModelActivation, ModelVersion, PhotoLoss, ShadowPrediction, TrainingRun
 from .training import (TrainingCancelled, TrainingOptions, data_hash, is_validation,
                        labels_without_training_rows, train)
 
@@ -282,7 +282,7 @@ def _activate_unless_changed(run, version):
     since = (ModelVersion.objects.filter(activated_at__gt=run.created_at).exclude(id=version.id)
              .order_by("-activated_at").first())
     if since is None:
-        model_version_activate(version_id=version.id)
+        model_version_activate(version_id=version.id, run=run)
         return
     run.log = "\n".join(filter(None, [run.log, (
         f"Not activated: version {since.id} was activated while this run trained, and this run "
@@ -417,8 +417,9 @@ ANY_VERSION = object()
 
 
 @transaction.atomic
-def model_version_activate(*, version_id: int, replacing=ANY_VERSION) -> ModelVersion:
-    """Make one version the active model (also how an admin rolls back to an earlier one).
+def model_version_activate(*, version_id: int, replacing=ANY_VERSION, user=None, run=None) -> ModelVersion:
+    """Make one version the active model (also how an admin rolls back to an earlier one), and
+    record who did (`user`, or the training `run` started with "activate") in its history.
 
     replacing: the id of the version the caller saw active (None: none was). If another is
     active now (a second admin activated or rolled back meanwhile), ModelVersionChanged: that
@@ -440,6 +441,8 @@ def model_version_activate(*, version_id: int, replacing=ANY_VERSION) -> ModelVe
     version.is_shadow = False  # a shadow that is promoted stops being a shadow
     version.activated_at = timezone.now()
     version.save(update_fields=["is_active", "is_shadow", "activated_at"])
+    ModelActivation.objects.create(version=version, replaced_id=active, user=user, run=run,
+                                   created_at=version.activated_at)
     return version
 
 

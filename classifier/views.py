@@ -69,7 +69,8 @@ def model_versions(request):
         version.shadow_stats = (evaluation.shadow_agreement(version)
                                 if version.is_shadow or version.shadow_predictions.exists() else None)
     active_id = next((version.id for version in versions if version.is_active), None)
-    return render(request, "classifier/model_versions.html", {"versions": versions, "active_id": active_id})
+    return render(request, "classifier/model_versions.html", {
+        "versions": versions, "active_id": active_id, "activations": selectors.model_activations()[:20]})
 
 
 @staff_required
@@ -95,7 +96,7 @@ def model_version_activate(request, pk):
     # someone else since it was loaded is refused rather than replaced unseen.
     replacing = request.POST.get("replacing")
     try:
-        services.model_version_activate(version_id=version.id, replacing=(
+        services.model_version_activate(version_id=version.id, user=request.user, replacing=(
             services.ANY_VERSION if replacing is None else int(replacing) if replacing.isdigit() else None))
     except services.ModelVersionConflict as exc:
         messages.error(request, str(exc))

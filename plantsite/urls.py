@@ -40,6 +40,7 @@ api_v1 = [
     path("training-runs/<int:pk>/", classifier_api.TrainingRunDetailApi.as_view(), name="api-training-run"),
     path("training-runs/<int:pk>/cancel/", classifier_api.TrainingRunCancelApi.as_view(), name="api-training-run-cancel"),
     path("models/", classifier_api.ModelVersionListApi.as_view(), name="api-models"),
+    path("models/activations/", classifier_api.ModelActivationListApi.as_view(), name="api-model-activations"),
     path("models/<int:pk>/activate/", classifier_api.ModelVersionActivateApi.as_view(), name="api-model-activate"),
     path("models/<int:pk>/shadow/", classifier_api.ModelVersionShadowApi.as_view(), name="api-model-shadow"),
     path("models/compare/", classifier_api.ModelVersionCompareApi.as_view(), name="api-models-compare"),

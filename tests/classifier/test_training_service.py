@@ -17,7 +17,7 @@ from django.test import override_settings
 
 from classifier import services
 from classifier.inference import file_sha256
-from classifier.models import ModelVersion, TrainingRun
+from classifier.models import ModelActivation, ModelVersion, TrainingRun
 from classifier.services import (TrainingRunConflict, training_rows, training_run_cancel,
                                  training_run_execute, training_run_start)
 from classifier.training import TrainingOptions, _make_callback, data_hash, is_validation, train
@@ -98,6 +98,7 @@ def finished_run(django_db_setup, django_db_blocker, tmp_path_factory, plant_fol
             previous_active=ModelVersion.objects.get(id=previous.id).is_active,
             trained_again=spy.call_count, again_status=again.status,
             versions_after_again=ModelVersion.objects.filter(training_run=run).count(),
+            activations=list(ModelActivation.objects.filter(version=version).values_list("run_id", "user_id")),
         )
         transaction.set_rollback(True)
     return result
@@ -508,3 +509,7 @@ def test_a_run_started_with_activate_leaves_a_version_someone_activated_while_it
     assert list(ModelVersion.objects.filter(is_active=True).values_list("id", flat=True)) == [chosen.id]
     assert f"Not activated: version {chosen.id} was activated while this run trained" in run.log
     assert run.model_version.is_active is False
+
+
+def test_a_run_started_with_activate_is_named_in_the_activation_history(finished_run):
+    assert finished_run.activations == [(finished_run.run.id, None)]

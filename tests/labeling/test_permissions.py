@@ -213,6 +213,8 @@ CASES = [
          staff_only(200, others=403, anonymous=NO_CREDENTIALS), data=lambda w: {"enabled": True}, format="json"),
     Case("api-models-compare", "get", lambda w: "/api/v1/models/compare/?a=0&b=0",
          logged_in(404, anonymous=NO_CREDENTIALS)),
+    Case("api-model-activations", "get", lambda w: "/api/v1/models/activations/",
+         logged_in(200, anonymous=NO_CREDENTIALS)),
     Case("api-model-activate", "post", lambda w: f"/api/v1/models/{w.model_version.id}/activate/",
          staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
 ]
