@@ -4,6 +4,7 @@ version against the active one and the experts. Reads only; nothing here changes
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 from django.core.cache import cache
@@ -143,3 +144,33 @@ def shadow_agreement(version):
         return {"matched": matched, "total": len(truth), "rate": matched / len(truth) if truth else None}
 
     return {"predictions": len(shadow), "with_active": rate(active), "with_experts": rate(decided)}
+
+
+@dataclass
+class DataChanges:
+    """What a run trained on that the run before it did not, photo by photo."""
+
+    previous_run_id: int
+    added: int
+    removed: int
+    relabelled: int
+    per_label: list  # (label, photos now, change since the previous run), by label name
+
+
+def data_changes(data, previous_run) -> DataChanges:
+    """Compare a run's frozen data ([photo id, label, is_valid] rows) with `previous_run`'s:
+    photos added, photos gone (deleted, excluded, retired), photos whose label changed (an
+    expert's correction, a cleaner's relabel), and each label's count then and now. A new
+    version that behaves differently is often explained here, not in its training options."""
+    before = {pid: label for pid, label, _ in previous_run.data}
+    now = {pid: label for pid, label, _ in data}
+    counts_before, counts_now = Counter(before.values()), Counter(now.values())
+    return DataChanges(
+        previous_run_id=previous_run.id,
+        added=len(now.keys() - before.keys()),
+        removed=len(before.keys() - now.keys()),
+        relabelled=sum(1 for pid in now.keys() & before.keys() if now[pid] != before[pid]),
+        per_label=[(label, counts_now[label], counts_now[label] - counts_before[label])
+                   for label in sorted(counts_now.keys() | counts_before.keys())],
+    )
+

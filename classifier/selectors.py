@@ -24,6 +24,12 @@ def training_runs():
     return TrainingRun.objects.select_related("model_version", "started_by")
 
 
+def previous_trained_run(run):
+    """The last run before `run` that succeeded: the one whose data `run`'s is compared with."""
+    return (TrainingRun.objects.filter(status=TrainingRun.Status.SUCCEEDED, created_at__lt=run.created_at)
+            .order_by("-created_at", "-id").first())
+
+
 def active_training_run():
     return TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE).first()
 

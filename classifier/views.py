@@ -47,7 +47,10 @@ def training_runs(request):
 def training_run(request, pk):
     run = get_object_or_404(selectors.training_runs(), pk=pk)
     data_sources = sorted(((run.metrics or {}).get("data_sources") or {}).items())  # photos per label source
-    return render(request, "classifier/training_run.html", {"run": run, "data_sources": data_sources})
+    previous = selectors.previous_trained_run(run) if run.data else None
+    changes = evaluation.data_changes(run.data, previous) if previous is not None else None
+    return render(request, "classifier/training_run.html",
+                  {"run": run, "data_sources": data_sources, "changes": changes})
 
 
 @staff_required
