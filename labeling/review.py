@@ -316,13 +316,16 @@ def audited_photos():
     return Photo.objects.filter(decisions__kind=Photo.ReviewKind.AUDIT).distinct()
 
 
-def audit_stats(version_id=None) -> AuditStats:
+def audit_stats(version_id=None, label=None) -> AuditStats:
     """Measured accuracy of auto-accepted predictions: an audited photo counts as correct when
     its label (the expert's, or a later correction's) is the model's top label. version_id: only
-    the predictions of that model version (after a rollback, the versions' audits differ)."""
+    the predictions of that model version (after a rollback, the versions' audits differ);
+    label: only those where the model said this label."""
     photos = audited_photos()
     if version_id is not None:
         photos = photos.filter(prediction__model_version_id=version_id)
+    if label is not None:
+        photos = photos.filter(prediction__label__name=label)
     audited = photos.count()
     correct = photos.filter(status=Photo.Status.FINAL, final_label=F("prediction__label")).count()
     interval = wilson_interval(correct, audited)
@@ -337,6 +340,14 @@ def audit_stats_by_version() -> list[tuple[int, AuditStats]]:
     """(version id, its audit stats) for every version whose predictions were audited, newest first."""
     versions = (audited_photos().order_by().values_list("prediction__model_version_id", flat=True).distinct())
     return [(version_id, audit_stats(version_id)) for version_id in sorted(set(versions), reverse=True)]
+
+
+def audit_stats_by_label() -> list[tuple[str, AuditStats]]:
+    """(the model's label, its audit stats) for every label the audited predictions gave, the
+    least accurate first: where auto-accepting is least safe."""
+    labels = audited_photos().order_by().values_list("prediction__label__name", flat=True).distinct()
+    rows = [(label, audit_stats(label=label)) for label in set(labels)]
+    return sorted(rows, key=lambda row: (row[1].accuracy, row[0]))
 
 
 def recent_audits(limit=100):

@@ -186,5 +186,6 @@ def review_audits(request):
     version = active_model_version()
     return render(request, "labeling/review_audits.html",
                   {"stats": review.audit_stats(), "by_version": review.audit_stats_by_version(),
+                   "by_label": review.audit_stats_by_label(),
                    "audits": review.recent_audits(), "threshold_version": version,
                    "thresholds": review.threshold_evidence(version.id) if version else []})

@@ -338,3 +338,25 @@ def test_after_a_rollback_each_versions_audits_are_counted_on_their_own(five_aud
     assert (response.json()["audited"], response.json()["correct"]) == (1, 1)
     assert 'id="audits-by-version"' in page and f"<td>v{earlier.id}</td>" in page
     assert api_for(expert).get("/api/v1/audits/stats/", {"version": "x"}).status_code == 400
+
+
+def test_the_audit_stats_by_the_models_label_put_the_least_accurate_first(audit_everything, member, expert, labels,
+                                                                         staff):
+    version = ModelVersionFactory(is_active=True)
+    sure_of = {"monstera": SURE, "spider_plant": {"spider_plant": 0.95, "monstera": 0.05}}
+    decided = [("monstera", "monstera"), ("monstera", "monstera"), ("spider_plant", "spider_plant"),
+               ("spider_plant", "monstera"), ("spider_plant", None)]
+    for said, expert_label in decided:
+        photo = services._store_prediction(PhotoFactory(owner=member).id, version, sure_of[said])
+        services.review_decide(photo_id=photo.id, expert=expert, label_name=expert_label,
+                               reject=expert_label is None)
+
+    by_label = review.audit_stats_by_label()
+
+    assert [(label, s.audited, s.correct) for label, s in by_label] == [("spider_plant", 3, 1), ("monstera", 2, 2)]
+    assert (by_label[0][1].ci_low, by_label[0][1].ci_high) == pytest.approx(review.wilson_interval(1, 3))
+    client = Client()
+    client.force_login(staff)
+    page = client.get("/review/audits/").content.decode()
+    assert "By the model's label, least accurate first" in page
+    assert page.index("<tr><td>spider_plant</td><td>3</td><td>1</td>") < page.index("<tr><td>monstera</td><td>2</td>")
