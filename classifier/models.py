@@ -3,6 +3,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from classifier.calibration import Calibration
+
 
 class TrainingRun(models.Model):
     class Status(models.TextChoices):
@@ -96,6 +98,12 @@ class ModelVersion(models.Model):
     @property
     def error_rate(self):
         return self.metrics.get("error_rate")
+
+    def calibration(self):
+        """Its validation photos' confidences against their accuracy (classifier.calibration); None
+        for a version trained before these were recorded."""
+        data = self.metrics.get("calibration")
+        return Calibration.from_dict(data) if data else None
 
     def most_confused(self, limit: int = 5) -> list[tuple[str, str, int]]:
         """The book's interp.most_confused: (actual, predicted, validation photos) for the pairs

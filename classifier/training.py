@@ -388,8 +388,11 @@ def _kfold_losses(rows, labels, options, device, progress, log, folds, workers=0
 
 
 def evaluate(learn, labels, confusion_png=None) -> dict:
-    """Error rate, per-label precision/recall/F1 and the confusion matrix on the validation set."""
+    """Error rate, per-label precision/recall/F1, the confusion matrix and the calibration of the
+    top confidence on the validation set."""
     import numpy as np
+
+    from classifier.calibration import summarise
 
     with learn.no_bar():
         probs, targets = learn.get_preds(ds_idx=1)
@@ -418,7 +421,8 @@ def evaluate(learn, labels, confusion_png=None) -> dict:
     if confusion_png is not None:
         _plot_confusion(matrix, labels, confusion_png)
     return {"error_rate": error, "accuracy": 1.0 - error, "valid_count": total,
-            "per_label": per_label, "confusion_matrix": matrix.tolist()}
+            "per_label": per_label, "confusion_matrix": matrix.tolist(),
+            "calibration": summarise(probs.max(dim=1).values.tolist(), (preds == targets).tolist())}
 
 
 def _plot_top_losses(learn, path, k=9):

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
@@ -9,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from labeling import selectors as labeling_selectors
 from labeling.models import Photo, is_expert
-from labeling import services as labeling_services
+from labeling import review, services as labeling_services
 from labeling.views import login_or_token_required, role_required, staff_required
 
 from . import evaluation, selectors, services
@@ -67,13 +68,17 @@ def training_run_cancel(request, pk):
 @login_required
 def model_versions(request):
     versions = list(selectors.model_versions())
+    threshold = float(settings.CONFIDENCE_THRESHOLD)
     for version in versions:
+        version.calibration_measured = version.calibration()
+        version.at_threshold = review.on_validation(version.calibration_measured, threshold)
         # Shown for the shadow version and for any that ran in shadow mode before.
         version.shadow_stats = (evaluation.shadow_agreement(version)
                                 if version.is_shadow or version.shadow_predictions.exists() else None)
     active_id = next((version.id for version in versions if version.is_active), None)
     return render(request, "classifier/model_versions.html", {
-        "versions": versions, "active_id": active_id, "activations": selectors.model_activations()[:20]})
+        "versions": versions, "active_id": active_id, "activations": selectors.model_activations()[:20],
+        "threshold": threshold})
 
 
 @staff_required

@@ -363,6 +363,28 @@ THRESHOLD_CANDIDATES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 @dataclass
+class OnValidation:
+    """What a threshold does with a version's validation photos, as training measured them."""
+    photos: int                   # validation photos with a measured confidence
+    accepted: int                 # of those, at or above the threshold
+    accepted_share: float | None
+    accuracy: float | None        # the share of the accepted whose top label was right
+    ci_low: float | None
+    ci_high: float | None
+
+
+def on_validation(calibration, threshold) -> OnValidation | None:
+    """None for a version trained before calibration was recorded."""
+    if calibration is None:
+        return None
+    accepted, right = calibration.accepted(threshold)
+    interval = wilson_interval(right, accepted) or (None, None)
+    return OnValidation(photos=calibration.photos, accepted=accepted,
+                        accepted_share=accepted / calibration.photos if calibration.photos else None,
+                        accuracy=right / accepted if accepted else None, ci_low=interval[0], ci_high=interval[1])
+
+
+@dataclass
 class ThresholdRow:
     threshold: float
     current: bool
@@ -371,9 +393,11 @@ class ThresholdRow:
     accuracy: float | None        # estimated accuracy of what the threshold would accept
     ci_low: float | None
     ci_high: float | None
+    # The same on the version's validation photos: what training promised, beside what people found.
+    validation: OnValidation | None = None
 
 
-def threshold_table(confidences, checked, thresholds, current) -> list[ThresholdRow]:
+def threshold_table(confidences, checked, thresholds, current, calibration=None) -> list[ThresholdRow]:
     """What each threshold would do, from one version's predictions.
 
     confidences: every prediction's confidence. checked: (confidence, correct, weight) of the
@@ -381,7 +405,8 @@ def threshold_table(confidences, checked, thresholds, current) -> list[Threshold
     everything below the threshold in force goes to people (weight 1), above it only the audit
     sample (1 / AUDIT_FRACTION). Unweighted, the fully checked band below the threshold would
     swamp the sampled one above it. The interval is Wilson's on the effective sample size
-    (Kish: (sum of weights)^2 / sum of squared weights)."""
+    (Kish: (sum of weights)^2 / sum of squared weights). calibration: the version's, for the
+    same on its validation photos."""
     rows = []
     for t in sorted({*thresholds, current}):
         above = [(correct, weight) for confidence, correct, weight in checked if confidence >= t]
@@ -392,7 +417,7 @@ def threshold_table(confidences, checked, thresholds, current) -> list[Threshold
         rows.append(ThresholdRow(
             threshold=t, current=t == current, checked=len(above), accuracy=accuracy,
             accepted_share=sum(1 for c in confidences if c >= t) / len(confidences) if confidences else None,
-            ci_low=interval[0], ci_high=interval[1]))
+            ci_low=interval[0], ci_high=interval[1], validation=on_validation(calibration, t)))
     return rows
 
 
@@ -400,6 +425,9 @@ def threshold_evidence(version_id) -> list[ThresholdRow]:
     """threshold_table for one model version's predictions on this site. Ties at the top (which
     always go to an expert, whatever the threshold) are left out; the audit weight is the
     AUDIT_FRACTION in force now."""
+    from classifier.models import ModelVersion
+
+    version = ModelVersion.objects.only("metrics").filter(pk=version_id).first()
     predictions = Photo.objects.filter(prediction__model_version_id=version_id, prediction__margin__gt=0)
     confidences = list(predictions.values_list("prediction__confidence", flat=True))
     audit_weight = 1 / settings.AUDIT_FRACTION if settings.AUDIT_FRACTION > 0 else 1.0
@@ -410,4 +438,5 @@ def threshold_evidence(version_id) -> list[ThresholdRow]:
     checked = [(confidence, status == Photo.Status.FINAL and final == predicted,
                 audit_weight if kind == Photo.ReviewKind.AUDIT else 1.0)
                for confidence, status, final, predicted, kind in decided]
-    return threshold_table(confidences, checked, THRESHOLD_CANDIDATES, float(settings.CONFIDENCE_THRESHOLD))
+    return threshold_table(confidences, checked, THRESHOLD_CANDIDATES, float(settings.CONFIDENCE_THRESHOLD),
+                           calibration=version.calibration() if version else None)

@@ -175,6 +175,16 @@ class CorrectionSerializer(ReviewSerializer):
                   "replacing a decision you have not seen.")
 
 
+class OnValidationSerializer(serializers.Serializer):
+    photos = serializers.IntegerField(help_text="The version's validation photos with a measured confidence.")
+    accepted = serializers.IntegerField(help_text="Of those, how many are at or above the threshold.")
+    accepted_share = serializers.FloatField(allow_null=True)
+    accuracy = serializers.FloatField(allow_null=True, help_text="The share of the accepted whose top label was "
+                                                                 "right; null when none is accepted.")
+    ci_low = serializers.FloatField(allow_null=True, help_text="Wilson 95% interval.")
+    ci_high = serializers.FloatField(allow_null=True)
+
+
 class ThresholdRowSerializer(serializers.Serializer):
     threshold = serializers.FloatField()
     current = serializers.BooleanField(help_text="The CONFIDENCE_THRESHOLD in force.")
@@ -185,6 +195,9 @@ class ThresholdRowSerializer(serializers.Serializer):
                                                                  "each audit weighted by 1 / AUDIT_FRACTION.")
     ci_low = serializers.FloatField(allow_null=True, help_text="Wilson 95% interval on the effective sample size.")
     ci_high = serializers.FloatField(allow_null=True)
+    validation = OnValidationSerializer(
+        allow_null=True, help_text="The same threshold on the version's validation photos, as training measured "
+                                   "them; null for a version trained before that was recorded.")
 
 
 class AuditStatsSerializer(serializers.Serializer):

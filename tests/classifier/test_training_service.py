@@ -152,6 +152,16 @@ def test_the_confusion_matrix_is_labels_by_labels_and_counts_every_validation_ph
     assert metrics["error_rate"] == pytest.approx(1 - correct / metrics["valid_count"])
 
 
+def test_the_calibration_counts_every_validation_photo_and_as_many_right_as_the_confusion_matrix(finished_run):
+    metrics = finished_run.version.metrics
+    calibration = finished_run.version.calibration()
+
+    assert calibration.photos == metrics["valid_count"]
+    assert calibration.accepted(0.0) == (metrics["valid_count"],
+                                         sum(metrics["confusion_matrix"][i][i] for i in range(len(LABELS))))
+    assert 0.0 <= metrics["calibration"]["ece"] <= 1.0
+
+
 def test_the_confusion_matrix_picture_is_written_next_to_the_model(finished_run):
     assert finished_run.confusion_png.is_file()
     assert finished_run.confusion_png.read_bytes().startswith(b"\x89PNG")

@@ -120,6 +120,7 @@ def test_the_audit_stats_api_gives_the_table_for_the_active_version_or_the_one_a
     assert active["threshold_version"] == version_with_history.id
     now = next(row for row in active["thresholds"] if row["current"])
     assert now == {"threshold": 0.8, "current": True, "accepted_share": 0.5, "checked": 1, "accuracy": 1.0,
-                   "ci_low": pytest.approx(wilson_interval(1, 1)[0]), "ci_high": 1.0}
+                   "ci_low": pytest.approx(wilson_interval(1, 1)[0]), "ci_high": 1.0,
+                   "validation": None}  # the factory's version has no calibration recorded
     assert asked["threshold_version"] == other.id
     assert all(row["checked"] == 0 and row["accepted_share"] is None for row in asked["thresholds"])

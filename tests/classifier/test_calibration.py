@@ -1,0 +1,142 @@
+"""Whether a version's confidence can be trusted: training records, for its validation photos,
+how often the model was right at each stated confidence. The models page shows the reliability
+table and the expected calibration error; the audits page and API put what each threshold does
+with the validation photos beside what it did with the photos uploaded here."""
+import json
+import math
+import random
+from contextlib import nullcontext
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from django.test import Client
+
+from classifier.calibration import RESOLUTION, Calibration, confidence_bin, summarise
+from classifier.training import evaluate
+from labeling.review import threshold_evidence, wilson_interval
+from tests.factories import ModelVersionFactory
+
+# Four validation photos: two at 0.95 (one right), one at 0.85 (right), one at 0.55 (right).
+CONFIDENCES = [0.95, 0.95, 0.85, 0.55]
+CORRECT = [True, False, True, True]
+
+
+def test_a_confidence_falls_in_the_bin_whose_lower_edge_the_worker_would_call_reached():
+    for k in range(RESOLUTION + 1):
+        edge = k / RESOLUTION
+        assert confidence_bin(edge) == k
+        if k:
+            assert confidence_bin(math.nextafter(edge, 0.0)) == k - 1
+
+
+def test_what_a_threshold_accepts_is_exactly_what_the_worker_would_accept():
+    rng = random.Random(7)
+    # float32 probabilities, as the model gives them, many of them right at a bin's edge
+    confidences = [float(np.float32(rng.choice([rng.random(), rng.randrange(1001) / 1000]))) for _ in range(3000)]
+    correct = [rng.random() < 0.7 for _ in confidences]
+    calibration = Calibration.from_dict(summarise(confidences, correct))
+
+    for threshold in (0.0, 0.29, 0.5, 0.57, 0.8, 0.873, 0.95, 0.99, 1.0):
+        accepted = [right for p, right in zip(confidences, correct) if not p < threshold]  # the worker's test
+        assert calibration.accepted(threshold) == (len(accepted), sum(accepted)), threshold
+
+
+def test_the_reliability_table_gives_each_bins_photos_mean_confidence_and_accuracy():
+    rows = {row.low: row for row in Calibration.from_dict(summarise(CONFIDENCES, CORRECT)).reliability()}
+
+    assert len(rows) == 10
+    assert (rows[0.9].photos, rows[0.9].confidence, rows[0.9].accuracy) == (2, pytest.approx(0.95), 0.5)
+    assert rows[0.9].gap == pytest.approx(-0.45)  # claims more than it achieves
+    assert (rows[0.8].photos, rows[0.8].accuracy, rows[0.8].gap) == (1, 1.0, pytest.approx(0.15))
+    assert rows[0.5].photos == 1
+    assert rows[0.0].photos == 0 and rows[0.0].accuracy is None and rows[0.0].gap is None
+
+
+def test_a_confidence_of_one_is_in_the_last_bin():
+    rows = Calibration.from_dict(summarise([1.0], [True])).reliability()
+
+    assert rows[-1].photos == 1 and rows[-1].high == 1.0
+
+
+def test_the_expected_calibration_error_is_the_photo_weighted_mean_gap():
+    assert summarise(CONFIDENCES, CORRECT)["ece"] == pytest.approx((2 * 0.45 + 0.15 + 0.45) / 4)
+    # Right nine times in ten at 0.9: calibrated.
+    assert summarise([0.9] * 10, [True] * 9 + [False])["ece"] == pytest.approx(0.0)
+    assert Calibration.from_dict({"photos": 0, "bins": []}).ece is None
+
+
+def test_a_confidence_that_is_not_a_number_is_left_out():
+    summary = summarise([float("nan"), 0.7], [False, True])
+
+    assert summary["photos"] == 1
+    json.dumps(summary, allow_nan=False)
+
+
+def test_evaluate_records_the_calibration_of_the_top_confidence_on_the_validation_photos():
+    learn = SimpleNamespace(no_bar=nullcontext, get_preds=lambda ds_idx: (
+        torch.tensor([[0.95, 0.05], [0.05, 0.95], [0.15, 0.85], [0.45, 0.55]]), torch.tensor([0, 0, 1, 1])))
+
+    metrics = evaluate(learn, ["fern", "monstera"])
+
+    # As float32, 0.95 is a little below 0.95: a threshold of 0.95 would not accept it, nor does its bin.
+    assert metrics["calibration"] == summarise([float(np.float32(p)) for p in CONFIDENCES], CORRECT)
+    assert metrics["calibration"]["bins"][-1][0] == 949
+    json.dumps(metrics, allow_nan=False)
+
+
+@pytest.fixture
+def calibrated(db, settings):
+    settings.CONFIDENCE_THRESHOLD = 0.8
+    return ModelVersionFactory(is_active=True, metrics={
+        "error_rate": 0.25, "valid_count": 4, "per_label": {}, "confusion_matrix": [],
+        "calibration": summarise(CONFIDENCES, CORRECT)})
+
+
+def test_the_models_page_shows_the_reliability_table_and_what_the_threshold_would_save(calibrated, member):
+    old = ModelVersionFactory(metrics={"error_rate": 0.1, "per_label": {}, "confusion_matrix": []})
+    client = Client()
+    client.force_login(member)
+
+    page = client.get("/models/").content.decode()
+
+    section = page.split(f'data-version-id="{calibrated.id}"')[1].split("</section>")[0]
+    assert "Calibration on 4 validation photos" in section
+    assert '<strong data-role="ece">0.375</strong>' in section
+    low, high = wilson_interval(2, 3)
+    assert (f"At the threshold in force (0.80) it would save <span data-role=\"validation-accepted\">3\n"
+            f"      of them (75%),\n      0.667 of those right (95% interval {low:.3f}–{high:.3f})") in section
+    assert "<tr><th>0.9–1.0</th><td>2</td>\n          <td>0.950</td><td>0.500</td><td>-0.450</td></tr>" in section
+    assert "0.0–0.1" not in section  # empty bins are not listed
+    old_section = page.split(f'data-version-id="{old.id}"')[1].split("</section>")[0]
+    assert "Calibration not recorded: this version was trained before training measured it." in old_section
+
+
+def test_the_threshold_table_puts_the_validation_photos_beside_the_photos_uploaded_here(calibrated):
+    rows = {row.threshold: row for row in threshold_evidence(calibrated.id)}
+
+    assert rows[0.8].validation.accepted == 3 and rows[0.8].validation.accuracy == pytest.approx(2 / 3)
+    assert rows[0.9].validation.accepted_share == 0.5 and rows[0.9].validation.accuracy == 0.5
+    assert rows[0.99].validation.accepted == 0 and rows[0.99].validation.accuracy is None
+    assert rows[0.5].validation.photos == 4
+
+
+def test_the_audits_page_and_api_show_the_validation_columns_or_say_they_were_not_recorded(calibrated, expert,
+                                                                                         api_for):
+    old = ModelVersionFactory(metrics={"error_rate": 0.1})
+    client = Client()
+    client.force_login(expert)
+
+    page = client.get("/review/audits/").content.decode()
+    api = api_for(expert).get("/api/v1/audits/stats/").json()
+    asked_old = api_for(expert).get(f"/api/v1/audits/stats/?version={old.id}").json()
+
+    current = page.split('<tr class="current" data-threshold="0.8">')[1].split("</tr>")[0]
+    assert '<td data-role="validation-share">75% (3 of 4)</td>' in current
+    assert '<td data-role="validation-accuracy">0.667</td>' in current
+    now = next(row for row in api["thresholds"] if row["current"])
+    low, high = wilson_interval(2, 3)
+    assert now["validation"] == {"photos": 4, "accepted": 3, "accepted_share": 0.75, "accuracy": pytest.approx(2 / 3),
+                                 "ci_low": pytest.approx(low), "ci_high": pytest.approx(high)}
+    assert all(row["validation"] is None for row in asked_old["thresholds"])
