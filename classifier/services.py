@@ -7,6 +7,7 @@ import os
 import threading
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -15,7 +16,9 @@ from django.utils import timezone
 
 from labeling.models import Photo
 
-from .inference import file_sha256
+from .calibration import summarise
+from .cores import inference_threads
+from .inference import file_sha256, model_cache
 from .models import ModelActivation, ModelVersion, PhotoLoss, ShadowPrediction, TrainingRun
 from .training import (TrainingCancelled, TrainingOptions, data_hash, is_validation,
                        labels_without_training_rows, train)
@@ -470,14 +473,77 @@ def model_version_shadow(*, version_id: int, enabled: bool = True) -> ModelVersi
     return version
 
 
+class CalibrationUnavailable(Exception):
+    """A version's calibration cannot be measured: no frozen data, no photo left, an unusable file."""
+
+
+@dataclass
+class CalibrationMeasured:
+    version_id: int
+    photos: int   # validation photos predicted
+    missing: int  # validation photos deleted since, or whose file cannot be read
+    ece: float | None
+
+
+def model_version_calibrate(*, version_id: int) -> CalibrationMeasured:
+    """Measure the calibration of a version trained before training recorded it: predict the
+    validation photos its run froze, with its own file, and store the result as training would
+    have. The worker's path gives the probabilities training's get_preds would (within 1e-4),
+    so at most a photo at a bin's very edge could land a thousandth away. Running it again
+    measures again and stores the same."""
+    version = ModelVersion.objects.select_related("training_run").get(id=version_id)
+    rows = [(pid, label) for pid, label, valid in (version.training_run.data if version.training_run else []) if valid]
+    if not rows:
+        raise CalibrationUnavailable(f"Model version {version.id} has no frozen validation photos to measure it on "
+                                     "(it was not trained here, or its run's data is gone).")
+    _check_file(version)
+    photos = Photo.objects.in_bulk([pid for pid, _ in rows])
+    confidences, correct = [], []
+    model = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
+    for (pid, label), probabilities in zip(rows, _each_or_none(model, [photos.get(pid) for pid, _ in rows])):
+        if probabilities is not None:
+            top = max(probabilities, key=probabilities.get)  # the first of a tie, as training's argmax
+            confidences.append(probabilities[top])
+            correct.append(top == label)
+    if not confidences:
+        raise CalibrationUnavailable(f"None of model version {version.id}'s {len(rows)} validation photos can be "
+                                     "read any more: nothing to measure.")
+    summary = summarise(confidences, correct)
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().get(id=version.id)  # metrics is one JSON value
+        locked.metrics = {**locked.metrics, "calibration": summary,
+                          "calibration_measured": {"at": timezone.now().isoformat(), "photos": len(confidences),
+                                                   "missing": len(rows) - len(confidences)}}
+        locked.save(update_fields=["metrics"])
+    return CalibrationMeasured(version_id=version.id, photos=len(confidences), missing=len(rows) - len(confidences),
+                               ece=summary["ece"])
+
+
+def _each_or_none(model, photos):
+    """Each photo's probabilities, None for a deleted photo or an unreadable file. Batched; a
+    batch that fails is predicted one photo at a time, so one bad file costs only itself."""
+    batch_size = 64
+    for start in range(0, len(photos), batch_size):
+        batch = photos[start:start + batch_size]
+        readable = [p for p in batch if p is not None and os.path.exists(p.model_input_path)]
+        try:
+            found = dict(zip((p.id for p in readable), model.predict_paths([p.model_input_path for p in readable])))
+        except Exception:  # noqa: BLE001 - a broken file fails its batch: each is tried alone
+            found = {}
+            for photo in readable:
+                try:
+                    found[photo.id] = model.predict_paths([photo.model_input_path])[0]
+                except Exception:  # noqa: BLE001
+                    logger.warning("Calibrating model version: photo %s cannot be predicted.", photo.id, exc_info=True)
+        yield from (found.get(p.id) if p is not None else None for p in batch)
+
+
 def model_cache_warm_up() -> list[int]:
     """Load the active version (and the shadow one, if any) into this process's model cache, so
     that the first photo after a worker starts does not wait seconds for it. Returns the ids
     loaded; anything that goes wrong is logged, and the first task then loads the model itself."""
     from django.db import connection
 
-    from .cores import inference_threads
-    from .inference import model_cache
     from .selectors import active_model_version, shadow_model_version
 
     loaded = []

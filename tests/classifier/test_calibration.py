@@ -2,20 +2,29 @@
 how often the model was right at each stated confidence. The models page shows the reliability
 table and the expected calibration error; the audits page and API put what each threshold does
 with the validation photos beside what it did with the photos uploaded here."""
+import io
 import json
 import math
 import random
 from contextlib import nullcontext
 from types import SimpleNamespace
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+from django.core.management import CommandError, call_command
 from django.test import Client
 
+from classifier import services
 from classifier.calibration import RESOLUTION, Calibration, confidence_bin, summarise
+from classifier.demo_images import generate_dataset
+from classifier.models import ModelVersion
+from classifier.services import training_run_execute, training_run_start
 from classifier.training import evaluate
+from labeling.models import Photo
 from labeling.review import threshold_evidence, wilson_interval
+from labeling.services import photos_import_folder
 from tests.factories import ModelVersionFactory
 
 # Four validation photos: two at 0.95 (one right), one at 0.85 (right), one at 0.55 (right).
@@ -94,7 +103,7 @@ def calibrated(db, settings):
         "calibration": summarise(CONFIDENCES, CORRECT)})
 
 
-def test_the_models_page_shows_the_reliability_table_and_what_the_threshold_would_save(calibrated, member):
+def test_the_models_page_shows_the_reliability_table_and_what_the_threshold_would_save(calibrated, member, staff):
     old = ModelVersionFactory(metrics={"error_rate": 0.1, "per_label": {}, "confusion_matrix": []})
     client = Client()
     client.force_login(member)
@@ -111,6 +120,10 @@ def test_the_models_page_shows_the_reliability_table_and_what_the_threshold_woul
     assert "0.0–0.1" not in section  # empty bins are not listed
     old_section = page.split(f'data-version-id="{old.id}"')[1].split("</section>")[0]
     assert "Calibration not recorded: this version was trained before training measured it." in old_section
+    assert "calibrate_model" not in old_section  # a command for staff
+    client.force_login(staff)
+    old_section = client.get("/models/").content.decode().split(f'data-version-id="{old.id}"')[1]
+    assert f"<code>manage.py calibrate_model {old.id}</code> measures it" in old_section
 
 
 def test_the_threshold_table_puts_the_validation_photos_beside_the_photos_uploaded_here(calibrated):
@@ -140,3 +153,90 @@ def test_the_audits_page_and_api_show_the_validation_columns_or_say_they_were_no
     assert now["validation"] == {"photos": 4, "accepted": 3, "accepted_share": 0.75, "accuracy": pytest.approx(2 / 3),
                                  "ci_low": pytest.approx(low), "ci_high": pytest.approx(high)}
     assert all(row["validation"] is None for row in asked_old["thresholds"])
+
+
+# --- measuring a version trained before calibration was recorded --------------------
+
+TINY = {"architecture": "resnet18", "image_size": 32, "epochs": 1, "batch_size": 4, "pretrained": False}
+
+
+def every_fourth_id_is_validation(key, percent=20):
+    return int(key) % 4 == 0  # never an empty validation split for a dozen photos
+
+
+@pytest.fixture
+def older_version(staff, tmp_path):
+    """A version trained here for real, its calibration then removed, as before it was recorded.
+    Returns (version, the calibration training had recorded)."""
+    generate_dataset(tmp_path / "plants", per_label=4, size=64, seed=2)
+    with mock.patch.object(services, "is_validation", every_fourth_id_is_validation):
+        photos_import_folder(directory=tmp_path / "plants", owner=staff)
+        run = training_run_start(user=staff, options=TINY, enqueue=False)
+        training_run_execute(run.id)
+    version = ModelVersion.objects.get(training_run=run)
+    recorded = version.metrics.pop("calibration")
+    version.save(update_fields=["metrics"])
+    return version, recorded
+
+
+def test_calibrate_model_measures_an_older_version_as_training_would_have(older_version):
+    version, recorded = older_version
+    out = io.StringIO()
+
+    call_command("calibrate_model", "--missing", stdout=out)
+
+    version.refresh_from_db()
+    measured = version.metrics["calibration"]
+    assert measured["photos"] == recorded["photos"] == 3
+    assert version.calibration().accepted(0.0) == Calibration.from_dict(recorded).accepted(0.0)
+    assert measured["ece"] == pytest.approx(recorded["ece"], abs=1e-3)  # the worker's path: within 1e-4 per photo
+    assert version.metrics["calibration_measured"]["photos"] == 3
+    assert version.metrics["error_rate"] is not None  # the other metrics are kept
+    assert f"Version {version.id}: expected calibration error {measured['ece']:.3f} on 3 validation photos." in out.getvalue()
+    out = io.StringIO()
+    call_command("calibrate_model", "--missing", stdout=out)
+    assert out.getvalue() == "Every model version has its calibration recorded.\n"
+
+
+def test_calibrate_model_leaves_out_a_validation_photo_deleted_since_and_says_so(older_version, staff):
+    version, _ = older_version
+    first_valid = next(pid for pid, _, valid in version.training_run.data if valid)
+    Photo.objects.filter(id=first_valid).delete()
+    out = io.StringIO()
+
+    call_command("calibrate_model", str(version.id), stdout=out)
+
+    version.refresh_from_db()
+    assert version.metrics["calibration"]["photos"] == 2
+    assert version.metrics["calibration_measured"]["missing"] == 1
+    assert "on 2 validation photos; 1 deleted or unreadable, left out." in out.getvalue()
+    client = Client()
+    client.force_login(staff)
+    page = client.get("/models/").content.decode()
+    assert "Measured after training, by <code>calibrate_model</code>,\n      on 2 of its run's validation photos (1 deleted" in page
+
+
+def test_calibrate_model_names_each_version_it_cannot_measure_and_fails(older_version):
+    version, _ = older_version
+    untrained = ModelVersionFactory()  # registered without a training run here
+    with open(version.path, "ab") as fh:
+        fh.write(b"x")
+    err = io.StringIO()
+
+    with pytest.raises(CommandError, match="2 of 2 version"):
+        call_command("calibrate_model", str(version.id), str(untrained.id), stderr=err)
+
+    assert f"Version {version.id}: not measured. Model version {version.id}'s file is missing" in err.getvalue()
+    assert f"Version {untrained.id}: not measured. Model version {untrained.id} has no frozen validation" in err.getvalue()
+    version.refresh_from_db()
+    assert "calibration" not in version.metrics
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "Name the versions to measure, or pass --missing"),
+    (["1", "--missing"], "Name the versions to measure, or pass --missing"),
+    (["987654"], "No model version 987654."),
+])
+def test_calibrate_model_refuses_unclear_arguments(db, args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("calibrate_model", *args)
