@@ -29,14 +29,15 @@ import math
 import os
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Avg, Count, F, Q
+from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
-from .models import LabelVote, Photo, ReviewDecision, is_expert
+from .models import LabelVote, Photo, Prediction, ReviewDecision, is_expert
 from .services import ReviewConflict, label_to_give
 
 CORRECTION = "correction"
@@ -311,6 +312,10 @@ class AuditStats:
     fraction_setting: float
 
 
+# An audited photo was right when it ended final with the model's label (the expert's, or a later correction's).
+AUDIT_CORRECT = Q(status=Photo.Status.FINAL, final_label=F("prediction__label"))
+
+
 def audited_photos():
     """Photos whose audit an expert has decided, each once."""
     return Photo.objects.filter(decisions__kind=Photo.ReviewKind.AUDIT).distinct()
@@ -327,7 +332,7 @@ def audit_stats(version_id=None, label=None) -> AuditStats:
     if label is not None:
         photos = photos.filter(prediction__label__name=label)
     audited = photos.count()
-    correct = photos.filter(status=Photo.Status.FINAL, final_label=F("prediction__label")).count()
+    correct = photos.filter(AUDIT_CORRECT).count()
     interval = wilson_interval(correct, audited)
     return AuditStats(
         audited=audited, correct=correct, accuracy=correct / audited if audited else None,
@@ -440,3 +445,57 @@ def threshold_evidence(version_id) -> list[ThresholdRow]:
                for confidence, status, final, predicted, kind in decided]
     return threshold_table(confidences, checked, THRESHOLD_CANDIDATES, float(settings.CONFIDENCE_THRESHOLD),
                            calibration=version.calibration() if version else None)
+
+
+# --- week by week ----------------------------------------------------------------------
+
+MONITORED_WEEKS = 12
+
+
+@dataclass
+class WeekRow:
+    week: date                     # its Monday
+    predictions: int
+    mean_confidence: float
+    confident: int                 # at or above the threshold in force
+    confident_share: float
+    ci_low: float                  # Wilson 95% interval of confident_share
+    ci_high: float
+    audited: int                   # audits of that week's predictions an expert has decided
+    audit_accuracy: float | None   # the share of those carrying the model's label
+    # The validation photos' share at the threshold lies outside this week's interval: the photos
+    # uploaded that week are not like the ones the version was measured on.
+    shifted: bool
+
+
+def weeks_of_predictions(version_id, weeks=MONITORED_WEEKS) -> list[WeekRow]:
+    """One version's predictions week by week, the latest `weeks` weeks that had any, newest
+    first: how many, how sure, what share the threshold in force would save on its own (beside
+    the share of its validation photos), and what that week's audits found."""
+    from classifier.models import ModelVersion
+
+    threshold = float(settings.CONFIDENCE_THRESHOLD)
+    version = ModelVersion.objects.only("metrics").filter(pk=version_id).first()
+    expected = on_validation(version.calibration() if version else None, threshold)
+    predictions = (Prediction.objects.filter(model_version_id=version_id)
+                   .annotate(week=TruncWeek("created_at")).values("week")
+                   .annotate(n=Count("id"), mean=Avg("confidence"),
+                             confident=Count("id", filter=Q(confidence__gte=threshold)))
+                   .order_by("-week")[:weeks])
+    audits = {row["week"]: row for row in (
+        audited_photos().filter(prediction__model_version_id=version_id)
+        .annotate(week=TruncWeek("prediction__created_at")).values("week")
+        .annotate(n=Count("id", distinct=True),
+                  correct=Count("id", distinct=True, filter=AUDIT_CORRECT))
+        .order_by())}
+    rows = []
+    for row in predictions:
+        low, high = wilson_interval(row["confident"], row["n"])
+        audit = audits.get(row["week"], {"n": 0, "correct": 0})
+        rows.append(WeekRow(
+            week=row["week"].date(), predictions=row["n"], mean_confidence=row["mean"], confident=row["confident"],
+            confident_share=row["confident"] / row["n"], ci_low=low, ci_high=high, audited=audit["n"],
+            audit_accuracy=audit["correct"] / audit["n"] if audit["n"] else None,
+            shifted=(expected is not None and expected.accepted_share is not None
+                     and not low <= expected.accepted_share <= high)))
+    return rows

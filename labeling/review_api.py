@@ -126,6 +126,8 @@ class AuditStatsApi(APIView):
             get_object_or_404(classifier_selectors.model_versions(), pk=version)
         described = version if version is not None else getattr(classifier_selectors.active_model_version(), "id", None)
         thresholds = review.threshold_evidence(described) if described is not None else []
+        weeks = review.weeks_of_predictions(described) if described is not None else []
         return Response(AuditStatsSerializer({**asdict(review.audit_stats(version)), "threshold_version": described,
-                                              "thresholds": [asdict(row) for row in thresholds]}).data)
+                                              "thresholds": [asdict(row) for row in thresholds],
+                                              "weeks": [asdict(row) for row in weeks]}).data)
 

@@ -184,8 +184,10 @@ def review_audits(request):
     from classifier.selectors import active_model_version
 
     version = active_model_version()
+    thresholds = review.threshold_evidence(version.id) if version else []
     return render(request, "labeling/review_audits.html",
                   {"stats": review.audit_stats(), "by_version": review.audit_stats_by_version(),
                    "by_label": review.audit_stats_by_label(),
                    "audits": review.recent_audits(), "threshold_version": version,
-                   "thresholds": review.threshold_evidence(version.id) if version else []})
+                   "thresholds": thresholds, "current": next((row for row in thresholds if row.current), None),
+                   "weeks": review.weeks_of_predictions(version.id) if version else []})

@@ -200,6 +200,21 @@ class ThresholdRowSerializer(serializers.Serializer):
                                    "them; null for a version trained before that was recorded.")
 
 
+class WeekRowSerializer(serializers.Serializer):
+    week = serializers.DateField(help_text="The week's Monday (UTC).")
+    predictions = serializers.IntegerField()
+    mean_confidence = serializers.FloatField()
+    confident = serializers.IntegerField(help_text="Predictions at or above the CONFIDENCE_THRESHOLD in force.")
+    confident_share = serializers.FloatField()
+    ci_low = serializers.FloatField(help_text="Wilson 95% interval of confident_share.")
+    ci_high = serializers.FloatField()
+    audited = serializers.IntegerField(help_text="Audits of the week's predictions an expert has decided.")
+    audit_accuracy = serializers.FloatField(allow_null=True)
+    shifted = serializers.BooleanField(help_text="The validation photos' share at the threshold lies outside the "
+                                                 "week's interval: that week's photos differ from the validation "
+                                                 "photos.")
+
+
 class AuditStatsSerializer(serializers.Serializer):
     audited = serializers.IntegerField(help_text="Audited photos an expert has decided.")
     correct = serializers.IntegerField(help_text="Of those, how many carry the model's top label.")
@@ -212,6 +227,8 @@ class AuditStatsSerializer(serializers.Serializer):
                                    "(null when none is).")
     thresholds = ThresholdRowSerializer(many=True, help_text="What each CONFIDENCE_THRESHOLD would do with that "
                                                              "version's predictions (the audits page's table).")
+    weeks = WeekRowSerializer(many=True, help_text="That version's predictions week by week, newest first (the "
+                                                   "latest 12 weeks that had any).")
 
 
 class HistoryEventSerializer(serializers.Serializer):

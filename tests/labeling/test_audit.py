@@ -269,13 +269,15 @@ def test_the_audit_stats_api(five_audits, expert, api_for):
     assert response.status_code == 200
     body = response.json()
     low, high = review.wilson_interval(3, 5)
-    thresholds = body.pop("thresholds")
+    thresholds, weeks = body.pop("thresholds"), body.pop("weeks")
     assert body == {"audited": 5, "correct": 3, "accuracy": 0.6, "ci_low": pytest.approx(low),
                     "ci_high": pytest.approx(high), "fraction_setting": 1.0,
                     "threshold_version": five_audits[0].prediction.model_version_id}
     # Every prediction audited (AUDIT_FRACTION 1): the threshold table in force reads the same.
     now = next(row for row in thresholds if row["current"])
     assert (now["checked"], now["accuracy"], now["ci_low"]) == (5, 0.6, pytest.approx(low))
+    # All predicted this week: the week's audits are all of them.
+    assert [(w["audited"], w["audit_accuracy"]) for w in weeks] == [(5, 0.6)]
 
 
 def test_members_may_not_read_the_audit_stats(five_audits, member, api_for):
