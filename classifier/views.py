@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import Q
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -11,7 +12,7 @@ from django.views.decorators.http import require_POST
 from labeling import selectors as labeling_selectors
 from labeling.models import Photo, is_expert
 from labeling import review, services as labeling_services
-from labeling.views import login_or_token_required, role_required, staff_required
+from labeling.views import login_or_token_required, paged, role_required, staff_required
 
 from . import evaluation, selectors, services
 from .inference import ModelIntegrityError, stream_sha256
@@ -65,20 +66,43 @@ def training_run_cancel(request, pk):
     return redirect("training-run", pk=run.pk)
 
 
-@login_required
-def model_versions(request):
-    versions = list(selectors.model_versions())
+MODEL_VERSIONS_PER_PAGE = 10  # each card holds its tables and pictures
+
+
+def _with_details(version, threshold):
+    """What a version's card shows beyond its row."""
+    version.calibration_measured = version.calibration()
+    version.at_threshold = review.on_validation(version.calibration_measured, threshold)
+    # Shown for the shadow version and for any that ran in shadow mode before.
+    version.shadow_stats = (evaluation.shadow_agreement(version)
+                            if version.is_shadow or version.shadow_predictions.exists() else None)
+    return version
+
+
+def _card_context(versions):
     threshold = float(settings.CONFIDENCE_THRESHOLD)
     for version in versions:
-        version.calibration_measured = version.calibration()
-        version.at_threshold = review.on_validation(version.calibration_measured, threshold)
-        # Shown for the shadow version and for any that ran in shadow mode before.
-        version.shadow_stats = (evaluation.shadow_agreement(version)
-                                if version.is_shadow or version.shadow_predictions.exists() else None)
-    active_id = next((version.id for version in versions if version.is_active), None)
+        _with_details(version, threshold)
+    # The version an activation form says it replaces: the one active now, wherever it is listed.
+    return {"active_id": getattr(selectors.active_model_version(), "id", None), "threshold": threshold}
+
+
+@login_required
+def model_versions(request):
+    shown = paged(request, selectors.model_versions(), MODEL_VERSIONS_PER_PAGE)
+    versions = list(shown["page"].object_list)
+    # The active and shadow versions, when an older page lists them, are linked at the top.
+    pinned = [v for v in selectors.model_versions().filter(Q(is_active=True) | Q(is_shadow=True)).order_by("-is_active")
+              if v not in versions]
     return render(request, "classifier/model_versions.html", {
-        "versions": versions, "active_id": active_id, "activations": selectors.model_activations()[:20],
-        "threshold": threshold})
+        **shown, "versions": versions, "pinned": pinned, "activations": selectors.model_activations()[:20],
+        **_card_context(versions)})
+
+
+@login_required
+def model_version(request, pk):
+    version = get_object_or_404(selectors.model_versions(), pk=pk)
+    return render(request, "classifier/model_version.html", {"version": version, **_card_context([version])})
 
 
 @staff_required
@@ -93,7 +117,7 @@ def model_version_shadow(request, pk):
     else:
         messages.success(request, f"Model version {version.id} {'now runs' if enabled else 'no longer runs'} "
                                   "in shadow mode.")
-    return redirect("model-versions")
+    return redirect(_local_path(request, request.POST.get("next")) or "model-versions")  # back to the page it came from
 
 
 @staff_required
@@ -110,7 +134,7 @@ def model_version_activate(request, pk):
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Model version {version.id} is now active.")
-    return redirect("model-versions")
+    return redirect(_local_path(request, request.POST.get("next")) or "model-versions")
 
 
 @login_or_token_required

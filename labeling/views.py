@@ -94,13 +94,17 @@ def home(request):
 PHOTOS_PER_PAGE = 50
 
 
-def _paged(request, photos) -> dict:
-    """?page= N of `photos` (out of range: the last page), and the query string its pager's
-    links keep (the filters, without the page)."""
+def paged(request, items, per_page: int) -> dict:
+    """?page= N of `items` (out of range: the last page), and the query string its pager's
+    links keep (the filters, without the page): what templates/labeling/_pager.html reads."""
     query = request.GET.copy()
     query.pop("page", None)
-    page = Paginator(photos, PHOTOS_PER_PAGE).get_page(request.GET.get("page"))
-    return {"photos": page.object_list, "page": page, "query": query.urlencode()}
+    return {"page": Paginator(items, per_page).get_page(request.GET.get("page")), "query": query.urlencode()}
+
+
+def _paged(request, photos) -> dict:
+    shown = paged(request, photos, PHOTOS_PER_PAGE)
+    return {"photos": shown["page"].object_list, **shown}
 
 
 def _home_page(request, form, status=200):

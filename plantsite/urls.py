@@ -62,6 +62,7 @@ urlpatterns = [
     path("training/<int:pk>/", classifier_views.training_run, name="training-run"),
     path("training/<int:pk>/cancel/", classifier_views.training_run_cancel, name="training-run-cancel"),
     path("models/", classifier_views.model_versions, name="model-versions"),
+    path("models/<int:pk>/", classifier_views.model_version, name="model-version"),
     path("models/<int:pk>/activate/", classifier_views.model_version_activate, name="model-version-activate"),
     path("models/<int:pk>/shadow/", classifier_views.model_version_shadow, name="model-version-shadow"),
     path("models/compare/", classifier_views.model_versions_compare, name="model-versions-compare"),

@@ -499,7 +499,7 @@ function renderTrainingRun(box, run) {
   showTrainingError(box, run.error);
   if (run.model_version) {
     box.querySelector("[data-role=model-version]").innerHTML =
-      `Created <a href="/models/">model version ${run.model_version}</a>.`;
+      `Created <a href="/models/${run.model_version}/">model version ${run.model_version}</a>.`;
   }
 }
 

@@ -36,7 +36,8 @@ def test_going_back_to_an_earlier_version_is_shown_as_a_rollback(staff, api_for)
     assert activation.user == staff and activation.replaced_id == new.id and activation.is_rollback
     page = _as(staff).get("/models/").content.decode()
     assert '<table id="activations">' in page
-    assert f'v{old.id} <span class="badge">rollback</span>' in page and f"<td>v{new.id}</td>" in page
+    assert f'v{old.id}</a> <span class="badge">rollback</span>' in page
+    assert f'<td><a href="/models/{new.id}/">v{new.id}</a></td>' in page
 
 
 def test_a_refused_activation_records_nothing(staff):

@@ -51,6 +51,7 @@ def test_an_admin_starts_a_run_watches_progress_and_activates_the_new_version(
     with page.expect_navigation():
         version.locator("button", has_text="Activate this version").click()
     expect(page.locator(f".model-version[data-version-id='{run.model_version_id}'] .badge.active")).to_be_visible()
+    assert page.url.endswith(f"/models/{run.model_version_id}/"), page.url  # the version's own page, and back to it
     page.screenshot(path="/tmp/e2e-models.png", full_page=True)
     assert ModelVersion.objects.get(is_active=True).id == run.model_version_id
     assert problems == []

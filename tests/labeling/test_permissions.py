@@ -150,6 +150,7 @@ CASES = [
          staff_only((302, r"/training/\d+/"))),
     Case("training-run-cancel", "get", lambda w: f"/training/{w.finished_run.id}/cancel/", staff_only(405)),
     Case("model-versions", "get", lambda w: "/models/", logged_in(200)),
+    Case("model-version", "get", lambda w: f"/models/{w.model_version.id}/", logged_in(200)),
     Case("model-version-activate", "post", lambda w: f"/models/{w.model_version.id}/activate/",
          staff_only((302, "/models/"))),
     Case("model-version-confusion", "get", lambda w: f"/models/{w.model_version.id}/confusion.png", logged_in(200)),
