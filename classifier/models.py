@@ -64,6 +64,10 @@ class TrainingRun(models.Model):
         return self.status in self.ACTIVE
 
 
+# resnet and xresnet (training.ARCHITECTURES) halve the image five times before their head.
+FEATURE_STRIDE = 32
+
+
 class ModelVersion(models.Model):
     training_run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     file = models.CharField(max_length=255, help_text="Path of the exported learner, relative to MODEL_ROOT.")
@@ -98,6 +102,12 @@ class ModelVersion(models.Model):
     @property
     def error_rate(self):
         return self.metrics.get("error_rate")
+
+    @property
+    def explainable(self) -> bool:
+        """Whether Grad-CAM can show where it looked (classifier.explain): the architectures
+        offered shrink the image FEATURE_STRIDE times, and a 1 x 1 grid has no "where"."""
+        return self.image_size >= 2 * FEATURE_STRIDE
 
     def calibration(self):
         """Its validation photos' confidences against their accuracy (classifier.calibration); None

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q
-from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
@@ -14,7 +14,7 @@ from labeling.models import Photo, is_expert
 from labeling import review, services as labeling_services
 from labeling.views import login_or_token_required, paged, role_required, staff_required
 
-from . import evaluation, selectors, services
+from . import evaluation, explain, selectors, services
 from .inference import ModelIntegrityError, stream_sha256
 from .forms import TrainingForm
 from .models import PhotoLoss
@@ -169,6 +169,33 @@ def _model_picture(version, key):
     if not name or not (version.path.parent / name).exists():
         raise Http404("No such picture for this version.")
     return FileResponse(open(version.path.parent / name, "rb"), content_type="image/png")
+
+
+@login_required
+def photo_explain(request, pk):
+    """Where the model looked (Grad-CAM) for a photo's prediction: its top label, or ?label=.
+    Whoever may see the photo and its prediction; nobody while the prediction is hidden (an
+    audit pending), as the map would show what the model answered."""
+    photo = get_object_or_404(labeling_selectors.photos_visible_to(request.user), pk=pk)
+    prediction = getattr(photo, "prediction", None)
+    if prediction is None or review.prediction_hidden_from(photo, request.user):
+        raise Http404("This photo has no prediction to explain.")
+    version = prediction.model_version
+    if not version.explainable:
+        raise Http404(f"Model version {version.id} sees the image as a single cell: there is no where to show.")
+    label = request.GET.get("label") or prediction.label.name
+    if label not in version.labels:
+        # Plain text: the label is the client's own text.
+        return HttpResponseBadRequest(f"Model version {version.id} has no label {label!r}.",
+                                      content_type="text/plain; charset=utf-8")
+    try:
+        png = explain.explanation_png(version, photo.model_input_path, label, cache_key=f"photo-{photo.pk}")
+    except (ModelIntegrityError, explain.CannotExplain, OSError) as exc:
+        raise Http404(f"Cannot show where model version {version.id} looked: {exc}") from None
+    response = HttpResponse(png, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 # The cleaner's refusal names the cleaner, not the review pages.

@@ -1,3 +1,4 @@
+from django.urls import reverse
 from rest_framework import serializers
 
 from .models import Label, Photo
@@ -16,6 +17,12 @@ class PredictionSerializer(serializers.Serializer):
     confidence = serializers.FloatField()
     probabilities = serializers.DictField(child=serializers.FloatField())
     model_version = serializers.IntegerField(source="model_version_id")
+    explain_url = serializers.SerializerMethodField(
+        help_text="Where the model looked (a Grad-CAM picture, PNG) for this answer; null when the version's feature "
+                  "grid is too coarse to show it (an image size under 64 px).")
+
+    def get_explain_url(self, prediction) -> str | None:
+        return reverse("photo-explain", args=[prediction.photo_id]) if prediction.model_version.explainable else None
 
 
 class PhotoSerializer(serializers.ModelSerializer):

@@ -55,10 +55,32 @@ function renderPhoto(card, photo) {
       .sort((a, b) => b[1] - a[1])
       .map(([name, p]) => `<tr><th>${escapeHtml(name)}</th><td><meter min="0" max="1" value="${p}"></meter> ${p.toFixed(3)}</td></tr>`);
     probs.innerHTML = `<table class="probs"><caption>Model version ${photo.prediction.model_version}</caption>${rows.join("")}</table>`;
+    if (card.dataset.detail && photo.prediction.explain_url) probs.append(explainSection(photo));
   }
   renderRetry(card, photo);
   renderDecidedBy(card, photo);
   if (!card.dataset.detail && photo.status === "failed") card.title = photo.reason || "";
+}
+
+// The photo page's "Where the model looked", as templates/classifier/_explain.html serves it (without
+// the links to the other labels): added when the prediction arrives while the page is open. Built
+// with DOM calls, since a label's name goes into attributes.
+function explainSection(photo) {
+  const details = document.createElement("details");
+  details.className = "explain";
+  details.dataset.role = "explain";
+  const summary = document.createElement("summary");
+  summary.textContent = "Where the model looked";
+  const img = document.createElement("img");
+  img.loading = "lazy";
+  img.width = img.height = 224;
+  img.alt = `Where model version ${photo.prediction.model_version} looked when it answered ${photo.prediction.label} (Grad-CAM)`;
+  img.src = photo.prediction.explain_url;
+  const hint = document.createElement("p");
+  hint.className = "hint";
+  hint.textContent = `Bright: the regions that argued most for its answer, ${photo.prediction.label}, in the image as the model saw it (resized and cropped).`;
+  details.append(summary, img, hint);
+  return details;
 }
 
 // The photo page's "Predict again", for a failed photo only, as templates/labeling/photo_detail.html

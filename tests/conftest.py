@@ -76,20 +76,46 @@ def tiny_model_file(tmp_path_factory):
     Small (32 px, one epoch, no pretrained weights) so that it takes seconds on a CPU; what it
     predicts is not the point, that it goes through the real training and export is.
     """
+    return _train_tiny(tmp_path_factory, "tiny", image_size=32)
+
+
+@pytest.fixture(scope="session")
+def explainable_model_file(tmp_path_factory):
+    """As tiny_model_file, at 96 px: a 3 x 3 feature grid, so that Grad-CAM has a "where"."""
+    return _train_tiny(tmp_path_factory, "explainable", image_size=96)
+
+
+def _train_tiny(tmp_path_factory, name, image_size):
     from classifier.demo_images import generate_dataset
     from classifier.training import TrainingOptions, train
 
-    root = tmp_path_factory.mktemp("tiny-model")
-    items = generate_dataset(root / "data", per_label=6, size=64, seed=1)
+    root = tmp_path_factory.mktemp(f"{name}-model")
+    items = generate_dataset(root / "data", per_label=6, size=max(64, image_size), seed=1)
     rows = [(str(path), label, i % 3 == 0) for i, (path, label) in enumerate(items)]
-    export = root / "tiny.pkl"
-    train(rows, TrainingOptions(image_size=32, epochs=1, batch_size=8, pretrained=False), export)
+    export = root / f"{name}.pkl"
+    train(rows, TrainingOptions(image_size=image_size, epochs=1, batch_size=8, pretrained=False), export)
     return export
 
 
 @pytest.fixture
 def active_model(db, settings, tiny_model_file):
     """The tiny learner registered and activated as it would be after a training run."""
+    from classifier.inference import model_cache
+
+    yield _register_active(settings, tiny_model_file, image_size=32)
+    model_cache.clear()
+
+
+@pytest.fixture
+def explainable_model(db, settings, explainable_model_file):
+    """The 96 px learner registered and activated, as active_model."""
+    from classifier.inference import model_cache
+
+    yield _register_active(settings, explainable_model_file, image_size=96)
+    model_cache.clear()
+
+
+def _register_active(settings, model_file, image_size):
     import shutil
 
     from classifier.inference import file_sha256, model_cache
@@ -97,18 +123,16 @@ def active_model(db, settings, tiny_model_file):
     from labeling.models import Label
 
     settings.MODEL_ROOT.mkdir(parents=True, exist_ok=True)
-    shutil.copy(tiny_model_file, settings.MODEL_ROOT / "tiny.pkl")
+    shutil.copy(model_file, settings.MODEL_ROOT / model_file.name)
     labels = ["dieffenbachia", "monstera", "spider_plant"]
     for name in labels:
         Label.objects.get_or_create(name=name)
     model_cache.clear()
-    version = ModelVersion.objects.create(
-        file="tiny.pkl", sha256=file_sha256(tiny_model_file), size=tiny_model_file.stat().st_size,
-        labels=labels, architecture="resnet18", image_size=32, is_active=True,
+    return ModelVersion.objects.create(
+        file=model_file.name, sha256=file_sha256(model_file), size=model_file.stat().st_size,
+        labels=labels, architecture="resnet18", image_size=image_size, is_active=True,
         metrics={"error_rate": 0.5, "per_label": {}, "confusion_matrix": []},
     )
-    yield version
-    model_cache.clear()
 
 
 REDIS_START_TIMEOUT = 10  # seconds until a private redis-server must answer a ping
