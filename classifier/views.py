@@ -73,6 +73,7 @@ def _with_details(version, threshold):
     """What a version's card shows beyond its row."""
     version.calibration_measured = version.calibration()
     version.at_threshold = review.on_validation(version.calibration_measured, threshold)
+    version.overturned = review.overturned(version.id)
     # Shown for the shadow version and for any that ran in shadow mode before.
     version.shadow_stats = (evaluation.shadow_agreement(version)
                             if version.is_shadow or version.shadow_predictions.exists() else None)

@@ -426,6 +426,13 @@ def threshold_table(confidences, checked, thresholds, current, calibration=None)
     return rows
 
 
+def decided_by_people(photos):
+    """Of `photos`, those a person decided after the model: the uncertain ones, the audits and
+    the adjudications (not the model's own saves, nor imports that were never predicted)."""
+    return (photos.filter(status__in=[Photo.Status.FINAL, Photo.Status.REJECTED])
+            .exclude(decided_by=Photo.DecidedBy.MODEL).exclude(review_kind=""))
+
+
 def threshold_evidence(version_id) -> list[ThresholdRow]:
     """threshold_table for one model version's predictions on this site. Ties at the top (which
     always go to an expert, whatever the threshold) are left out; the audit weight is the
@@ -436,8 +443,7 @@ def threshold_evidence(version_id) -> list[ThresholdRow]:
     predictions = Photo.objects.filter(prediction__model_version_id=version_id, prediction__margin__gt=0)
     confidences = list(predictions.values_list("prediction__confidence", flat=True))
     audit_weight = 1 / settings.AUDIT_FRACTION if settings.AUDIT_FRACTION > 0 else 1.0
-    decided = (predictions.filter(status__in=[Photo.Status.FINAL, Photo.Status.REJECTED])
-               .exclude(decided_by=Photo.DecidedBy.MODEL).exclude(review_kind="")
+    decided = (decided_by_people(predictions)
                .values_list("prediction__confidence", "status", "final_label_id", "prediction__label_id",
                             "review_kind"))
     checked = [(confidence, status == Photo.Status.FINAL and final == predicted,
@@ -499,3 +505,37 @@ def weeks_of_predictions(version_id, weeks=MONITORED_WEEKS) -> list[WeekRow]:
             shifted=(expected is not None and expected.accepted_share is not None
                      and not low <= expected.accepted_share <= high)))
     return rows
+
+
+# --- where people changed the model's answer --------------------------------------------
+
+REJECTED = "rejected"  # in a pair, for a photo people rejected (not a plant, unusable)
+
+
+@dataclass
+class Overturned:
+    decided: int   # the version's predictions people decided
+    changed: int   # of those, how many ended with another label, or rejected
+    pairs: list    # [(the model's label, people's label or REJECTED, photos)], most first
+
+    @property
+    def share(self) -> float | None:
+        return self.changed / self.decided if self.decided else None
+
+
+def overturned(version_id, limit=5) -> Overturned:
+    """Where people changed one version's answers on this site: the mistakes it makes here, as
+    most_confused shows the ones it made on its validation photos. Only the predictions people
+    decided count (those below the threshold, and the audits), so the share is not its error
+    rate: the uncertain ones are over-represented."""
+    decided = decided_by_people(Photo.objects.filter(prediction__model_version_id=version_id))
+    rows = (decided.values("prediction__label__name", "final_label__name", "status")
+            .annotate(n=Count("id")).order_by())
+    pairs, total = [], 0
+    for row in rows:
+        total += row["n"]
+        people = REJECTED if row["status"] == Photo.Status.REJECTED else row["final_label__name"]
+        if people != row["prediction__label__name"]:
+            pairs.append((row["prediction__label__name"], people, row["n"]))
+    pairs.sort(key=lambda pair: (-pair[2], pair[0], pair[1]))
+    return Overturned(decided=total, changed=sum(n for _, _, n in pairs), pairs=pairs[:limit])
