@@ -11,6 +11,34 @@ class ReviewForm(forms.Form):
     reason = forms.CharField(required=False, max_length=2000)
 
 
+class PhotoIdsField(forms.Field):
+    """Photo ids sent as one field repeated (?photos=1&photos=2). Any id that is a number: one
+    decided or deleted since the page was drawn is the service's to refuse, saying why."""
+
+    widget = forms.MultipleHiddenInput
+
+    def __init__(self, *args, max_count=200, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_count = max_count
+
+    def to_python(self, value):
+        if len(value or []) > self.max_count:
+            raise forms.ValidationError(f"At most {self.max_count} photos at once.")
+        ids = []
+        for item in value or []:
+            if not str(item).isdigit() or not 0 < int(item) < 2**63:
+                raise forms.ValidationError(f"{str(item)[:20]!r} is not a photo id.")
+            ids.append(int(item))
+        return ids
+
+
+class ReviewGridForm(forms.Form):
+    """The grid's confirm: the label, and the photos ticked as right (labeling.review.review_confirm_many)."""
+
+    label = forms.CharField(max_length=64)
+    photos = PhotoIdsField(required=False)
+
+
 class CorrectionForm(ReviewForm):
     # The photo's decided_at when the page was rendered (see labeling.review.review_correct).
     decided_at = forms.DateTimeField(required=False, widget=forms.HiddenInput)

@@ -244,6 +244,52 @@ def review_decide(*, photo_id: int, expert, label_name: str | None = None, rejec
     return photo
 
 
+@dataclass
+class ConfirmReport:
+    label: str
+    confirmed: list  # photo ids decided with the label
+    refused: list    # (photo id, why), each left as it was
+
+
+class NotConfirmable(ReviewConflict):
+    """A photo the grid may not confirm: an audit (blind), a dispute, or another answer of the model's."""
+
+
+def review_confirm_many(*, photo_ids, expert, label_name: str) -> ConfirmReport:
+    """The grid's "confirm": decide each photo with `label_name`, the model's own answer for it,
+    as review_decide would one at a time, each in its own transaction. A photo decided or claimed
+    by another expert meanwhile, deleted, or not the model's `label_name`, is refused and left as
+    it was, with why; the others are decided. Raises UnknownLabel (nothing done) for a label
+    that does not exist or is retired."""
+    with transaction.atomic():
+        label_to_give(label_name)  # checked once up front: a bad label refuses the whole request
+    report = ConfirmReport(label=label_name, confirmed=[], refused=[])
+    for photo_id in dict.fromkeys(photo_ids):
+        try:
+            _confirm(photo_id, expert, label_name)
+        except Photo.DoesNotExist:
+            report.refused.append((photo_id, f"Photo {photo_id} no longer exists."))
+        except ReviewConflict as exc:
+            report.refused.append((photo_id, str(exc)))
+        else:
+            report.confirmed.append(photo_id)
+    return report
+
+
+@transaction.atomic
+def _confirm(photo_id, expert, label_name):
+    label_to_give(label_name)  # the label's lock before the photo's, as review_decide takes them
+    photo = Photo.objects.select_for_update(of=("self",)).select_related("prediction__label").get(id=photo_id)
+    prediction = getattr(photo, "prediction", None)
+    if photo.status == Photo.Status.NEEDS_REVIEW and photo.review_kind != Photo.ReviewKind.UNCERTAIN:
+        # An audit must be decided blind, and a dispute with the labellers' votes in view.
+        raise NotConfirmable(f"Photo {photo_id} is {'an audit' if photo.review_kind == Photo.ReviewKind.AUDIT else 'a dispute'}:"
+                             " decide it on its own page.")
+    if prediction is None or prediction.label.name != label_name:
+        raise NotConfirmable(f"The model did not answer {label_name} for photo {photo_id}.")
+    review_decide(photo_id=photo_id, expert=expert, label_name=label_name)
+
+
 @transaction.atomic
 def review_correct(*, photo_id: int, expert, label_name: str | None = None, reject: bool = False,
                    reason: str = "", seen_decided_at=None) -> Photo:

@@ -17,6 +17,8 @@ from .api_errors import conflict, conflict_schema
 from .permissions import IsExpert
 from .serializers import (
     AuditStatsSerializer,
+    ConfirmManySerializer,
+    ConfirmReportSerializer,
     CorrectionSerializer,
     HistoryEventSerializer,
     PhotoSerializer,
@@ -54,6 +56,27 @@ class PhotoClaimApi(APIView):
         except review.ClaimConflict as exc:
             return conflict(exc)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ReviewConfirmManyApi(APIView):
+    """Decide many photos with the model's own answer at once (the review grid): each is the
+    caller's decision, as one by one. Photos that cannot be confirmed are left as they were and
+    listed with why; an unknown or retired label is a 400 and nothing is decided."""
+
+    permission_classes = [IsExpert]
+
+    @extend_schema(request=ConfirmManySerializer, responses={200: ConfirmReportSerializer})
+    def post(self, request):
+        body = ConfirmManySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            report = review.review_confirm_many(photo_ids=body.validated_data["photos"], expert=request.user,
+                                                label_name=body.validated_data["label"])
+        except services.UnknownLabel as exc:
+            raise ValidationError({"label": [str(exc)]}) from None
+        return Response(ConfirmReportSerializer({
+            "label": report.label, "confirmed": report.confirmed,
+            "refused": [{"photo": photo, "detail": why} for photo, why in report.refused]}).data)
 
 
 class ReviewClaimNextApi(APIView):

@@ -3,10 +3,12 @@
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from . import review, selectors, services
-from .forms import CorrectionForm, ReviewForm
+from .forms import CorrectionForm, ReviewForm, ReviewGridForm
 from .models import Photo
 from .serializers import ReviewQueueQuerySerializer
 from .views import expert_required
@@ -58,6 +60,45 @@ def review_queue(request):
         "photos": photos[:200], "count": photos.count(), "params": params, "errors": errors,
         "ordering_choices": ORDERING_CHOICES, "ordering_text": ordering_text, "labels": selectors.labels_all(),
     }, status=400 if errors else 200)
+
+
+GRID_SIZE = 24
+
+
+@expert_required
+def review_grid(request):
+    """Many photos with one model answer at once: the expert unticks the wrong ones and confirms
+    the rest, each recorded as that expert's decision; the unticked stay in the queue."""
+    if request.method == "POST":
+        form = ReviewGridForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "Not saved: " + " ".join(e for errors in form.errors.values() for e in errors))
+            return redirect("review-grid")
+        label = form.cleaned_data["label"]
+        try:
+            report = review.review_confirm_many(photo_ids=form.cleaned_data["photos"], expert=request.user,
+                                                label_name=label)
+        except services.UnknownLabel as exc:
+            messages.error(request, f"Not saved: {exc}")
+            return redirect("review-grid")
+        _say_confirmed(request, report)
+        return redirect(f"{reverse('review-grid')}?{urlencode({'label': label})}")
+    labels = selectors.review_grid_labels(viewer=request.user)
+    asked = request.GET.get("label", "")
+    label = asked if asked in {name for name, _ in labels} else (labels[0][0] if labels and not asked else "")
+    photos = list(selectors.review_grid(label=label, viewer=request.user)[:GRID_SIZE]) if label else []
+    return render(request, "labeling/review_grid.html",
+                  {"labels": labels, "label": label, "asked": asked, "photos": photos})
+
+
+def _say_confirmed(request, report):
+    if report.confirmed:
+        messages.success(request, f"Confirmed {len(report.confirmed)} photo{'s' if len(report.confirmed) != 1 else ''}"
+                                  f" as {report.label}.")
+    for _, why in report.refused:
+        messages.warning(request, f"Not confirmed: {why}")
+    if not report.confirmed and not report.refused:
+        messages.info(request, "No photo was ticked: nothing confirmed.")
 
 
 @expert_required

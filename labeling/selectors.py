@@ -4,7 +4,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from .models import Label, LabelVote, Photo, ReviewDecision, is_expert
@@ -97,6 +97,22 @@ def review_queue(*, ordering=REVIEW_DEFAULT_ORDERING, label=None, viewer=None, n
         voted = LabelVote.objects.filter(photo=OuterRef("pk"), user=viewer)
         qs = qs.exclude(Q(review_kind=Photo.ReviewKind.ADJUDICATION) & Exists(voted))
     return qs
+
+
+def review_grid(*, label, viewer, now=None):
+    """What the grid lets `viewer` confirm at once: photos awaiting review whose model answer is
+    `label`, most confident first. Only the uncertain ones: an audit is decided blind, and a
+    dispute with the labellers' votes in view."""
+    return (review_queue(label=label, viewer=viewer, now=now).filter(review_kind=Photo.ReviewKind.UNCERTAIN)
+            .order_by("-prediction__confidence", "id"))
+
+
+def review_grid_labels(*, viewer, now=None) -> list[tuple[str, int]]:
+    """(the model's answer, photos the grid would show for it), most photos first."""
+    rows = (review_queue(viewer=viewer, now=now).filter(review_kind=Photo.ReviewKind.UNCERTAIN,
+                                                        prediction__isnull=False)
+            .order_by().values_list("prediction__label__name").annotate(n=Count("id")))
+    return sorted(rows, key=lambda row: (-row[1], row[0]))
 
 
 def latest_decision_by(photo_id: int):

@@ -192,6 +192,25 @@ class OnValidationSerializer(serializers.Serializer):
     ci_high = serializers.FloatField(allow_null=True)
 
 
+class ConfirmManySerializer(StrictSerializer):
+    label = serializers.CharField(max_length=64, help_text="The model's answer for every photo listed.")
+    photos = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), max_length=200,
+                                   help_text="Photo ids (at most 200) to decide with that label.")
+
+
+class RefusedPhotoSerializer(serializers.Serializer):
+    photo = serializers.IntegerField()
+    detail = serializers.CharField(help_text="Why it was left as it was.")
+
+
+class ConfirmReportSerializer(serializers.Serializer):
+    label = serializers.CharField()
+    confirmed = serializers.ListField(child=serializers.IntegerField(), help_text="Decided with the label.")
+    refused = RefusedPhotoSerializer(many=True, help_text="Left as they were: decided or claimed by another expert "
+                                                          "meanwhile, deleted, an audit or a dispute, or another "
+                                                          "answer of the model's.")
+
+
 class ThresholdRowSerializer(serializers.Serializer):
     threshold = serializers.FloatField()
     current = serializers.BooleanField(help_text="The CONFIDENCE_THRESHOLD in force.")

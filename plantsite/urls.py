@@ -26,6 +26,7 @@ api_v1 = [
     path("photos/<int:pk>/correct/", review_api.PhotoCorrectApi.as_view(), name="api-photo-correct"),
     path("photos/<int:pk>/history/", review_api.PhotoHistoryApi.as_view(), name="api-photo-history"),
     path("review-queue/claim-next/", review_api.ReviewClaimNextApi.as_view(), name="api-review-claim-next"),
+    path("review-queue/confirm/", review_api.ReviewConfirmManyApi.as_view(), name="api-review-confirm"),
     path("audits/stats/", review_api.AuditStatsApi.as_view(), name="api-audit-stats"),
     # Labels, shared labelling, bulk upload, export, team (labeling/labelling_api.py).
     path("labels/", labelling_api.LabelListCreateApi.as_view(), name="api-labels"),
@@ -57,6 +58,7 @@ urlpatterns = [
     path("review/", review_views.review_queue, name="review-queue"),
     path("review/<int:pk>/", review_views.review_photo, name="review-photo"),
     path("review/claim-next/", review_views.review_claim_next, name="review-claim-next"),
+    path("review/grid/", review_views.review_grid, name="review-grid"),
     path("review/audits/", review_views.review_audits, name="review-audits"),
     path("photos/<int:pk>/correct/", review_views.photo_correct, name="photo-correct"),
     path("training/", classifier_views.training_runs, name="training-runs"),

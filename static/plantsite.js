@@ -572,6 +572,7 @@ document.addEventListener("DOMContentLoaded", () => {
   guardPostForms();
   setUpUpload();
   setUpReviewKeys();
+  setUpGrid();
   document.querySelectorAll(".photo-card[data-photo-id]").forEach(watchPhoto);
   pollTrainingRun();
 });
@@ -674,3 +675,14 @@ document.addEventListener("DOMContentLoaded", () => {
   setUpLabellingKeys();
   setUpBulkUpload();
 });
+
+// The grid's button counts the ticked photos (templates/labeling/review_grid.html).
+function setUpGrid() {
+  const form = document.getElementById("grid-form");
+  if (!form) return;
+  const count = form.querySelector("[data-role=ticked]");
+  form.addEventListener("change", () => {
+    count.textContent = form.querySelectorAll("input[name=photos]:checked").length;
+  });
+}
+

@@ -239,6 +239,9 @@ CASES += [
     Case("review-claim-next", "post", lambda w: "/review/claim-next/", experts_only((302, r"/review/\d+/"))),
     Case("review-claim-next", "get", lambda w: "/review/claim-next/", experts_only(405)),
     Case("review-audits", "get", lambda w: "/review/audits/", experts_only(200)),
+    Case("review-grid", "get", lambda w: "/review/grid/", experts_only(200)),
+    Case("review-grid", "post", lambda w: "/review/grid/", experts_only((302, r"/review/grid/\?label=monstera")),
+         data=lambda w: {"label": "monstera", "photos": [w.my_photo.id]}),
     Case("photo-correct", "post", lambda w: f"/photos/{_decided_photo(w).id}/correct/",
          experts_only((302, r"/photos/\d+/history/")), data=lambda w: {"label": "spider_plant"}),
     Case("photo-correct", "get", lambda w: f"/photos/{_decided_photo(w).id}/correct/", experts_only(405)),
@@ -258,6 +261,9 @@ CASES += [
     Case("api-photo-history", "get", lambda w: f"/api/v1/photos/{w.their_photo.id}/history/",
          logged_in(200, anonymous=NO_CREDENTIALS, member=404)),
     Case("api-audit-stats", "get", lambda w: "/api/v1/audits/stats/", experts_only(200, anonymous=NO_CREDENTIALS)),
+    Case("api-review-confirm", "post", lambda w: "/api/v1/review-queue/confirm/",
+         experts_only(200, anonymous=NO_CREDENTIALS),
+         data=lambda w: {"label": "monstera", "photos": [w.my_photo.id]}, format="json"),
 ]
 
 
