@@ -24,22 +24,32 @@ def confidence_bin(p: float) -> int:
     return max(k, 0)
 
 
-def summarise(confidences, correct) -> dict:
-    """The stored form: {"photos": n, "bins": [[k, photos, right, sum of confidences], ...], "ece"}.
-    confidences: each validation photo's top probability; correct: whether that label was its own.
-    A confidence that is not a number (a model whose training diverged) says nothing: left out."""
-    bins = {}
-    for p, right in zip(confidences, correct, strict=True):
-        if not math.isfinite(p):
-            continue
-        entry = bins.setdefault(confidence_bin(float(p)), [0, 0, 0.0])
-        entry[0] += 1
-        entry[1] += int(bool(right))
-        entry[2] += float(p)
-    summary = {"photos": sum(e[0] for e in bins.values()),
-               "bins": [[k, n, right, round(total, 6)] for k, (n, right, total) in sorted(bins.items())]}
+def summarise(confidences, correct, answers=None) -> dict:
+    """The stored form: {"photos": n, "bins": [[k, photos, right, sum of confidences], ...], "ece",
+    "by_answer": {label: its bins}}. confidences: each validation photo's top probability;
+    correct: whether that label was its own; answers: that label, so that what a threshold
+    accepts can leave out the labels the model may not save on its own (by_answer is left out
+    without them). A confidence that is not a number (a model whose training diverged) says
+    nothing: left out."""
+    answers = list(answers) if answers is not None else None
+    kept = [(float(p), bool(right), answers[i] if answers is not None else None)
+            for i, (p, right) in enumerate(zip(confidences, correct, strict=True)) if math.isfinite(p)]
+    summary = {"photos": len(kept), "bins": _bins(kept)}
+    if answers is not None:
+        summary["by_answer"] = {label: _bins([row for row in kept if row[2] == label])
+                                for label in sorted({row[2] for row in kept})}
     summary["ece"] = Calibration.from_dict(summary).ece
     return summary
+
+
+def _bins(rows):
+    bins = {}
+    for p, right, _ in rows:
+        entry = bins.setdefault(confidence_bin(p), [0, 0, 0.0])
+        entry[0] += 1
+        entry[1] += int(right)
+        entry[2] += p
+    return [[k, n, right, round(total, 6)] for k, (n, right, total) in sorted(bins.items())]
 
 
 @dataclass(frozen=True)
@@ -60,15 +70,23 @@ class ReliabilityRow:
 class Calibration:
     photos: int
     bins: tuple  # ((k, photos, right, sum of confidences), ...), k ascending
+    by_answer: dict | None = None  # {the model's answer: its bins}; None when not recorded
 
     @classmethod
     def from_dict(cls, data: dict) -> "Calibration":
-        return cls(photos=int(data["photos"]), bins=tuple(tuple(b) for b in data["bins"]))
+        by_answer = data.get("by_answer")
+        return cls(photos=int(data["photos"]), bins=tuple(tuple(b) for b in data["bins"]),
+                   by_answer={label: tuple(tuple(b) for b in bins) for label, bins in by_answer.items()}
+                   if by_answer is not None else None)
 
-    def accepted(self, threshold: float) -> tuple[int, int]:
-        """(photos, right) of the validation photos whose confidence is at or above threshold."""
+    def accepted(self, threshold: float, leave_out=()) -> tuple[int, int]:
+        """(photos, right) of the validation photos whose confidence is at or above threshold,
+        less those whose answer is one of `leave_out` (labels the model may not save on its own;
+        kept when the answers were not recorded)."""
         k = math.ceil(threshold * RESOLUTION - 1e-9)  # the first bin wholly at or above it
         rows = [b for b in self.bins if b[0] >= k]
+        for label in (leave_out if self.by_answer is not None else ()):
+            rows += [(b[0], -b[1], -b[2], -b[3]) for b in self.by_answer.get(label, ()) if b[0] >= k]
         return sum(b[1] for b in rows), sum(b[2] for b in rows)
 
     def reliability(self, bins: int = RELIABILITY_BINS) -> list[ReliabilityRow]:

@@ -498,17 +498,18 @@ def model_version_calibrate(*, version_id: int) -> CalibrationMeasured:
                                      "(it was not trained here, or its run's data is gone).")
     _check_file(version)
     photos = Photo.objects.in_bulk([pid for pid, _ in rows])
-    confidences, correct = [], []
+    confidences, correct, answers = [], [], []
     model = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
     for (pid, label), probabilities in zip(rows, _each_or_none(model, [photos.get(pid) for pid, _ in rows])):
         if probabilities is not None:
             top = max(probabilities, key=probabilities.get)  # the first of a tie, as training's argmax
             confidences.append(probabilities[top])
             correct.append(top == label)
+            answers.append(top)
     if not confidences:
         raise CalibrationUnavailable(f"None of model version {version.id}'s {len(rows)} validation photos can be "
                                      "read any more: nothing to measure.")
-    summary = summarise(confidences, correct)
+    summary = summarise(confidences, correct, answers)
     with transaction.atomic():
         locked = ModelVersion.objects.select_for_update().get(id=version.id)  # metrics is one JSON value
         locked.metrics = {**locked.metrics, "calibration": summary,

@@ -422,7 +422,8 @@ def evaluate(learn, labels, confusion_png=None) -> dict:
         _plot_confusion(matrix, labels, confusion_png)
     return {"error_rate": error, "accuracy": 1.0 - error, "valid_count": total,
             "per_label": per_label, "confusion_matrix": matrix.tolist(),
-            "calibration": summarise(probs.max(dim=1).values.tolist(), (preds == targets).tolist())}
+            "calibration": summarise(probs.max(dim=1).values.tolist(), (preds == targets).tolist(),
+                                     [labels[i] for i in preds.tolist()])}
 
 
 def _plot_top_losses(learn, path, k=9):

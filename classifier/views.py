@@ -69,10 +69,10 @@ def training_run_cancel(request, pk):
 MODEL_VERSIONS_PER_PAGE = 10  # each card holds its tables and pictures
 
 
-def _with_details(version, threshold):
+def _with_details(version, threshold, leave_out):
     """What a version's card shows beyond its row."""
     version.calibration_measured = version.calibration()
-    version.at_threshold = review.on_validation(version.calibration_measured, threshold)
+    version.at_threshold = review.on_validation(version.calibration_measured, threshold, leave_out)
     version.overturned = review.overturned(version.id)
     # Shown for the shadow version and for any that ran in shadow mode before.
     version.shadow_stats = (evaluation.shadow_agreement(version)
@@ -82,8 +82,9 @@ def _with_details(version, threshold):
 
 def _card_context(versions):
     threshold = float(settings.CONFIDENCE_THRESHOLD)
+    leave_out = review.not_saved_by_model()
     for version in versions:
-        _with_details(version, threshold)
+        _with_details(version, threshold, leave_out)
     # The version an activation form says it replaces: the one active now, wherever it is listed.
     return {"active_id": getattr(selectors.active_model_version(), "id", None), "threshold": threshold}
 

@@ -308,14 +308,14 @@ def _example_photos(label, photo_ids):
 
 
 @transaction.atomic
-def label_create(*, name: str, description: str = "", example_ids=()) -> Label:
+def label_create(*, name: str, description: str = "", example_ids=(), always_review: bool = False) -> Label:
     _check_name(name)
     exists = LabelExists(f"A label named {name!r} exists already.")
     if Label.objects.filter(name=name).exists():
         raise exists
     try:
         with transaction.atomic():  # a savepoint: the caller's transaction survives a lost race
-            label = Label.objects.create(name=name, description=description or "")
+            label = Label.objects.create(name=name, description=description or "", always_review=always_review)
     except IntegrityError:  # created by someone else since the check, not committed then
         raise exists from None
     if example_ids:
@@ -324,14 +324,17 @@ def label_create(*, name: str, description: str = "", example_ids=()) -> Label:
 
 
 @transaction.atomic
-def label_update(*, label_id: int, description=None, retired=None, example_ids=None) -> Label:
-    """Change what may change: the description, the examples, retired or not (never the name:
-    predictions, models and exports refer to labels by name)."""
+def label_update(*, label_id: int, description=None, retired=None, example_ids=None, always_review=None) -> Label:
+    """Change what may change: the description, the examples, retired or not, always reviewed
+    or not (never the name: predictions, models and exports refer to labels by name). A change
+    of always_review applies to photos predicted from then on."""
     label = Label.objects.select_for_update().get(id=label_id)
     if description is not None:
         label.description = description
     if retired is not None:
         label.retired = bool(retired)
+    if always_review is not None:
+        label.always_review = bool(always_review)
     label.save()
     if example_ids is not None:
         label.examples.set(_example_photos(label, example_ids))

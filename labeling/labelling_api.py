@@ -98,7 +98,8 @@ class LabelDetailApi(APIView):
         data = body.validated_data
         try:
             label = labelling.label_update(label_id=label.id, description=data.get("description"),
-                                           retired=data.get("retired"), example_ids=data.get("examples"))
+                                           retired=data.get("retired"), example_ids=data.get("examples"),
+                                           always_review=data.get("always_review"))
         except labelling.LabelError as exc:
             raise ValidationError({"detail": str(exc)}) from None
         except Label.DoesNotExist:  # deleted since _label() found it

@@ -17,14 +17,19 @@ class LabelFullSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Label
-        fields = ["id", "name", "description", "retired", "examples", "created_at"]
+        fields = ["id", "name", "description", "retired", "always_review", "examples", "created_at"]
 
     @extend_schema_field(serializers.ListField(child=serializers.IntegerField()))
     def get_examples(self, label):
         return [photo.id for photo in label.current_examples()]
 
 
+ALWAYS_REVIEW_HELP = ("The model's answer with this label always goes to an expert, however sure it is (for "
+                      "photos predicted from then on).")
+
+
 class LabelCreateSerializer(StrictSerializer):
+    always_review = serializers.BooleanField(required=False, default=False, help_text=ALWAYS_REVIEW_HELP)
     name = serializers.RegexField(r"^[a-z0-9_]{1,64}$", max_length=64,
                                   error_messages={"invalid": LABEL_NAME_RULE})
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
@@ -41,6 +46,7 @@ class LabelUpdateSerializer(StrictSerializer):
     description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
     retired = serializers.BooleanField(required=False, help_text="A retired label is hidden from the "
                                        "labelling and review buttons and kept on its photos.")
+    always_review = serializers.BooleanField(required=False, help_text=ALWAYS_REVIEW_HELP)
     examples = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**62),
                                      required=False, max_length=MAX_EXAMPLES,
                                      help_text=f"Ids of up to {MAX_EXAMPLES} photos decided with this label.")

@@ -115,6 +115,10 @@ class LabelCreateForm(forms.Form):
 
 class LabelEditForm(forms.Form):
     description = forms.CharField(required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 3}))
+    always_review = forms.BooleanField(required=False, label="Always checked by an expert",
+                                       help_text="The model's answer with this label is never saved on its own, "
+                                                 "however sure it is: for labels whose mistakes cost too much "
+                                                 "(a poisonous look-alike). Applies to photos predicted from now on.")
     example_ids = forms.CharField(required=False, max_length=500, label="Add example photos by id",
                                   help_text="Photo ids, separated by commas or spaces; they join the ticked photos "
                                             f"below (up to {labelling.MAX_EXAMPLES} examples in all).")
@@ -140,7 +144,8 @@ def _label_edit_post(request, label):
         ids = request.POST.getlist("example") + _parse_ids(form.cleaned_data["example_ids"])
         try:
             labelling.label_update(label_id=label.id, description=form.cleaned_data["description"],
-                                   example_ids=list(dict.fromkeys(ids)))
+                                   example_ids=list(dict.fromkeys(ids)),
+                                   always_review=form.cleaned_data["always_review"])
         except labelling.LabelError as exc:
             form.add_error("example_ids", str(exc))
         else:
@@ -175,7 +180,7 @@ def labels_page(request):
 def label_edit(request, pk):
     label = get_object_or_404(Label, pk=pk)
     examples = label.current_examples()
-    form = LabelEditForm(initial={"description": label.description})
+    form = LabelEditForm(initial={"description": label.description, "always_review": label.always_review})
     if request.method == "POST":
         try:
             form, done = _label_edit_post(request, label)

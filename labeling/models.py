@@ -24,6 +24,9 @@ class Label(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # A label in use is retired, never deleted: its photos and decisions keep pointing at it.
     retired = models.BooleanField(default=False)
+    # A label whose mistakes cost too much (a poisonous look-alike): the model's answer with it
+    # always goes to an expert, however sure the model is.
+    always_review = models.BooleanField(default=False)
     # A few photos shown to labellers and experts as what this label looks like.
     examples = models.ManyToManyField("Photo", blank=True, related_name="example_of")
 
@@ -32,6 +35,10 @@ class Label(models.Model):
 
     def __str__(self):
         return self.name
+
+    # The labels the model may not save on its own (Photo.why_an_expert_decides) as a filter:
+    # nobody may give a retired one, and an always-reviewed one waits for an expert.
+    NOT_SAVED_BY_MODEL = models.Q(retired=True) | models.Q(always_review=True)
 
     def current_examples(self):
         """The examples still decided with this label: one corrected to another label (or
@@ -193,6 +200,9 @@ class Photo(models.Model):
             return "The model is as sure of another label as of its first: an expert will decide."
         if prediction.label.retired:  # nobody may give it any more, so the model may not either
             return f"The model's answer, {prediction.label.name}, is a retired label: an expert will decide."
+        if prediction.label.always_review:
+            return (f"The model's answer, {prediction.label.name}, is always checked by an expert: "
+                    "an expert will decide.")
         return ""
 
     def route(self, prediction, threshold):

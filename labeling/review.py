@@ -424,11 +424,19 @@ class OnValidation:
     ci_high: float | None
 
 
-def on_validation(calibration, threshold) -> OnValidation | None:
-    """None for a version trained before calibration was recorded."""
+def not_saved_by_model() -> frozenset:
+    """The names of the labels the model may not save on its own, however sure (Label.NOT_SAVED_BY_MODEL)."""
+    from .models import Label
+
+    return frozenset(Label.objects.filter(Label.NOT_SAVED_BY_MODEL).values_list("name", flat=True))
+
+
+def on_validation(calibration, threshold, leave_out=frozenset()) -> OnValidation | None:
+    """None for a version trained before calibration was recorded. leave_out: labels that are
+    never saved on their own (not_saved_by_model)."""
     if calibration is None:
         return None
-    accepted, right = calibration.accepted(threshold)
+    accepted, right = calibration.accepted(threshold, leave_out)
     interval = wilson_interval(right, accepted) or (None, None)
     return OnValidation(photos=calibration.photos, accepted=accepted,
                         accepted_share=accepted / calibration.photos if calibration.photos else None,
@@ -448,11 +456,13 @@ class ThresholdRow:
     validation: OnValidation | None = None
 
 
-def threshold_table(confidences, checked, thresholds, current, calibration=None) -> list[ThresholdRow]:
+def threshold_table(confidences, checked, thresholds, current, calibration=None,
+                    leave_out=frozenset()) -> list[ThresholdRow]:
     """What each threshold would do, from one version's predictions.
 
-    confidences: every prediction's confidence. checked: (confidence, correct, weight) of the
-    predictions people decided, each weighted by the inverse of its chance of being checked:
+    confidences: every prediction's confidence, None for one the model may not save on its own
+    whatever its confidence (a label in leave_out). checked: (confidence, correct, weight) of the
+    predictions people decided that it could have saved, each weighted by the inverse of its chance of being checked:
     everything below the threshold in force goes to people (weight 1), above it only the audit
     sample (1 / AUDIT_FRACTION). Unweighted, the fully checked band below the threshold would
     swamp the sampled one above it. The interval is Wilson's on the effective sample size
@@ -467,8 +477,9 @@ def threshold_table(confidences, checked, thresholds, current, calibration=None)
                     if total else (None, None))
         rows.append(ThresholdRow(
             threshold=t, current=t == current, checked=len(above), accuracy=accuracy,
-            accepted_share=sum(1 for c in confidences if c >= t) / len(confidences) if confidences else None,
-            ci_low=interval[0], ci_high=interval[1], validation=on_validation(calibration, t)))
+            accepted_share=sum(1 for c in confidences if c is not None and c >= t) / len(confidences)
+            if confidences else None,
+            ci_low=interval[0], ci_high=interval[1], validation=on_validation(calibration, t, leave_out)))
     return rows
 
 
@@ -486,17 +497,20 @@ def threshold_evidence(version_id) -> list[ThresholdRow]:
     from classifier.models import ModelVersion
 
     version = ModelVersion.objects.only("metrics").filter(pk=version_id).first()
+    leave_out = not_saved_by_model()
     predictions = Photo.objects.filter(prediction__model_version_id=version_id, prediction__margin__gt=0)
-    confidences = list(predictions.values_list("prediction__confidence", flat=True))
+    # A label the model may not save on its own (retired, always checked) is accepted by no threshold.
+    confidences = [None if label in leave_out else confidence for confidence, label in
+                   predictions.values_list("prediction__confidence", "prediction__label__name")]
     audit_weight = 1 / settings.AUDIT_FRACTION if settings.AUDIT_FRACTION > 0 else 1.0
-    decided = (decided_by_people(predictions)
+    decided = (decided_by_people(predictions).exclude(prediction__label__name__in=leave_out)
                .values_list("prediction__confidence", "status", "final_label_id", "prediction__label_id",
                             "review_kind"))
     checked = [(confidence, status == Photo.Status.FINAL and final == predicted,
                 audit_weight if kind == Photo.ReviewKind.AUDIT else 1.0)
                for confidence, status, final, predicted, kind in decided]
     return threshold_table(confidences, checked, THRESHOLD_CANDIDATES, float(settings.CONFIDENCE_THRESHOLD),
-                           calibration=version.calibration() if version else None)
+                           calibration=version.calibration() if version else None, leave_out=leave_out)
 
 
 # --- week by week ----------------------------------------------------------------------
@@ -509,7 +523,7 @@ class WeekRow:
     week: date                     # its Monday
     predictions: int
     mean_confidence: float
-    confident: int                 # at or above the threshold in force
+    confident: int                 # at or above the threshold in force, with a label the model may save
     confident_share: float
     ci_low: float                  # Wilson 95% interval of confident_share
     ci_high: float
@@ -523,16 +537,19 @@ class WeekRow:
 def weeks_of_predictions(version_id, weeks=MONITORED_WEEKS) -> list[WeekRow]:
     """One version's predictions week by week, the latest `weeks` weeks that had any, newest
     first: how many, how sure, what share the threshold in force would save on its own (beside
-    the share of its validation photos), and what that week's audits found."""
+    the share of its validation photos; the labels it may not save are left out of both), and
+    what that week's audits found."""
     from classifier.models import ModelVersion
 
     threshold = float(settings.CONFIDENCE_THRESHOLD)
+    leave_out = not_saved_by_model()
     version = ModelVersion.objects.only("metrics").filter(pk=version_id).first()
-    expected = on_validation(version.calibration() if version else None, threshold)
+    expected = on_validation(version.calibration() if version else None, threshold, leave_out)
     predictions = (Prediction.objects.filter(model_version_id=version_id)
                    .annotate(week=TruncWeek("created_at")).values("week")
                    .annotate(n=Count("id"), mean=Avg("confidence"),
-                             confident=Count("id", filter=Q(confidence__gte=threshold)))
+                             confident=Count("id", filter=Q(confidence__gte=threshold)
+                                             & ~Q(label__name__in=leave_out)))
                    .order_by("-week")[:weeks])
     audits = {row["week"]: row for row in (
         audited_photos().filter(prediction__model_version_id=version_id)

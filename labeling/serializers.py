@@ -230,7 +230,9 @@ class WeekRowSerializer(serializers.Serializer):
     week = serializers.DateField(help_text="The week's Monday (UTC).")
     predictions = serializers.IntegerField()
     mean_confidence = serializers.FloatField()
-    confident = serializers.IntegerField(help_text="Predictions at or above the CONFIDENCE_THRESHOLD in force.")
+    confident = serializers.IntegerField(help_text="Predictions at or above the CONFIDENCE_THRESHOLD in force, of a "
+                                                   "label the model may save on its own (not retired, not always "
+                                                   "checked).")
     confident_share = serializers.FloatField()
     ci_low = serializers.FloatField(help_text="Wilson 95% interval of confident_share.")
     ci_high = serializers.FloatField()

@@ -90,7 +90,8 @@ def test_evaluate_records_the_calibration_of_the_top_confidence_on_the_validatio
     metrics = evaluate(learn, ["fern", "monstera"])
 
     # As float32, 0.95 is a little below 0.95: a threshold of 0.95 would not accept it, nor does its bin.
-    assert metrics["calibration"] == summarise([float(np.float32(p)) for p in CONFIDENCES], CORRECT)
+    assert metrics["calibration"] == summarise([float(np.float32(p)) for p in CONFIDENCES], CORRECT,
+                                               ["fern", "monstera", "monstera", "monstera"])  # its answers
     assert metrics["calibration"]["bins"][-1][0] == 949
     json.dumps(metrics, allow_nan=False)
 
