@@ -182,10 +182,13 @@ def photo_explain(request, pk):
     prediction = getattr(photo, "prediction", None)
     if prediction is None or review.prediction_hidden_from(photo, request.user):
         raise Http404("This photo has no prediction to explain.")
-    version = prediction.model_version
+    return _explained(photo, prediction.model_version, request.GET.get("label") or prediction.label.name)
+
+
+def _explained(photo, version, label):
+    """The Grad-CAM picture of `photo` under `version` for `label`, as a response."""
     if not version.explainable:
         raise Http404(f"Model version {version.id} sees the image as a single cell: there is no where to show.")
-    label = request.GET.get("label") or prediction.label.name
     if label not in version.labels:
         # Plain text: the label is the client's own text.
         return HttpResponseBadRequest(f"Model version {version.id} has no label {label!r}.",
@@ -202,6 +205,21 @@ def photo_explain(request, pk):
 
 # The cleaner's refusal names the cleaner, not the review pages.
 cleaner_required = role_required(is_expert, "Only experts and staff can clean the training data.")
+
+
+@cleaner_required
+def model_version_explain(request, pk, photo_id):
+    """Where one version looked for ?label= on any photo, for the cleaner: a high loss is often
+    explained by what the model looked at (a watermark, the pot). Not for a photo whose pending
+    audit hides the model's answer."""
+    version = get_object_or_404(selectors.model_versions(), pk=pk)
+    photo = get_object_or_404(labeling_selectors.photos_visible_to(request.user), pk=photo_id)
+    if review.prediction_hidden_from(photo, request.user):
+        raise Http404("This photo's audit is pending: no model's answer is shown until it is decided.")
+    label = request.GET.get("label", "")
+    if not label:
+        return HttpResponseBadRequest("Say which label: ?label=.", content_type="text/plain; charset=utf-8")
+    return _explained(photo, version, label)
 
 
 @cleaner_required

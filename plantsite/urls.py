@@ -70,6 +70,8 @@ urlpatterns = [
     path("models/<int:pk>/shadow/", classifier_views.model_version_shadow, name="model-version-shadow"),
     path("models/compare/", classifier_views.model_versions_compare, name="model-versions-compare"),
     path("models/<int:pk>/cleaner/", classifier_views.model_version_cleaner, name="model-version-cleaner"),
+    path("models/<int:pk>/explain/<int:photo_id>.png", classifier_views.model_version_explain,
+         name="model-version-explain"),
     path("models/<int:pk>/cleaner/<int:photo_id>/", classifier_views.model_version_clean_photo,
          name="model-version-clean-photo"),
     path("models/<int:pk>/top-losses.png", classifier_views.model_version_top_losses, name="model-version-top-losses"),

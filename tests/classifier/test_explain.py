@@ -188,3 +188,36 @@ def test_the_api_gives_the_maps_address_with_the_prediction(predicted, member, a
     prediction = api_for(member).get(f"/api/v1/photos/{predicted.id}/").json()["prediction"]
 
     assert prediction["explain_url"] == f"/photos/{predicted.id}/explain.png"
+
+
+# --- the cleaner: where one version looked, for a label, on a photo it trained or validated on
+
+
+def test_the_cleaner_links_where_the_version_looked_for_its_answer_and_for_the_label(explainable_model, expert,
+                                                                                    member):
+    from classifier.models import PhotoLoss
+
+    monstera = Label.objects.get(name="monstera")
+    photo = PhotoFactory(owner=member, status=Photo.Status.FINAL, final_label=monstera)
+    PhotoLoss.objects.create(model_version=explainable_model, photo=photo, split="valid", label="monstera", loss=2.0,
+                             probabilities={"dieffenbachia": 0.7, "monstera": 0.1, "spider_plant": 0.2})
+    client = _client(expert)
+
+    page = client.get(f"/models/{explainable_model.id}/cleaner/").content.decode()
+    picture = client.get(f"/models/{explainable_model.id}/explain/{photo.id}.png?label=dieffenbachia")
+
+    base = f"/models/{explainable_model.id}/explain/{photo.id}.png"
+    assert f'<a href="{base}?label=dieffenbachia"' in page and "Where it looked for dieffenbachia" in page
+    assert f'<a href="{base}?label=monstera"' in page
+    assert picture.status_code == 200 and picture["Content-Type"] == "image/png"
+    assert client.get(base).status_code == 400  # which label, then?
+    assert _client(member).get(f"{base}?label=monstera").status_code == 403
+
+
+def test_the_cleaners_map_is_not_given_for_a_photo_whose_audit_is_pending(predicted, explainable_model, expert):
+    predicted.review_kind = Photo.ReviewKind.AUDIT
+    predicted.save()
+
+    response = _client(expert).get(f"/models/{explainable_model.id}/explain/{predicted.id}.png?label=monstera")
+
+    assert response.status_code == 404

@@ -163,6 +163,9 @@ CASES = [
     Case("model-version-top-losses", "get", lambda w: f"/models/{w.model_version.id}/top-losses.png",
          experts_only(200)),  # other members' photos
     Case("model-version-cleaner", "get", lambda w: f"/models/{w.model_version.id}/cleaner/", experts_only(200)),
+    # No label asked: 400 (tests/classifier/test_explain.py has the 200s with a real model).
+    Case("model-version-explain", "get", lambda w: f"/models/{w.model_version.id}/explain/{w.my_photo.id}.png",
+         experts_only(400)),
     Case("model-version-clean-photo", "post", lambda w: f"/models/{w.model_version.id}/cleaner/{w.their_photo.id}/",
          experts_only((302, r"/models/\d+/cleaner/")), data=lambda w: {"action": "keep"}),
     Case("photo-history", "get", lambda w: f"/photos/{w.my_photo.id}/history/", logged_in(200)),
