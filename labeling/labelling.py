@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from . import selectors
 from .image_checks import ImageRejected
-from .models import Label, LabellingAssignment, LabellingOutcome, LabelVote, Photo
+from .models import Label, LabelChange, LabellingAssignment, LabellingOutcome, LabelVote, Photo
 from .services import ImportReport, label_to_give, photo_import_one
 
 UNUSABLE = "not a plant / unusable"
@@ -308,7 +308,8 @@ def _example_photos(label, photo_ids):
 
 
 @transaction.atomic
-def label_create(*, name: str, description: str = "", example_ids=(), always_review: bool = False) -> Label:
+def label_create(*, name: str, description: str = "", example_ids=(), always_review: bool = False,
+                 user=None) -> Label:
     _check_name(name)
     exists = LabelExists(f"A label named {name!r} exists already.")
     if Label.objects.filter(name=name).exists():
@@ -320,25 +321,40 @@ def label_create(*, name: str, description: str = "", example_ids=(), always_rev
         raise exists from None
     if example_ids:
         label.examples.set(_example_photos(label, example_ids))
+    _record(label, user, ["created"] + (["always checked by an expert"] if always_review else []))
     return label
 
 
 @transaction.atomic
-def label_update(*, label_id: int, description=None, retired=None, example_ids=None, always_review=None) -> Label:
+def label_update(*, label_id: int, description=None, retired=None, example_ids=None, always_review=None,
+                 user=None) -> Label:
     """Change what may change: the description, the examples, retired or not, always reviewed
     or not (never the name: predictions, models and exports refer to labels by name). A change
-    of always_review applies to photos predicted from then on."""
+    of always_review applies to photos predicted from then on. What changed is recorded, with
+    `user`, in the label's history."""
     label = Label.objects.select_for_update().get(id=label_id)
-    if description is not None:
+    changes = []
+    if description is not None and description != label.description:
         label.description = description
-    if retired is not None:
+        changes.append("description changed")
+    if retired is not None and bool(retired) != label.retired:
         label.retired = bool(retired)
-    if always_review is not None:
+        changes.append("retired" if label.retired else "put back in use")
+    if always_review is not None and bool(always_review) != label.always_review:
         label.always_review = bool(always_review)
+        changes.append("always checked by an expert" if label.always_review else "no longer always checked")
     label.save()
     if example_ids is not None:
+        before = set(label.examples.values_list("id", flat=True))
         label.examples.set(_example_photos(label, example_ids))
+        if set(label.examples.values_list("id", flat=True)) != before:
+            changes.append(f"examples changed ({label.examples.count()} now)")
+    _record(label, user, changes)
     return label
+
+
+def _record(label, user, changes):
+    LabelChange.objects.bulk_create([LabelChange(label=label, user=user, what=what) for what in changes])
 
 
 @transaction.atomic

@@ -67,8 +67,8 @@ class LabelListCreateApi(generics.ListAPIView):
         body = LabelCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            label = labelling.label_create(**{("example_ids" if k == "examples" else k): v
-                                              for k, v in body.validated_data.items()})
+            label = labelling.label_create(user=request.user, **{("example_ids" if k == "examples" else k): v
+                                                                 for k, v in body.validated_data.items()})
         except labelling.LabelExists as exc:
             return conflict(exc)
         except labelling.LabelError as exc:
@@ -99,7 +99,7 @@ class LabelDetailApi(APIView):
         try:
             label = labelling.label_update(label_id=label.id, description=data.get("description"),
                                            retired=data.get("retired"), example_ids=data.get("examples"),
-                                           always_review=data.get("always_review"))
+                                           always_review=data.get("always_review"), user=request.user)
         except labelling.LabelError as exc:
             raise ValidationError({"detail": str(exc)}) from None
         except Label.DoesNotExist:  # deleted since _label() found it

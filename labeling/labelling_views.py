@@ -128,7 +128,7 @@ def _label_edit_post(request, label):
     """(the form to show again, None) or (None, the redirect once it is done)."""
     action = request.POST.get("action", "save")
     if action in ("retire", "unretire"):
-        labelling.label_update(label_id=label.id, retired=action == "retire")
+        labelling.label_update(label_id=label.id, retired=action == "retire", user=request.user)
         messages.success(request, f"Label {label.name} {'retired' if action == 'retire' else 'back in use'}.")
         return None, redirect("label-edit", pk=label.pk)
     if action == "delete":
@@ -145,7 +145,7 @@ def _label_edit_post(request, label):
         try:
             labelling.label_update(label_id=label.id, description=form.cleaned_data["description"],
                                    example_ids=list(dict.fromkeys(ids)),
-                                   always_review=form.cleaned_data["always_review"])
+                                   always_review=form.cleaned_data["always_review"], user=request.user)
         except labelling.LabelError as exc:
             form.add_error("example_ids", str(exc))
         else:
@@ -164,7 +164,8 @@ def labels_page(request):
     form = LabelCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            label = labelling.label_create(name=form.cleaned_data["name"], description=form.cleaned_data["description"])
+            label = labelling.label_create(name=form.cleaned_data["name"], description=form.cleaned_data["description"],
+                                           user=request.user)
         except labelling.LabelError as exc:
             form.add_error("name", str(exc))
         else:
@@ -199,6 +200,7 @@ def label_edit(request, pk):
         example_ids = {pk for pk in map(_photo_id, request.POST.getlist("example")) if pk is not None}
     return render(request, "labeling/label_edit.html", {
         "label": label, "form": form, "examples": examples, "example_ids": example_ids,
+        "changes": label.changes.select_related("user")[:20],
         "candidates": candidates, "usage": usage, "in_use": any(usage.values()),
         "max_examples": labelling.MAX_EXAMPLES,
     }, status=400 if form.errors else 200)

@@ -47,6 +47,20 @@ class Label(models.Model):
         return [photo for photo in self.examples.all() if photo.is_example_of(self)]
 
 
+class LabelChange(models.Model):
+    """Who changed a label, and how. Its settings decide what the model may save on its own
+    (always checked, retired), so turning one off must leave a trace."""
+
+    label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="changes")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    what = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+
 def photo_file_name(extension):
     return f"photos/{uuid.uuid4().hex}.{extension}"
 

@@ -112,3 +112,22 @@ def test_the_weekly_share_leaves_them_out_too_and_so_is_not_marked_unlike_valida
 
     assert (week.predictions, week.confident, week.confident_share) == (4, 2, 0.5)
     assert not week.shifted
+
+
+def test_each_change_of_a_label_is_recorded_with_who_made_it(db, staff, api_for):
+    client = Client()
+    client.force_login(staff)
+    client.post("/labels/", {"name": "hemlock", "description": ""})
+    hemlock = Label.objects.get(name="hemlock")
+
+    client.post(f"/labels/{hemlock.id}/", {"action": "save", "description": "Umbels", "always_review": "on"})
+    client.post(f"/labels/{hemlock.id}/", {"action": "save", "description": "Umbels", "always_review": "on"})  # same
+    api_for(staff).patch(f"/api/v1/labels/{hemlock.id}/", {"always_review": False}, format="json")
+    client.post(f"/labels/{hemlock.id}/", {"action": "retire"})
+
+    changes = [(c.user.username, c.what) for c in hemlock.changes.order_by("id")]
+    assert changes == [("staff", "created"), ("staff", "description changed"),
+                       ("staff", "always checked by an expert"), ("staff", "no longer always checked"),
+                       ("staff", "retired")]
+    page = client.get(f"/labels/{hemlock.id}/").content.decode()
+    assert "<td>staff</td><td>no longer always checked</td>" in page.split('id="label-changes"')[1]
