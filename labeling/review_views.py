@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 
 from . import review, selectors, services
 from .forms import CorrectionForm, ReviewForm, ReviewGridForm
-from .models import Photo
+from .models import Label, Photo
 from .serializers import ReviewQueueQuerySerializer
 from .views import expert_required
 
@@ -87,8 +87,10 @@ def review_grid(request):
     asked = request.GET.get("label", "")
     label = asked if asked in {name for name, _ in labels} else (labels[0][0] if labels and not asked else "")
     photos = list(selectors.review_grid(label=label, viewer=request.user)[:GRID_SIZE]) if label else []
+    # Its description and example photos, to compare the tiles with.
+    described = list(Label.objects.filter(name=label).prefetch_related("examples")) if label else []
     return render(request, "labeling/review_grid.html",
-                  {"labels": labels, "label": label, "asked": asked, "photos": photos})
+                  {"labels": labels, "label": label, "asked": asked, "photos": photos, "described": described})
 
 
 def _say_confirmed(request, report):

@@ -122,6 +122,7 @@ def test_the_page_shows_the_tiles_ticked_and_the_post_says_what_happened(waiting
     response = client.post("/review/grid/", {"label": "monstera", "photos": [right.id, decided.id]}, follow=True)
 
     assert page.count('<input type="checkbox" name="photos"') == 3
+    assert '<div class="label-example" data-label="monstera">' in page  # what a monstera looks like
     assert f'value="{right.id}" checked' in page and 'Confirm the <span data-role="ticked">3</span> ticked as monstera' in page
     assert response.redirect_chain == [("/review/grid/?label=monstera", 302)]
     said = [str(m) for m in response.context["messages"]]
