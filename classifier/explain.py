@@ -74,7 +74,7 @@ def overlay_png(image: Image.Image, cam: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def _model_input(loaded, path):
+def model_input(loaded, path):
     """(the batch the model sees, that image as a picture) for one file: the fast path's exact
     validation transforms, or fastai's own where the fast path does not apply."""
     if loaded.predictor is not None:
@@ -103,7 +103,7 @@ def explanation_png(version, path, label: str, cache_key: str) -> bytes:
     loaded = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
     if label not in loaded.labels:
         raise CannotExplain(f"Model version {version.id} has no label {label}.")
-    x, picture = _model_input(loaded, path)
+    x, picture = model_input(loaded, path)
     png = overlay_png(picture, grad_cam(loaded.learner.model, x, loaded.labels.index(label)))
     try:
         cache.set(key, png, CACHE_SECONDS)

@@ -103,6 +103,16 @@ class ModelVersion(models.Model):
     def error_rate(self):
         return self.metrics.get("error_rate")
 
+    # The files next to the learner that `metrics` names: backups carry them, orphan_files keeps them.
+    FILE_METRICS = ("confusion_png", "top_losses_png", "neighbours_npz")
+
+    @classmethod
+    def file_names(cls, file, metrics) -> list[str]:
+        """The learner's name and those of the files beside it, from a row's `file` and `metrics`
+        (a dumped row's too)."""
+        metrics = metrics if isinstance(metrics, dict) else {}
+        return [name for name in (file, *(metrics.get(key) for key in cls.FILE_METRICS)) if name]
+
     @property
     def explainable(self) -> bool:
         """Whether Grad-CAM can show where it looked (classifier.explain): the architectures

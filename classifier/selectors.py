@@ -46,14 +46,13 @@ def photo_losses(version, *, label=None, split=None):
 
 def model_files_unreferenced(*, min_age_seconds: float):
     """Files in MODEL_ROOT that no model version refers to (its learner, confusion matrix and
-    top-losses pictures), left by a training process killed before it registered or removed
-    them. A queued or running run's files are its own, however old."""
+    top-losses pictures, its photos' features), left by a training process killed before it
+    registered or removed them. A queued or running run's files are its own, however old."""
     from labeling.selectors import files_unreferenced
 
     referenced = set()
     for version in ModelVersion.objects.only("file", "metrics").iterator():
-        metrics = version.metrics or {}
-        referenced.update(n for n in (version.file, metrics.get("confusion_png"), metrics.get("top_losses_png")) if n)
+        referenced.update(ModelVersion.file_names(version.file, version.metrics))
     active = tuple(f"model-{run_id}-" for run_id in TrainingRun.objects.filter(
         status__in=TrainingRun.ACTIVE).values_list("id", flat=True))
     return [path for path in files_unreferenced(settings.MODEL_ROOT, referenced, min_age_seconds=min_age_seconds)

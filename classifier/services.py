@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from labeling.models import Photo
 
+from . import similar
 from .calibration import summarise
 from .cores import inference_threads
 from .inference import file_sha256, model_cache
@@ -205,6 +206,7 @@ def _train(run):
     export_path = settings.MODEL_ROOT / f"{stem}.pkl"
     confusion_png = settings.MODEL_ROOT / f"{stem}-confusion.png"
     top_losses_png = settings.MODEL_ROOT / f"{stem}-top-losses.png"
+    neighbours_npz = settings.MODEL_ROOT / f"{stem}-features.npz"
 
     def on_progress(*, epoch, total_epochs, batch, total_batches, fraction, history=None):
         fields = {"epoch": epoch, "total_epochs": total_epochs, "batch": batch, "total_batches": total_batches,
@@ -218,12 +220,14 @@ def _train(run):
         return _despite_a_database_restart(
             run.id, "check for a cancel", lambda: TrainingRun.objects.filter(id=run.id, cancel_requested=True).exists())
 
-    files = (export_path, confusion_png, top_losses_png)
+    files = (export_path, confusion_png, top_losses_png, neighbours_npz)
     try:
         with _heartbeat(run.id):
             result = train(fit_rows, options, export_path, on_progress=on_progress, should_cancel=should_cancel,
                            confusion_png=confusion_png, top_losses_png=top_losses_png,
                            workers=settings.TRAINING_LOADER_WORKERS)
+            if result.features is not None:
+                similar.save(neighbours_npz, [r[0] for r in rows], [r[1] for r in rows], result.features)
     except BaseException:
         _remove(files)  # no orphan files from a cancelled or failed run
         raise
@@ -245,7 +249,7 @@ def _left_out_lines(missing, untrained):
 @transaction.atomic
 def _register(run_id, result, options, rows, sources, files):
     """Register the trained model as a version of the succeeded run (and activate it if asked)."""
-    export_path, confusion_png, top_losses_png = files
+    export_path, confusion_png, top_losses_png, neighbours_npz = files
     # The run must still be running, and not cancelled, under its row lock: an admin may have
     # cancelled it after its last check (in the last batch), or the sweeper may have failed it
     # and freed the slot for another run. Either decision stands; this model is not kept.
@@ -262,6 +266,7 @@ def _register(run_id, result, options, rows, sources, files):
         size=export_path.stat().st_size, labels=result.labels, architecture=options.architecture,
         image_size=options.image_size,
         metrics={**result.metrics, "confusion_png": confusion_png.name, "top_losses_png": top_losses_png.name,
+                 **({"neighbours_npz": neighbours_npz.name} if neighbours_npz.exists() else {}),
                  "pretrained": result.pretrained_used, "synthetic_photos": sources["synthetic_photos"],
                  "data_count": len(rows)},
     )

@@ -76,6 +76,8 @@ class TrainingResult:
     log: list[str] = field(default_factory=list)
     # {row index: (loss, {label: p})} from a model that did not train on the row.
     out_of_sample: dict = field(default_factory=dict)
+    # float16 (rows, d): each row's features as the trained model sees them (classifier.similar); None if not kept.
+    features: object = None
 
 
 def is_validation(key: str, percent: int = 20) -> bool:
@@ -240,6 +242,7 @@ def train(rows, options: TrainingOptions, export_path: Path, *, on_progress=lamb
         _plot_top_losses(learn, top_losses_png)
     learn.logger = print  # the export pickles the learner, and a closure does not pickle
     _export(learn, export_path)
+    features = _features(learn, rows, log)
 
     if folds >= 2:
         log.append(f"Cleaning pass: {folds}-fold out-of-sample losses for the training photos.")
@@ -247,7 +250,21 @@ def train(rows, options: TrainingOptions, export_path: Path, *, on_progress=lamb
         out_of_sample.update(_kfold_losses(rows, labels, options, device, progress, log, folds, workers))
     return TrainingResult(labels=labels, metrics=metrics, history=progress.history,
                           device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(0),
-                          pretrained_used=pretrained, log=log, out_of_sample=out_of_sample)
+                          pretrained_used=pretrained, log=log, out_of_sample=out_of_sample, features=features)
+
+
+def _features(learn, rows, log):
+    """What classifier.similar compares a reviewed photo with. Optional: a failure here costs the
+    review page its similar photos, not the run its model."""
+    from .similar import embed_learner_rows
+
+    try:
+        with learn.no_bar():
+            return embed_learner_rows(learn, [path for path, _, _ in rows])
+    except Exception as exc:  # noqa: BLE001 - logged in the run, and the model is kept
+        log.append(f"The photos' features were not kept, so reviews show no similar photos: "
+                   f"{type(exc).__name__}: {exc}")
+        return None
 
 
 def _use_pretrained(options, log):

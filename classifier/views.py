@@ -14,7 +14,7 @@ from labeling.models import Photo, is_expert
 from labeling import review, services as labeling_services
 from labeling.views import login_or_token_required, paged, role_required, staff_required
 
-from . import evaluation, explain, selectors, services
+from . import evaluation, explain, selectors, services, similar
 from .inference import ModelIntegrityError, stream_sha256
 from .forms import TrainingForm
 from .models import PhotoLoss
@@ -201,6 +201,34 @@ def _explained(photo, version, label):
     response["Cache-Control"] = "private, max-age=3600"
     response["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+similar_required = role_required(is_expert, "Only experts and staff can see the photos a model learned from.")
+
+
+@similar_required
+def photo_similar(request, pk):
+    """The photos the version that predicted this one learned from, nearest to it first (in its
+    own features), with the labels they were trained with. For experts: they show other
+    members' photos. Not while an audit hides the model's answer: the neighbours' labels tell it."""
+    photo = get_object_or_404(labeling_selectors.photos_visible_to(request.user), pk=pk)
+    prediction = getattr(photo, "prediction", None)
+    if prediction is None or review.prediction_hidden_from(photo, request.user):
+        raise Http404("This photo has no prediction to compare with.")
+    version = prediction.model_version
+    neighbours, why = [], ""
+    if "neighbours_npz" not in version.metrics:
+        why = f"Model version {version.id} kept no features of its photos: it was trained before they were kept."
+    else:
+        try:
+            found = similar.nearest(version, photo)
+        except (OSError, ModelIntegrityError) as exc:
+            why = f"Cannot compare with model version {version.id}'s photos: {exc}"
+        else:
+            photos = Photo.objects.select_related("final_label").in_bulk([n.photo_id for n in found])
+            neighbours = [(n, photos[n.photo_id]) for n in found if n.photo_id in photos]  # deleted since: left out
+    return render(request, "classifier/photo_similar.html",
+                  {"photo": photo, "version": version, "neighbours": neighbours, "why": why})
 
 
 # The cleaner's refusal names the cleaner, not the review pages.

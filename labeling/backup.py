@@ -183,14 +183,14 @@ def _dump_database(out: Path, batch_size: int = 1000) -> tuple[dict[str, int], s
 
 def _files_named_by(row: dict) -> list[str]:
     """The archive names of the files a dumped row needs: a photo's original and working copy,
-    a model version's learner and its charts."""
+    a model version's learner and the files beside it (charts, features)."""
     fields = row["fields"]
     if row["model"] == "labeling.photo":
         return [f"{MEDIA_PREFIX}/{name}" for name in (fields["image"], fields["working_image"]) if name]
     if row["model"] == "classifier.modelversion":
-        metrics = fields["metrics"] if isinstance(fields["metrics"], dict) else {}
-        pictures = [metrics.get(key) for key in ("confusion_png", "top_losses_png")]
-        return [f"{MODELS_PREFIX}/{name}" for name in (fields["file"], *pictures) if name]
+        from classifier.models import ModelVersion
+
+        return [f"{MODELS_PREFIX}/{name}" for name in ModelVersion.file_names(fields["file"], fields["metrics"])]
     return []
 
 

@@ -54,6 +54,7 @@ urlpatterns = [
     path("photos/<int:pk>/retry/", labeling_views.photo_retry, name="photo-retry"),
     path("photos/<int:pk>/delete/", labeling_views.photo_delete, name="photo-delete"),
     path("photos/<int:pk>/explain.png", classifier_views.photo_explain, name="photo-explain"),
+    path("photos/<int:pk>/similar/", classifier_views.photo_similar, name="photo-similar"),
     path("media/photos/<str:name>", labeling_views.photo_file, name="photo-file"),
     path("review/", review_views.review_queue, name="review-queue"),
     path("review/<int:pk>/", review_views.review_photo, name="review-photo"),

@@ -120,10 +120,10 @@ def test_the_map_is_made_once_per_photo_version_and_label(predicted, member):
 
 def test_without_the_fast_path_fastai_gives_the_same_input_and_picture(predicted, explainable_model):
     loaded = model_cache.get(explainable_model.id, explainable_model.path, explainable_model.sha256)
-    fast_x, fast_picture = explain._model_input(loaded, predicted.model_input_path)
+    fast_x, fast_picture = explain.model_input(loaded, predicted.model_input_path)
     predictor, loaded.predictor = loaded.predictor, None
     try:
-        slow_x, slow_picture = explain._model_input(loaded, predicted.model_input_path)
+        slow_x, slow_picture = explain.model_input(loaded, predicted.model_input_path)
     finally:
         loaded.predictor = predictor
 
@@ -179,7 +179,7 @@ def test_a_model_that_sees_the_image_as_one_cell_offers_no_map(active_model, mem
     assert api_for(member).get(f"/api/v1/photos/{photo.id}/").json()["prediction"]["explain_url"] is None
     assert _client(member).get(f"/photos/{photo.id}/explain.png").status_code == 404
     loaded = model_cache.get(active_model.id, active_model.path, active_model.sha256)
-    x, _ = explain._model_input(loaded, photo.model_input_path)
+    x, _ = explain.model_input(loaded, photo.model_input_path)
     with pytest.raises(CannotExplain, match="single cell"):  # what the check on the version stands for
         grad_cam(loaded.learner.model, x, 0)
 

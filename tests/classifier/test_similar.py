@@ -1,0 +1,136 @@
+"""Photos a version learned from that look most like a reviewed one: training keeps each photo's
+features (the vector its head classifies) beside the learner, and the expert's page lists the
+nearest ones with the labels they were trained with."""
+import numpy as np
+import pytest
+from unittest import mock
+from django.test import Client
+
+from classifier import services, similar
+from classifier.demo_images import generate_dataset
+from classifier.inference import model_cache
+from classifier.models import ModelVersion
+from classifier.selectors import model_files_unreferenced
+from classifier.services import training_run_execute, training_run_start
+from labeling.backup import _files_named_by
+from labeling.models import Label, Photo
+from labeling.services import photos_import_folder
+from tests.factories import PredictionFactory
+
+TINY = {"architecture": "resnet18", "image_size": 32, "epochs": 1, "batch_size": 4, "pretrained": False}
+
+
+def every_fourth_id_is_validation(key, percent=20):
+    return int(key) % 4 == 0
+
+
+@pytest.fixture
+def trained(staff, tmp_path):
+    generate_dataset(tmp_path / "plants", per_label=4, size=64, seed=2)
+    with mock.patch.object(services, "is_validation", every_fourth_id_is_validation):
+        photos_import_folder(directory=tmp_path / "plants", owner=staff)
+        run = training_run_start(user=staff, options=TINY, enqueue=False)
+        training_run_execute(run.id)
+    model_cache.clear()
+    yield ModelVersion.objects.get(training_run=run)
+    model_cache.clear()
+
+
+def _stored(version):
+    with np.load(version.path.parent / version.metrics["neighbours_npz"], allow_pickle=False) as data:
+        return data["ids"], data["labels"], data["vectors"]
+
+
+def test_training_keeps_every_photos_features_with_its_id_and_label(trained):
+    ids, labels, vectors = _stored(trained)
+
+    assert [[int(i), str(label)] for i, label in zip(ids, labels)] == [row[:2] for row in trained.training_run.data]
+    assert vectors.dtype == np.float16 and vectors.shape[0] == 12
+    assert np.allclose(np.linalg.norm(vectors.astype(np.float32), axis=1), 1.0, atol=1e-2)
+
+
+def test_a_training_photo_seen_again_has_the_features_training_kept(trained):
+    ids, _, vectors = _stored(trained)
+    photo = Photo.objects.get(id=int(ids[5]))
+    loaded = model_cache.get(trained.id, trained.path, trained.sha256)
+    x, _ = similar.model_input(loaded, photo.model_input_path)
+
+    again = similar.features(loaded.learner.model, x)[0].detach().numpy()
+
+    assert float(again @ vectors[5].astype(np.float32)) > 0.99  # the same photo, as the version sees it
+
+
+def test_the_nearest_photos_leave_the_photo_itself_out_and_come_nearest_first(trained):
+    ids, labels, _ = _stored(trained)
+    photo = Photo.objects.get(id=int(ids[0]))
+
+    found = similar.nearest(trained, photo, k=5)
+
+    assert len(found) == 5 and photo.id not in [n.photo_id for n in found]
+    assert [n.similarity for n in found] == sorted((n.similarity for n in found), reverse=True)
+    assert all(n.label == dict(zip(map(int, ids), map(str, labels)))[n.photo_id] for n in found)
+
+
+@pytest.fixture
+def reviewed(trained, member):
+    """A photo of the run's data, predicted by the version and awaiting review."""
+    photo_id = trained.training_run.data[0][0]
+    Photo.objects.filter(id=photo_id).update(status=Photo.Status.NEEDS_REVIEW, review_kind="uncertain")
+    PredictionFactory(photo_id=photo_id, model_version=trained, label=Label.objects.get(name="monstera"))
+    return Photo.objects.get(id=photo_id)
+
+
+def _client(user):
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_an_expert_sees_the_nearest_photos_with_their_training_labels(reviewed, trained, expert):
+    deleted = similar.nearest(trained, reviewed)[0].photo_id
+    Photo.objects.filter(id=deleted).delete()  # deleted since training: left out
+    page = _client(expert).get(f"/photos/{reviewed.id}/similar/").content.decode()
+    review_page = _client(expert).get(f"/review/{reviewed.id}/").content.decode()
+
+    listed = page.split('id="neighbours"')[1].split("</ul>")[0]
+    assert listed.count("<li data-photo-id=") == 7  # eight nearest, one deleted since
+    assert f'data-photo-id="{deleted}"' not in listed and f'data-photo-id="{reviewed.id}"' not in listed
+    assert "similarity" in listed
+    assert f'<a href="/photos/{reviewed.id}/similar/">Photos it learned from that look most like this one</a>' in review_page
+
+
+def test_members_and_pending_audits_get_no_neighbours(reviewed, member, expert):
+    assert _client(member).get(f"/photos/{reviewed.id}/similar/").status_code == 403
+    assert "Photos it learned from" not in _client(member).get(f"/photos/{reviewed.id}/").content.decode()
+    Photo.objects.filter(id=reviewed.id).update(review_kind=Photo.ReviewKind.AUDIT)
+    assert _client(expert).get(f"/photos/{reviewed.id}/similar/").status_code == 404
+
+
+def test_a_version_that_kept_no_features_says_so(reviewed, trained, expert):
+    trained.metrics.pop("neighbours_npz")
+    trained.save()
+
+    page = _client(expert).get(f"/photos/{reviewed.id}/similar/").content.decode()
+
+    assert f"Model version {trained.id} kept no features of its photos" in page
+
+
+def test_the_features_file_is_backed_up_and_not_an_orphan(trained):
+    name = trained.metrics["neighbours_npz"]
+    row = {"model": "classifier.modelversion", "fields": {"file": trained.file, "metrics": trained.metrics}}
+
+    assert f"models/{name}" in _files_named_by(row)
+    assert name not in [p.name for p in model_files_unreferenced(min_age_seconds=0)]
+
+
+def test_a_failure_to_keep_the_features_keeps_the_model_and_says_so(staff, tmp_path):
+    generate_dataset(tmp_path / "plants", per_label=4, size=64, seed=2)
+    with mock.patch.object(services, "is_validation", every_fourth_id_is_validation), \
+            mock.patch.object(similar, "embed_learner_rows", side_effect=RuntimeError("out of memory")):
+        photos_import_folder(directory=tmp_path / "plants", owner=staff)
+        run = training_run_start(user=staff, options=TINY, enqueue=False)
+        run = training_run_execute(run.id)
+
+    assert run.status == "succeeded"
+    assert "features were not kept, so reviews show no similar photos: RuntimeError: out of memory" in run.log
+    assert "neighbours_npz" not in run.model_version.metrics
