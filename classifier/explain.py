@@ -12,19 +12,14 @@ Computed on demand, for a photo someone opens, and cached: nothing here is store
 from __future__ import annotations
 
 import io
-import logging
 import math
 
 import numpy as np
-from django.core.cache import cache
 from PIL import Image
 
-from labeling.throttling import CACHE_ERRORS
-
+from .caching import cached
 from .cores import inference_threads
 from .inference import model_cache
-
-logger = logging.getLogger(__name__)
 
 CACHE_SECONDS = 7 * 24 * 3600  # what a version says about a stored photo never changes
 MIN_SIDE = 224                 # a 32 px model input is drawn larger, so that it can be seen
@@ -92,21 +87,12 @@ def explanation_png(version, path, label: str, cache_key: str) -> bytes:
     """Grad-CAM of `label` for the image at `path` under `version`, as a PNG; cached under
     cache_key (the caller names the photo). Raises CannotExplain, the model cache's
     ModelIntegrityError, or OSError for a file that cannot be read."""
-    key = f"explain:{version.id}:{version.sha256}:{cache_key}:{label}"
-    try:
-        found = cache.get(key)
-    except CACHE_ERRORS:
-        logger.warning("The cache is unavailable: explaining without it.", exc_info=True)
-        found = None
-    if found is not None:
-        return found
-    loaded = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
-    if label not in loaded.labels:
-        raise CannotExplain(f"Model version {version.id} has no label {label}.")
-    x, picture = model_input(loaded, path)
-    png = overlay_png(picture, grad_cam(loaded.learner.model, x, loaded.labels.index(label)))
-    try:
-        cache.set(key, png, CACHE_SECONDS)
-    except CACHE_ERRORS:
-        logger.warning("The cache is unavailable: explaining without it.", exc_info=True)
-    return png
+    def draw():
+        loaded = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
+        if label not in loaded.labels:
+            raise CannotExplain(f"Model version {version.id} has no label {label}.")
+        x, picture = model_input(loaded, path)
+        return overlay_png(picture, grad_cam(loaded.learner.model, x, loaded.labels.index(label)))
+
+    return cached(f"explain:{version.id}:{version.sha256}:{cache_key}:{label}", draw, CACHE_SECONDS,
+                  "explaining")

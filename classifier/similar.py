@@ -8,20 +8,15 @@ three mislabelled ferns, the neighbours show it. Computed for one photo on deman
 """
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass
 
 import numpy as np
-from django.core.cache import cache
 
-from labeling.throttling import CACHE_ERRORS
-
+from .caching import cached
 from .cores import inference_threads
 from .explain import model_input
 from .inference import model_cache
-
-logger = logging.getLogger(__name__)
 
 NEIGHBOURS = 8
 CACHE_SECONDS = 7 * 24 * 3600
@@ -83,28 +78,18 @@ def _stored(version):
 
 def nearest(version, photo, k=NEIGHBOURS) -> list[Neighbour]:
     """The k photos `version` trained on that are nearest to `photo` (itself left out), nearest
-    first. Raises OSError (a file cannot be read), the model cache's ModelIntegrityError, or
-    KeyError when the version kept no features (trained before they were kept)."""
-    cache_key = f"similar:{version.id}:{version.sha256}:{photo.pk}:{k}"
-    try:
-        found = cache.get(cache_key)
-    except CACHE_ERRORS:
-        logger.warning("The cache is unavailable: finding similar photos without it.", exc_info=True)
-        found = None
-    if found is not None:
-        return found
-    import torch
+    first. Raises OSError (a file cannot be read) or the model cache's ModelIntegrityError."""
+    def find():
+        import torch
 
-    ids, labels, vectors = _stored(version)
-    loaded = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
-    x, _ = model_input(loaded, photo.model_input_path)
-    with torch.inference_mode():
-        query = features(loaded.learner.model, x)[0].numpy()
-    similarity = vectors @ query
-    order = [i for i in np.argsort(-similarity, kind="stable") if int(ids[i]) != photo.pk][:k]
-    result = [Neighbour(int(ids[i]), str(labels[i]), float(similarity[i])) for i in order]
-    try:
-        cache.set(cache_key, result, CACHE_SECONDS)
-    except CACHE_ERRORS:
-        logger.warning("The cache is unavailable: finding similar photos without it.", exc_info=True)
-    return result
+        ids, labels, vectors = _stored(version)
+        loaded = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
+        x, _ = model_input(loaded, photo.model_input_path)
+        with torch.inference_mode():
+            query = features(loaded.learner.model, x)[0].numpy()
+        similarity = vectors @ query
+        order = [i for i in np.argsort(-similarity, kind="stable") if int(ids[i]) != photo.pk][:k]
+        return [Neighbour(int(ids[i]), str(labels[i]), float(similarity[i])) for i in order]
+
+    return cached(f"similar:{version.id}:{version.sha256}:{photo.pk}:{k}", find, CACHE_SECONDS,
+                  "finding similar photos")

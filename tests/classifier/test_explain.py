@@ -221,3 +221,18 @@ def test_the_cleaners_map_is_not_given_for_a_photo_whose_audit_is_pending(predic
     response = _client(expert).get(f"/models/{explainable_model.id}/explain/{predicted.id}.png?label=monstera")
 
     assert response.status_code == 404
+
+
+def test_without_the_cache_the_work_is_done_every_time_and_still_answers(caplog):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from classifier.caching import cached
+
+    calls = []
+    down = mock.Mock(side_effect=RedisConnectionError("Redis is down"))
+    with mock.patch("classifier.caching.cache.get", down), mock.patch("classifier.caching.cache.set", down):
+        first = cached("k", lambda: calls.append(1) or "made", 60, "explaining")
+        again = cached("k", lambda: calls.append(1) or "made", 60, "explaining")
+
+    assert (first, again, len(calls)) == ("made", "made", 2)
+    assert "The cache is unavailable: explaining without it." in caplog.text
