@@ -93,7 +93,8 @@ class Calibration:
         width = RESOLUTION // bins
         rows = []
         for i in range(bins):
-            inside = [b for b in self.bins if i * width <= b[0] < (i + 1) * width or (i == bins - 1 and b[0] == RESOLUTION)]
+            last = i == bins - 1  # a confidence of exactly 1 falls in the last bin
+            inside = [b for b in self.bins if i * width <= b[0] < (i + 1) * width or (last and b[0] == RESOLUTION)]
             n = sum(b[1] for b in inside)
             rows.append(ReliabilityRow(
                 low=i / bins, high=(i + 1) / bins, photos=n,

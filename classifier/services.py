@@ -227,7 +227,7 @@ def _train(run):
                            confusion_png=confusion_png, top_losses_png=top_losses_png,
                            workers=settings.TRAINING_LOADER_WORKERS)
             if result.features is not None:
-                similar.save(neighbours_npz, [r[0] for r in rows], [r[1] for r in rows], result.features)
+                _keep_features(neighbours_npz, rows, result)
     except BaseException:
         _remove(files)  # no orphan files from a cancelled or failed run
         raise
@@ -236,6 +236,14 @@ def _train(run):
     except BaseException:
         _remove(files)  # nothing refers to them: the transaction that would have was rolled back
         raise
+
+
+def _keep_features(path, rows, result):
+    """Optional, as computing them is: a full disk costs the reviews their similar photos, not the run."""
+    try:
+        similar.save(path, [r[0] for r in rows], [r[1] for r in rows], result.features)
+    except OSError as exc:
+        result.log.append(f"The photos' features were not kept, so reviews show no similar photos: {exc}")
 
 
 def _left_out_lines(missing, untrained):

@@ -47,10 +47,14 @@ def embed_learner_rows(learn, paths, batch_size=64) -> np.ndarray:
 def save(path, ids, labels, vectors):
     """Written aside and renamed: a killed process leaves no half-written file."""
     partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as fh:
-        np.savez(fh, ids=np.asarray(ids, dtype=np.int64), labels=np.asarray(labels, dtype=str),
-                 vectors=np.asarray(vectors, dtype=np.float16))
-    partial.replace(path)
+    try:
+        with open(partial, "wb") as fh:
+            np.savez(fh, ids=np.asarray(ids, dtype=np.int64), labels=np.asarray(labels, dtype=str),
+                     vectors=np.asarray(vectors, dtype=np.float16))
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)

@@ -283,8 +283,8 @@ def _confirm(photo_id, expert, label_name):
     prediction = getattr(photo, "prediction", None)
     if photo.status == Photo.Status.NEEDS_REVIEW and photo.review_kind != Photo.ReviewKind.UNCERTAIN:
         # An audit must be decided blind, and a dispute with the labellers' votes in view.
-        raise NotConfirmable(f"Photo {photo_id} is {'an audit' if photo.review_kind == Photo.ReviewKind.AUDIT else 'a dispute'}:"
-                             " decide it on its own page.")
+        kind = "an audit" if photo.review_kind == Photo.ReviewKind.AUDIT else "a dispute"
+        raise NotConfirmable(f"Photo {photo_id} is {kind}: decide it on its own page.")
     if prediction is None or prediction.label.name != label_name:
         raise NotConfirmable(f"The model did not answer {label_name} for photo {photo_id}.")
     review_decide(photo_id=photo_id, expert=expert, label_name=label_name)

@@ -193,7 +193,8 @@ def test_calibrate_model_measures_an_older_version_as_training_would_have(older_
     assert measured["ece"] == pytest.approx(recorded["ece"], abs=1e-3)  # the worker's path: within 1e-4 per photo
     assert version.metrics["calibration_measured"]["photos"] == 3
     assert version.metrics["error_rate"] is not None  # the other metrics are kept
-    assert f"Version {version.id}: expected calibration error {measured['ece']:.3f} on 3 validation photos." in out.getvalue()
+    said = f"Version {version.id}: expected calibration error {measured['ece']:.3f} on 3 validation photos."
+    assert said in out.getvalue()
     out = io.StringIO()
     call_command("calibrate_model", "--missing", stdout=out)
     assert out.getvalue() == "Every model version has its calibration recorded.\n"
@@ -214,7 +215,8 @@ def test_calibrate_model_leaves_out_a_validation_photo_deleted_since_and_says_so
     client = Client()
     client.force_login(staff)
     page = client.get("/models/").content.decode()
-    assert "Measured after training, by <code>calibrate_model</code>,\n      on 2 of its run's validation photos (1 deleted" in page
+    assert ("Measured after training, by <code>calibrate_model</code>,\n"
+            "      on 2 of its run's validation photos (1 deleted") in page
 
 
 def test_calibrate_model_names_each_version_it_cannot_measure_and_fails(older_version):

@@ -123,14 +123,27 @@ def test_the_features_file_is_backed_up_and_not_an_orphan(trained):
     assert name not in [p.name for p in model_files_unreferenced(min_age_seconds=0)]
 
 
-def test_a_failure_to_keep_the_features_keeps_the_model_and_says_so(staff, tmp_path):
+@pytest.mark.parametrize("broken, error, said", [
+    ("embed_learner_rows", RuntimeError("out of memory"), "RuntimeError: out of memory"),
+    ("save", OSError(28, "No space left on device"), "[Errno 28] No space left on device"),
+])
+def test_a_failure_to_keep_the_features_keeps_the_model_and_says_so(staff, tmp_path, settings, broken, error, said):
     generate_dataset(tmp_path / "plants", per_label=4, size=64, seed=2)
     with mock.patch.object(services, "is_validation", every_fourth_id_is_validation), \
-            mock.patch.object(similar, "embed_learner_rows", side_effect=RuntimeError("out of memory")):
+            mock.patch.object(similar, broken, side_effect=error):
         photos_import_folder(directory=tmp_path / "plants", owner=staff)
         run = training_run_start(user=staff, options=TINY, enqueue=False)
         run = training_run_execute(run.id)
 
     assert run.status == "succeeded"
-    assert "features were not kept, so reviews show no similar photos: RuntimeError: out of memory" in run.log
+    assert f"features were not kept, so reviews show no similar photos: {said}" in run.log
     assert "neighbours_npz" not in run.model_version.metrics
+    assert not list(settings.MODEL_ROOT.glob("*features*"))  # nothing half-written left behind
+
+
+def test_a_save_that_fails_midway_leaves_no_file(tmp_path):
+    with mock.patch("numpy.savez", side_effect=OSError(28, "No space left on device")), \
+            pytest.raises(OSError, match="No space"):
+        similar.save(tmp_path / "f.npz", [1], ["fern"], np.zeros((1, 4)))
+
+    assert list(tmp_path.iterdir()) == []
