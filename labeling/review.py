@@ -462,10 +462,10 @@ def threshold_table(confidences, checked, thresholds, current, calibration=None,
 
     confidences: every prediction's confidence, None for one the model may not save on its own
     whatever its confidence (a label in leave_out). checked: (confidence, correct, weight) of the
-    predictions people decided that it could have saved, each weighted by the inverse of its chance of being checked:
-    everything below the threshold in force goes to people (weight 1), above it only the audit
-    sample (1 / AUDIT_FRACTION). Unweighted, the fully checked band below the threshold would
-    swamp the sampled one above it. The interval is Wilson's on the effective sample size
+    predictions people decided that it could have saved, each weighted by the inverse of its
+    chance of being checked: everything below the threshold in force goes to people (weight 1),
+    above it only the audit sample (1 / AUDIT_FRACTION). Unweighted, the fully checked band below
+    the threshold would swamp the sampled one above it. The interval is Wilson's on the effective sample size
     (Kish: (sum of weights)^2 / sum of squared weights). calibration: the version's, for the
     same on its validation photos."""
     rows = []
