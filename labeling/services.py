@@ -21,7 +21,7 @@ from django.utils.text import slugify
 
 from .changes import announce_photo_change
 from .image_checks import check_and_clean, working_copy
-from .models import Label, Photo, PhotoEvent, Prediction, photo_file_name
+from .models import Label, LabelChange, Photo, PhotoEvent, Prediction, photo_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -427,6 +427,8 @@ def photo_import_one(*, owner, fileobj, label_name, synthetic=False, report: Imp
             if label_name is not None:
                 label, created = _label_to_import(label_name)
             photo = photo_upload(owner=owner, fileobj=io.BytesIO(data), synthetic=synthetic, label=label)
+            if created:  # in the label's history, as one made on the labels page is
+                LabelChange.objects.create(label=label, user=owner, what="created by an import")
     except ImageRejected as exc:
         report.refused.append((source_name, exc.message))
         return None

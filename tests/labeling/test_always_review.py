@@ -131,3 +131,15 @@ def test_each_change_of_a_label_is_recorded_with_who_made_it(db, staff, api_for)
                        ("staff", "retired")]
     page = client.get(f"/labels/{hemlock.id}/").content.decode()
     assert "<td>staff</td><td>no longer always checked</td>" in page.split('id="label-changes"')[1]
+
+
+def test_a_label_an_import_creates_has_that_in_its_history(db, staff, tmp_path):
+    from classifier.demo_images import generate_dataset
+    from labeling.services import photos_import_folder
+
+    generate_dataset(tmp_path / "plants", per_label=1, size=64, seed=3)
+
+    photos_import_folder(directory=tmp_path / "plants", owner=staff)
+
+    (change,) = Label.objects.get(name="monstera").changes.all()
+    assert (change.user, change.what) == (staff, "created by an import")
