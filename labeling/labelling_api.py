@@ -17,6 +17,7 @@ from .labelling_serializers import (
     ImportResultSerializer,
     ImportSerializer,
     LabelCreateSerializer,
+    LabelDetailSerializer,
     LabelFullSerializer,
     LabellingPhotoSerializer,
     LabelUpdateSerializer,
@@ -85,11 +86,11 @@ class LabelDetailApi(APIView):
             raise Http404("No such label.")
         return label
 
-    @extend_schema(responses={200: LabelFullSerializer})
+    @extend_schema(responses={200: LabelDetailSerializer})
     def get(self, request, pk):
-        return Response(LabelFullSerializer(self._label(pk)).data)
+        return Response(LabelDetailSerializer(self._label(pk)).data)
 
-    @extend_schema(request=LabelUpdateSerializer, responses={200: LabelFullSerializer})
+    @extend_schema(request=LabelUpdateSerializer, responses={200: LabelDetailSerializer})
     def patch(self, request, pk):
         label = self._label(pk)
         # partial: a form-encoded body without `retired` must not read as retired=false.
@@ -104,7 +105,7 @@ class LabelDetailApi(APIView):
             raise ValidationError({"detail": str(exc)}) from None
         except Label.DoesNotExist:  # deleted since _label() found it
             raise Http404("No such label.") from None
-        return Response(LabelFullSerializer(label).data)
+        return Response(LabelDetailSerializer(label).data)
 
     @extend_schema(responses={204: None, 409: conflict_schema("The label is in use: retire it.")})
     def delete(self, request, pk):

@@ -24,6 +24,25 @@ class LabelFullSerializer(serializers.ModelSerializer):
         return [photo.id for photo in label.current_examples()]
 
 
+class LabelChangeSerializer(serializers.Serializer):
+    at = serializers.DateTimeField(source="created_at")
+    who = serializers.CharField(source="user.username", default=None, allow_null=True)
+    what = serializers.CharField()
+
+
+class LabelDetailSerializer(LabelFullSerializer):
+    """One label, with its latest changes (who made them), newest first."""
+
+    changes = serializers.SerializerMethodField()
+
+    class Meta(LabelFullSerializer.Meta):
+        fields = [*LabelFullSerializer.Meta.fields, "changes"]
+
+    @extend_schema_field(LabelChangeSerializer(many=True))
+    def get_changes(self, label):
+        return LabelChangeSerializer(label.changes.select_related("user")[:50], many=True).data
+
+
 ALWAYS_REVIEW_HELP = ("The model's answer with this label always goes to an expert, however sure it is (for "
                       "photos predicted from then on).")
 

@@ -131,6 +131,8 @@ def test_each_change_of_a_label_is_recorded_with_who_made_it(db, staff, api_for)
                        ("staff", "retired")]
     page = client.get(f"/labels/{hemlock.id}/").content.decode()
     assert "<td>staff</td><td>no longer always checked</td>" in page.split('id="label-changes"')[1]
+    listed = api_for(staff).get(f"/api/v1/labels/{hemlock.id}/").json()["changes"]
+    assert [(c["who"], c["what"]) for c in listed] == list(reversed(changes))
 
 
 def test_a_label_an_import_creates_has_that_in_its_history(db, staff, tmp_path):
