@@ -1,9 +1,12 @@
 """The review pages: the queue, "Start reviewing", a photo under review, corrections, the audits."""
 
+from datetime import timedelta
+
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
@@ -59,7 +62,20 @@ def review_queue(request):
     return render(request, "labeling/review_queue.html", {
         "photos": photos[:200], "count": photos.count(), "params": params, "errors": errors,
         "ordering_choices": ORDERING_CHOICES, "ordering_text": ordering_text, "labels": selectors.labels_all(),
+        "shifted_week": _shifted_week(),
     }, status=400 if errors else 200)
+
+
+def _shifted_week():
+    """The active version's latest week of predictions when it is recent (this week or the last)
+    and unlike its validation photos (review.weeks_of_predictions), else None: told where experts
+    look every day."""
+    from classifier.selectors import active_model_version
+
+    version = active_model_version()
+    latest = review.weeks_of_predictions(version.id, weeks=1) if version else []
+    recent = timezone.now().date() - timedelta(days=13)  # a Monday at most 13 days ago: this week or the last
+    return latest[0] if latest and latest[0].shifted and latest[0].week >= recent else None
 
 
 GRID_SIZE = 24

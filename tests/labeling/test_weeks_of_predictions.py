@@ -3,6 +3,7 @@ above the threshold in force beside its validation photos' share, and that week'
 week whose interval leaves out the validation share is marked: its photos are unlike the ones
 the version was measured on."""
 from datetime import date, datetime, timezone
+from unittest import mock
 
 import pytest
 from django.test import Client
@@ -103,3 +104,33 @@ def test_the_audit_stats_api_gives_the_weeks_of_the_version_it_describes(version
         ("2026-11-23", 20, 2, True), ("2026-11-16", 10, 8, False)]
     assert weeks[1]["audit_accuracy"] == 0.5
     assert none == []
+
+
+@pytest.mark.parametrize("today, warned", [
+    (datetime(2026, 11, 29, 23, 30, tzinfo=timezone.utc), True),  # in that week
+    (datetime(2026, 12, 6, 12, tzinfo=timezone.utc), True),       # the week after
+    (datetime(2026, 12, 7, 12, tzinfo=timezone.utc), False),      # two weeks on: not news any more
+])
+def test_the_queue_warns_while_the_latest_week_unlike_validation_is_recent(version, expert, today, warned):
+    client = Client()
+    client.force_login(expert)
+
+    with mock.patch("labeling.review_views.timezone.now", return_value=today):
+        page = client.get("/review/").content.decode()
+
+    if warned:
+        assert '<p class="message warning" data-role="shifted">The photos predicted in the week of\n  2026-11-23' in page
+        assert "it would save\n  10% of them on its own" in page
+    else:
+        assert 'data-role="shifted"' not in page
+
+
+def test_the_queue_says_nothing_when_the_latest_week_is_like_validation(version, expert):
+    from labeling.models import Prediction
+
+    Prediction.objects.filter(created_at=SHIFTED_WEEK).delete()
+    client = Client()
+    client.force_login(expert)
+
+    with mock.patch("labeling.review_views.timezone.now", return_value=QUIET_WEEK):
+        assert 'data-role="shifted"' not in client.get("/review/").content.decode()
