@@ -529,8 +529,9 @@ class WeekRow:
     ci_high: float
     audited: int                   # audits of that week's predictions an expert has decided
     audit_accuracy: float | None   # the share of those carrying the model's label
-    # The validation photos' share at the threshold lies outside this week's interval: the photos
-    # uploaded that week are not like the ones the version was measured on.
+    # The week's share differs from the validation photos' by more than chance explains (two
+    # proportions, both uncertain, at 1%): the photos uploaded that week are not like the ones the
+    # version was measured on.
     shifted: bool
 
 
@@ -565,9 +566,23 @@ def weeks_of_predictions(version_id, weeks=MONITORED_WEEKS) -> list[WeekRow]:
             week=row["week"].date(), predictions=row["n"], mean_confidence=row["mean"], confident=row["confident"],
             confident_share=row["confident"] / row["n"], ci_low=low, ci_high=high, audited=audit["n"],
             audit_accuracy=audit["correct"] / audit["n"] if audit["n"] else None,
-            shifted=(expected is not None and expected.accepted_share is not None
-                     and not low <= expected.accepted_share <= high)))
+            shifted=expected is not None and proportions_differ(row["confident"], row["n"], expected.accepted,
+                                                                 expected.photos)))
     return rows
+
+
+Z_99 = 2.5758293035489  # the standard normal's 99.5% quantile
+
+
+def proportions_differ(x1: int, n1: int, x2: int, n2: int, z: float = Z_99) -> bool:
+    """Whether x1/n1 and x2/n2 differ by more than chance explains: the pooled two-proportion z
+    test, two-sided at 1% by default. Both samples count as uncertain: a validation split of
+    twenty photos does not make a week look shifted that a larger one would not."""
+    if not n1 or not n2:
+        return False
+    pooled = (x1 + x2) / (n1 + n2)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    return spread > 0 and abs(x1 / n1 - x2 / n2) / spread > z
 
 
 # --- where people changed the model's answer --------------------------------------------

@@ -238,9 +238,9 @@ class WeekRowSerializer(serializers.Serializer):
     ci_high = serializers.FloatField()
     audited = serializers.IntegerField(help_text="Audits of the week's predictions an expert has decided.")
     audit_accuracy = serializers.FloatField(allow_null=True)
-    shifted = serializers.BooleanField(help_text="The validation photos' share at the threshold lies outside the "
-                                                 "week's interval: that week's photos differ from the validation "
-                                                 "photos.")
+    shifted = serializers.BooleanField(help_text="The week's share differs from the validation photos' by more than "
+                                                 "chance explains (a two-proportion test at 1%): that week's photos "
+                                                 "differ from the validation photos.")
 
 
 class AuditStatsSerializer(serializers.Serializer):

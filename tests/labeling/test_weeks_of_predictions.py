@@ -1,7 +1,7 @@
-"""Week by week on the audits page: one version's predictions, how sure it was, the share at or
-above the threshold in force beside its validation photos' share, and that week's audits. A
-week whose interval leaves out the validation share is marked: its photos are unlike the ones
-the version was measured on."""
+"""Week by week on the audits page: one version's predictions, how sure it was, the share the
+threshold in force would save beside its validation photos' share, and that week's audits. A
+week whose share differs from the validation share by more than chance explains is marked: its
+photos are unlike the ones the version was measured on."""
 from datetime import date, datetime, timezone
 from unittest import mock
 
@@ -11,7 +11,7 @@ from django.test import Client
 from classifier.calibration import summarise
 from labeling import services
 from labeling.models import Photo
-from labeling.review import weeks_of_predictions, wilson_interval
+from labeling.review import proportions_differ, weeks_of_predictions, wilson_interval
 from tests.factories import LabelFactory, ModelVersionFactory, PhotoFactory, PredictionFactory
 
 QUIET_WEEK = datetime(2026, 11, 18, 12, tzinfo=timezone.utc)    # a Wednesday; its week starts 2026-11-16
@@ -54,11 +54,23 @@ def test_each_week_counts_the_versions_predictions_and_their_share_at_the_thresh
     assert (shifted.audited, shifted.audit_accuracy) == (0, None)
 
 
-def test_a_week_whose_interval_leaves_out_the_validation_share_is_marked_shifted(version):
+def test_a_week_whose_share_differs_from_validation_more_than_chance_explains_is_marked_shifted(version):
     shifted, quiet = weeks_of_predictions(version.id)
 
-    assert shifted.shifted and shifted.ci_high < 0.75
-    assert not quiet.shifted and quiet.ci_low <= 0.75 <= quiet.ci_high
+    assert shifted.shifted      # 2 of 20 against 3 of 4
+    assert not quiet.shifted    # 8 of 10 against 3 of 4
+
+
+@pytest.mark.parametrize("week, validation, differ", [
+    ((2, 20), (3, 4), True),
+    ((8, 10), (3, 4), False),
+    ((2, 20), (2, 3), False),       # as far apart, but three validation photos say little
+    ((200, 1000), (60, 100), True),
+    ((0, 10), (0, 4), False),       # no spread at all: no difference
+    ((3, 0), (3, 4), False),
+])
+def test_two_shares_differ_only_beyond_what_chance_explains_in_both(week, validation, differ):
+    assert proportions_differ(*week, *validation) is differ
 
 
 def test_without_a_recorded_calibration_no_week_is_marked(version):
