@@ -131,6 +131,8 @@ CASES = [
     Case("photos-browse", "get", lambda w: "/photos/", experts_only(200)),
     # Not predicted: 404 to those who may see it too (tests/classifier/test_explain.py has the 200s).
     Case("photo-explain", "get", lambda w: f"/photos/{w.their_photo.id}/explain.png", logged_in(404)),
+    # Not predicted either (tests/classifier/test_similar.py has the 200s with a real model).
+    Case("photo-similar", "get", lambda w: f"/photos/{w.their_photo.id}/similar/", experts_only(404)),
     Case("photo-delete", "get", lambda w: f"/photos/{w.my_photo.id}/delete/", logged_in(200, expert=403)),
     Case("photo-delete", "post", lambda w: f"/photos/{w.my_photo.id}/delete/", logged_in((302, "/"), expert=403)),
     Case("photo-delete", "post", lambda w: f"/photos/{w.their_photo.id}/delete/",
