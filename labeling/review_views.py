@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from . import review, selectors, services
 from .forms import CorrectionForm, ReviewForm, ReviewGridForm
@@ -82,6 +82,7 @@ GRID_SIZE = 24
 
 
 @expert_required
+@require_http_methods(["GET", "POST"])
 def review_grid(request):
     """Many photos with one model answer at once: the expert unticks the wrong ones and confirms
     the rest, each recorded as that expert's decision; the unticked stay in the queue."""

@@ -162,3 +162,12 @@ def test_the_api_confirms_and_lists_what_it_refused(waiting, expert, member, api
     assert unknown.status_code == 400 and "label" in unknown.json()
     assert api_for(member).post("/api/v1/review-queue/confirm/", {"label": "monstera", "photos": []},
                                 format="json").status_code == 403
+
+
+def test_confirming_nothing_ticked_says_so_and_other_methods_are_refused(waiting, expert):
+    client = _client(expert)
+
+    response = client.post("/review/grid/", {"label": "monstera"}, follow=True)
+
+    assert [str(m) for m in response.context["messages"]] == ["No photo was ticked: nothing confirmed."]
+    assert client.put("/review/grid/").status_code == 405
