@@ -93,7 +93,7 @@ def _card_context(versions):
 def model_versions(request):
     shown = paged(request, selectors.model_versions(), MODEL_VERSIONS_PER_PAGE)
     versions = list(shown["page"].object_list)
-    # The active and shadow versions, when an older page lists them, are linked at the top.
+    # The active and shadow versions, when another page lists them, are linked at the top.
     pinned = [v for v in selectors.model_versions().filter(Q(is_active=True) | Q(is_shadow=True)).order_by("-is_active")
               if v not in versions]
     return render(request, "classifier/model_versions.html", {
