@@ -601,12 +601,20 @@ class Overturned:
         return self.changed / self.decided if self.decided else None
 
 
-def overturned(version_id, limit=5) -> Overturned:
+def answer_record(version_id, label_name) -> Overturned:
+    """overturned, for one answer of one version: of its `label_name` answers people decided
+    here, how many they changed. Shown beside that answer on the review page."""
+    return overturned(version_id, limit=0, answer=label_name)
+
+
+def overturned(version_id, limit=5, answer=None) -> Overturned:
     """Where people changed one version's answers on this site: the mistakes it makes here, as
     most_confused shows the ones it made on its validation photos. Only the predictions people
     decided count (those below the threshold, and the audits), so the share is not its error
     rate: the uncertain ones are over-represented."""
     decided = decided_by_people(Photo.objects.filter(prediction__model_version_id=version_id))
+    if answer is not None:
+        decided = decided.filter(prediction__label__name=answer)
     rows = (decided.values("prediction__label__name", "final_label__name", "status")
             .annotate(n=Count("id")).order_by())
     pairs, total = [], 0

@@ -140,9 +140,14 @@ def review_photo(request, pk):
         except services.ReviewConflict:
             pass  # decided a moment ago: the page says so
         photo = selectors.photos_visible_to(request.user).select_related("claimed_by").get(pk=pk)
+    blind = review.prediction_hidden_from(photo)
+    prediction = getattr(photo, "prediction", None)
     return render(request, "labeling/review_photo.html", {
         "photo": photo, "labels": selectors.labels_all().prefetch_related("examples"),
-        "blind_audit": review.prediction_hidden_from(photo),
+        "blind_audit": blind,
+        # How often people changed this answer of this version: how far to trust it here.
+        "record": review.answer_record(prediction.model_version_id, prediction.label.name)
+        if prediction and not blind else None,
         "next_photo": _next_photo(request, photo), "held": held, "votes": selectors.labelling_votes(photo),
     })
 

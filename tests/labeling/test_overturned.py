@@ -60,3 +60,21 @@ def test_the_versions_card_says_where_people_changed_its_answers(version, member
     assert "monstera → spider_plant 2 · fern → monstera 1 · monstera → rejected 1" in line
     other = ModelVersionFactory()
     assert 'data-role="overturned"' not in client.get(f"/models/{other.id}/").content.decode()
+
+
+def test_the_review_page_says_how_often_people_changed_this_answer_of_this_version(version, expert, member):
+    from labeling.models import Label
+
+    photo = PhotoFactory(owner=member, status=Photo.Status.NEEDS_REVIEW, review_kind=Photo.ReviewKind.UNCERTAIN)
+    PredictionFactory(photo=photo, model_version=version, label=Label.objects.get(name="monstera"))
+    audit = PhotoFactory(owner=member, status=Photo.Status.NEEDS_REVIEW, review_kind=Photo.ReviewKind.AUDIT)
+    PredictionFactory(photo=audit, model_version=version, label=Label.objects.get(name="monstera"))
+    client = Client()
+    client.force_login(expert)
+
+    page = client.get(f"/review/{photo.id}/").content.decode()
+
+    record = page.split('data-role="answer-record">')[1].split("</p>")[0]
+    # monstera: two changed to spider_plant, one rejected, one confirmed; fern's audit is another answer
+    assert "People changed 3 of the\n      4 answers \"monstera\" of version" in record and "(75%)" in record
+    assert 'data-role="answer-record"' not in client.get(f"/review/{audit.id}/").content.decode()  # blind
