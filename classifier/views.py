@@ -104,7 +104,9 @@ def model_versions(request):
 @login_required
 def model_version(request, pk):
     version = get_object_or_404(selectors.model_versions(), pk=pk)
-    return render(request, "classifier/model_version.html", {"version": version, **_card_context([version])})
+    activations = selectors.model_activations().filter(Q(version=version) | Q(replaced=version))[:20]
+    return render(request, "classifier/model_version.html",
+                  {"version": version, "activations": activations, **_card_context([version])})
 
 
 @staff_required

@@ -107,3 +107,15 @@ def test_the_cards_forms_say_which_page_to_return_to(client_for, staff):
     page = client_for(staff).get(f"/models/{version.id}/").content.decode()
 
     assert page.count(f'<input type="hidden" name="next" value="/models/{version.id}/">') == 2
+
+
+def test_a_versions_page_lists_the_activations_it_took_part_in(client_for, staff):
+    older, version, other = ModelVersionFactory(), ModelVersionFactory(), ModelVersionFactory()
+    ModelActivation.objects.create(version=version, replaced=older, user=staff)
+    ModelActivation.objects.create(version=older, replaced=version, user=staff)
+    ModelActivation.objects.create(version=other, replaced=older, user=staff)
+
+    page = client_for(staff).get(f"/models/{version.id}/").content.decode()
+
+    rows = page.split('<table id="activations">')[1].split("</table>")[0].count("<tr><td>")
+    assert rows == 2  # its activation, and the rollback that replaced it; not the third
