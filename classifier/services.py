@@ -486,8 +486,8 @@ def model_version_shadow(*, version_id: int, enabled: bool = True) -> ModelVersi
     return version
 
 
-class CalibrationUnavailable(Exception):
-    """A version's calibration cannot be measured: no frozen data, no photo left, an unusable file."""
+class FrozenDataUnavailable(Exception):
+    """What a version is measured on is gone: no frozen data (not trained here), or no photo left."""
 
 
 @dataclass
@@ -507,7 +507,7 @@ def model_version_calibrate(*, version_id: int) -> CalibrationMeasured:
     version = ModelVersion.objects.select_related("training_run").get(id=version_id)
     rows = [(pid, label) for pid, label, valid in (version.training_run.data if version.training_run else []) if valid]
     if not rows:
-        raise CalibrationUnavailable(f"Model version {version.id} has no frozen validation photos to measure it on "
+        raise FrozenDataUnavailable(f"Model version {version.id} has no frozen validation photos to measure it on "
                                      "(it was not trained here, or its run's data is gone).")
     _check_file(version)
     photos = Photo.objects.in_bulk([pid for pid, _ in rows])
@@ -520,7 +520,7 @@ def model_version_calibrate(*, version_id: int) -> CalibrationMeasured:
             correct.append(top == label)
             answers.append(top)
     if not confidences:
-        raise CalibrationUnavailable(f"None of model version {version.id}'s {len(rows)} validation photos can be "
+        raise FrozenDataUnavailable(f"None of model version {version.id}'s {len(rows)} validation photos can be "
                                      "read any more: nothing to measure.")
     summary = summarise(confidences, correct, answers)
     with transaction.atomic():
@@ -531,6 +531,39 @@ def model_version_calibrate(*, version_id: int) -> CalibrationMeasured:
         locked.save(update_fields=["metrics"])
     return CalibrationMeasured(version_id=version.id, photos=len(confidences), missing=len(rows) - len(confidences),
                                ece=summary["ece"])
+
+
+@dataclass
+class FeaturesKept:
+    version_id: int
+    photos: int   # photos of its data whose features were kept
+    missing: int  # photos deleted since, or whose file is gone
+
+
+def model_version_keep_features(*, version_id: int) -> FeaturesKept:
+    """Keep the features of a version trained before training kept them (classifier.similar),
+    computed as training computes them (fastai's test_dl, the version's own learner) on the
+    photos its run froze that are still here. Running it again writes them again."""
+    version = ModelVersion.objects.select_related("training_run").get(id=version_id)
+    rows = [(pid, label) for pid, label, _ in (version.training_run.data if version.training_run else [])]
+    if not rows:
+        raise FrozenDataUnavailable(f"Model version {version.id} has no frozen data to take features of "
+                                    "(it was not trained here, or its run's data is gone).")
+    _check_file(version)
+    photos = Photo.objects.in_bulk([pid for pid, _ in rows])
+    kept = [(pid, label, photos[pid].model_input_path) for pid, label in rows
+            if pid in photos and os.path.exists(photos[pid].model_input_path)]
+    if not kept:
+        raise FrozenDataUnavailable(f"None of model version {version.id}'s {len(rows)} photos is here any more.")
+    loaded = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
+    vectors = similar.embed_learner_rows(loaded.learner, [path for _, _, path in kept])
+    name = f"{version.path.stem}-features.npz"
+    similar.save(version.path.parent / name, [pid for pid, _, _ in kept], [label for _, label, _ in kept], vectors)
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().get(id=version.id)  # metrics is one JSON value
+        locked.metrics = {**locked.metrics, "neighbours_npz": name}
+        locked.save(update_fields=["metrics"])
+    return FeaturesKept(version_id=version.id, photos=len(kept), missing=len(rows) - len(kept))
 
 
 def _each_or_none(model, photos):

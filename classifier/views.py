@@ -220,7 +220,8 @@ def photo_similar(request, pk):
     version = prediction.model_version
     neighbours, why = [], ""
     if "neighbours_npz" not in version.metrics:
-        why = f"Model version {version.id} kept no features of its photos: it was trained before they were kept."
+        why = (f"Model version {version.id} kept no features of its photos: it was trained before they were kept "
+               f"(manage.py complete_model_versions {version.id} adds them).")
     else:
         try:
             found = similar.nearest(version, photo)

@@ -121,10 +121,10 @@ def test_the_models_page_shows_the_reliability_table_and_what_the_threshold_woul
     assert "0.0–0.1" not in section  # empty bins are not listed
     old_section = page.split(f'data-version-id="{old.id}"')[1].split("</section>")[0]
     assert "Calibration not recorded: this version was trained before training measured it." in old_section
-    assert "calibrate_model" not in old_section  # a command for staff
+    assert "complete_model_versions" not in old_section  # a command for staff
     client.force_login(staff)
     old_section = client.get("/models/").content.decode().split(f'data-version-id="{old.id}"')[1]
-    assert f"<code>manage.py calibrate_model {old.id}</code> measures it" in old_section
+    assert f"<code>manage.py complete_model_versions {old.id}</code> measures it" in old_section
 
 
 def test_the_threshold_table_puts_the_validation_photos_beside_the_photos_uploaded_here(calibrated):
@@ -180,11 +180,11 @@ def older_version(staff, tmp_path):
     return version, recorded
 
 
-def test_calibrate_model_measures_an_older_version_as_training_would_have(older_version):
+def test_completing_versions_measures_an_older_version_as_training_would_have(older_version):
     version, recorded = older_version
     out = io.StringIO()
 
-    call_command("calibrate_model", "--missing", stdout=out)
+    call_command("complete_model_versions", "--missing", stdout=out)
 
     version.refresh_from_db()
     measured = version.metrics["calibration"]
@@ -196,17 +196,17 @@ def test_calibrate_model_measures_an_older_version_as_training_would_have(older_
     said = f"Version {version.id}: expected calibration error {measured['ece']:.3f} on 3 validation photos."
     assert said in out.getvalue()
     out = io.StringIO()
-    call_command("calibrate_model", "--missing", stdout=out)
-    assert out.getvalue() == "Every model version has its calibration recorded.\n"
+    call_command("complete_model_versions", "--missing", stdout=out)
+    assert out.getvalue() == "Every model version has its calibration and features recorded.\n"
 
 
-def test_calibrate_model_leaves_out_a_validation_photo_deleted_since_and_says_so(older_version, staff):
+def test_completing_versions_leaves_out_a_validation_photo_deleted_since_and_says_so(older_version, staff):
     version, _ = older_version
     first_valid = next(pid for pid, _, valid in version.training_run.data if valid)
     Photo.objects.filter(id=first_valid).delete()
     out = io.StringIO()
 
-    call_command("calibrate_model", str(version.id), stdout=out)
+    call_command("complete_model_versions", str(version.id), stdout=out)
 
     version.refresh_from_db()
     assert version.metrics["calibration"]["photos"] == 2
@@ -215,31 +215,34 @@ def test_calibrate_model_leaves_out_a_validation_photo_deleted_since_and_says_so
     client = Client()
     client.force_login(staff)
     page = client.get("/models/").content.decode()
-    assert ("Measured after training, by <code>calibrate_model</code>,\n"
+    assert ("Measured after training, by <code>complete_model_versions</code>,\n"
             "      on 2 of its run's validation photos (1 deleted") in page
 
 
-def test_calibrate_model_names_each_version_it_cannot_measure_and_fails(older_version):
+def test_completing_versions_names_each_version_it_cannot_measure_and_fails(older_version):
     version, _ = older_version
     untrained = ModelVersionFactory()  # registered without a training run here
     with open(version.path, "ab") as fh:
         fh.write(b"x")
     err = io.StringIO()
 
-    with pytest.raises(CommandError, match="2 of 2 version"):
-        call_command("calibrate_model", str(version.id), str(untrained.id), stderr=err)
+    with pytest.raises(CommandError, match="4 of 4 could not be added"):
+        call_command("complete_model_versions", str(version.id), str(untrained.id), stderr=err)
 
-    assert f"Version {version.id}: not measured. Model version {version.id}'s file is missing" in err.getvalue()
-    assert f"Version {untrained.id}: not measured. Model version {untrained.id} has no frozen validation" in err.getvalue()
+    for part in ("calibration", "features"):
+        assert f"Version {version.id}: no {part}. Model version {version.id}'s file is missing" in err.getvalue()
+    assert f"Version {untrained.id}: no calibration. Model version {untrained.id} has no frozen validation" \
+        in err.getvalue()
+    assert f"Version {untrained.id}: no features. Model version {untrained.id} has no frozen data" in err.getvalue()
     version.refresh_from_db()
     assert "calibration" not in version.metrics
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "Name the versions to measure, or pass --missing"),
-    (["1", "--missing"], "Name the versions to measure, or pass --missing"),
+    ([], "Name the versions to complete, or pass --missing"),
+    (["1", "--missing"], "Name the versions to complete, or pass --missing"),
     (["987654"], "No model version 987654."),
 ])
-def test_calibrate_model_refuses_unclear_arguments(db, args, message):
+def test_completing_versions_refuses_unclear_arguments(db, args, message):
     with pytest.raises(CommandError, match=message):
-        call_command("calibrate_model", *args)
+        call_command("complete_model_versions", *args)

@@ -1,9 +1,12 @@
 """Photos a version learned from that look most like a reviewed one: training keeps each photo's
 features (the vector its head classifies) beside the learner, and the expert's page lists the
 nearest ones with the labels they were trained with."""
+import io
+from unittest import mock
+
 import numpy as np
 import pytest
-from unittest import mock
+from django.core.management import call_command
 from django.test import Client
 
 from classifier import services, similar
@@ -113,6 +116,7 @@ def test_a_version_that_kept_no_features_says_so(reviewed, trained, expert):
     page = _client(expert).get(f"/photos/{reviewed.id}/similar/").content.decode()
 
     assert f"Model version {trained.id} kept no features of its photos" in page
+    assert f"manage.py complete_model_versions {trained.id} adds them" in page
 
 
 def test_the_features_file_is_backed_up_and_not_an_orphan(trained):
@@ -148,3 +152,24 @@ def test_a_save_that_fails_midway_leaves_no_file(tmp_path):
         similar.save(tmp_path / "models" / "f.npz", [1], ["fern"], np.zeros((1, 4)))
 
     assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_completing_an_older_version_keeps_the_features_training_would_have(trained, reviewed, expert):
+    _, _, kept_by_training = _stored(trained)
+    (trained.path.parent / trained.metrics.pop("neighbours_npz")).unlink()
+    trained.save()
+    Photo.objects.filter(id=trained.training_run.data[-1][0]).delete()
+    out = io.StringIO()
+
+    call_command("complete_model_versions", "--missing", stdout=out)
+
+    trained.refresh_from_db()
+    ids, _, vectors = _stored(trained)
+    assert len(ids) == 11  # one deleted since
+    assert f"Version {trained.id}: features of 11 photos kept for the similar photos; 1 deleted or unreadable, " \
+           "left out." in out.getvalue()
+    cosines = (vectors.astype(np.float32) * kept_by_training[:11].astype(np.float32)).sum(axis=1)
+    assert cosines.min() > 0.99  # as training computed them
+    page = _client(expert).get(f"/photos/{reviewed.id}/similar/").content.decode()
+    assert page.split('id="neighbours"')[1].count("<li data-photo-id=") == 8
+
