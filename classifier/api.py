@@ -5,12 +5,18 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+
+from labeling import selectors as labeling_selectors
 from labeling.api_errors import conflict, conflict_schema
+from labeling.permissions import IsExpert
+from labeling.review import prediction_hidden_from
 
 from . import evaluation, selectors, services
 from .inference import ModelIntegrityError
 from .serializers import (CompareSerializer, ModelActivationSerializer, ModelVersionSerializer,
-                          TrainingOptionsSerializer, TrainingRunSerializer)
+                          SimilarPhotosSerializer, TrainingOptionsSerializer, TrainingRunSerializer)
 
 
 class TrainingRunListCreateApi(generics.ListAPIView):
@@ -148,3 +154,25 @@ class ModelVersionCompareApi(APIView):
             "differences": [{"photo": d["photo"].id, "label": d["truth"], "a": d["a"], "b": d["b"]}
                             for d in result["differences"]],
         }).data)
+
+
+class PhotoSimilarApi(APIView):
+    """The photos the version that predicted this one learned from, nearest to it first, with the
+    labels they were trained with (the page /photos/{id}/similar/). Experts and staff; a 404
+    while the photo has no prediction or its pending audit hides it."""
+
+    permission_classes = [IsExpert]
+
+    @extend_schema(responses={200: SimilarPhotosSerializer})
+    def get(self, request, pk):
+        photo = get_object_or_404(labeling_selectors.photos_visible_to(request.user), pk=pk)
+        if getattr(photo, "prediction", None) is None or prediction_hidden_from(photo, request.user):
+            raise Http404("This photo has no prediction to compare with.")
+        result = selectors.similar_photos(photo)
+        return Response(SimilarPhotosSerializer({
+            "model_version": result.version.id, "unavailable": result.why or None,
+            "photos": [{"photo": other.id, "label": neighbour.label, "similarity": neighbour.similarity,
+                        "final_label": other.final_label.name if other.final_label else None,
+                        "image_url": request.build_absolute_uri(other.image.url)}
+                       for neighbour, other in result.found]}).data)
+

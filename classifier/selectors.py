@@ -1,3 +1,5 @@
+from dataclasses import dataclass
+
 from django.conf import settings
 
 from .models import ModelActivation, ModelVersion, TrainingRun
@@ -57,3 +59,31 @@ def model_files_unreferenced(*, min_age_seconds: float):
         status__in=TrainingRun.ACTIVE).values_list("id", flat=True))
     return [path for path in files_unreferenced(settings.MODEL_ROOT, referenced, min_age_seconds=min_age_seconds)
             if not (active and path.name.startswith(active))]
+
+
+@dataclass
+class SimilarPhotos:
+    version: object
+    found: list  # [(classifier.similar.Neighbour, its Photo)], nearest first; photos deleted since left out
+    why: str     # why none could be found, "" when they were
+
+
+def similar_photos(photo) -> SimilarPhotos:
+    """The photos the version that predicted `photo` learned from, nearest to it (classifier.similar)."""
+    from labeling.models import Photo
+
+    from . import similar
+    from .inference import ModelIntegrityError
+
+    version = photo.prediction.model_version
+    if "neighbours_npz" not in version.metrics:
+        return SimilarPhotos(version, [], f"Model version {version.id} kept no features of its photos: it was "
+                                         f"trained before they were kept (manage.py complete_model_versions "
+                                         f"{version.id} adds them).")
+    try:
+        found = similar.nearest(version, photo)
+    except (OSError, ModelIntegrityError) as exc:
+        return SimilarPhotos(version, [], f"Cannot compare with model version {version.id}'s photos: {exc}")
+    photos = Photo.objects.select_related("final_label").in_bulk([n.photo_id for n in found])
+    return SimilarPhotos(version, [(n, photos[n.photo_id]) for n in found if n.photo_id in photos], "")
+

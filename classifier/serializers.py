@@ -77,3 +77,18 @@ class ModelActivationSerializer(serializers.ModelSerializer):
         model = ModelActivation
         fields = ["id", "version", "replaced", "user", "run", "created_at", "is_rollback"]
 
+
+
+class SimilarPhotoSerializer(serializers.Serializer):
+    photo = serializers.IntegerField()
+    label = serializers.CharField(help_text="The label it was trained with.")
+    final_label = serializers.CharField(allow_null=True, help_text="Its label now (a correction may have changed it).")
+    similarity = serializers.FloatField(help_text="Cosine of the version's features: 1 for the same picture.")
+    image_url = serializers.CharField()
+
+
+class SimilarPhotosSerializer(serializers.Serializer):
+    model_version = serializers.IntegerField(help_text="The version that predicted the photo, whose features these are.")
+    photos = SimilarPhotoSerializer(many=True, help_text="Nearest first; photos deleted since are left out.")
+    unavailable = serializers.CharField(allow_null=True, help_text="Why there are none (no features kept, a file "
+                                                                   "that cannot be read); null otherwise.")

@@ -14,7 +14,7 @@ from labeling.models import Photo, is_expert
 from labeling import review, services as labeling_services
 from labeling.views import login_or_token_required, paged, role_required, staff_required
 
-from . import evaluation, explain, selectors, services, similar
+from . import evaluation, explain, selectors, services
 from .inference import ModelIntegrityError, stream_sha256
 from .forms import TrainingForm
 from .models import PhotoLoss
@@ -217,21 +217,9 @@ def photo_similar(request, pk):
     prediction = getattr(photo, "prediction", None)
     if prediction is None or review.prediction_hidden_from(photo, request.user):
         raise Http404("This photo has no prediction to compare with.")
-    version = prediction.model_version
-    neighbours, why = [], ""
-    if "neighbours_npz" not in version.metrics:
-        why = (f"Model version {version.id} kept no features of its photos: it was trained before they were kept "
-               f"(manage.py complete_model_versions {version.id} adds them).")
-    else:
-        try:
-            found = similar.nearest(version, photo)
-        except (OSError, ModelIntegrityError) as exc:
-            why = f"Cannot compare with model version {version.id}'s photos: {exc}"
-        else:
-            photos = Photo.objects.select_related("final_label").in_bulk([n.photo_id for n in found])
-            neighbours = [(n, photos[n.photo_id]) for n in found if n.photo_id in photos]  # deleted since: left out
+    result = selectors.similar_photos(photo)
     return render(request, "classifier/photo_similar.html",
-                  {"photo": photo, "version": version, "neighbours": neighbours, "why": why})
+                  {"photo": photo, "version": result.version, "neighbours": result.found, "why": result.why})
 
 
 # The cleaner's refusal names the cleaner, not the review pages.

@@ -25,6 +25,7 @@ api_v1 = [
     path("photos/<int:pk>/claim/", review_api.PhotoClaimApi.as_view(), name="api-photo-claim"),
     path("photos/<int:pk>/correct/", review_api.PhotoCorrectApi.as_view(), name="api-photo-correct"),
     path("photos/<int:pk>/history/", review_api.PhotoHistoryApi.as_view(), name="api-photo-history"),
+    path("photos/<int:pk>/similar/", classifier_api.PhotoSimilarApi.as_view(), name="api-photo-similar"),
     path("review-queue/claim-next/", review_api.ReviewClaimNextApi.as_view(), name="api-review-claim-next"),
     path("review-queue/confirm/", review_api.ReviewConfirmManyApi.as_view(), name="api-review-confirm"),
     path("audits/stats/", review_api.AuditStatsApi.as_view(), name="api-audit-stats"),

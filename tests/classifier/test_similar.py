@@ -173,3 +173,17 @@ def test_completing_an_older_version_keeps_the_features_training_would_have(trai
     page = _client(expert).get(f"/photos/{reviewed.id}/similar/").content.decode()
     assert page.split('id="neighbours"')[1].count("<li data-photo-id=") == 8
 
+
+
+def test_the_api_gives_the_nearest_photos_for_experts_only(reviewed, trained, expert, member, api_for):
+    body = api_for(expert).get(f"/api/v1/photos/{reviewed.id}/similar/").json()
+
+    assert body["model_version"] == trained.id and body["unavailable"] is None
+    assert [p["photo"] for p in body["photos"]] == [n.photo_id for n in similar.nearest(trained, reviewed)]
+    first = body["photos"][0]
+    assert first["image_url"].startswith("http://testserver/media/photos/") and first["label"] == first["final_label"]
+    assert api_for(member).get(f"/api/v1/photos/{reviewed.id}/similar/").status_code == 403
+    trained.metrics.pop("neighbours_npz")
+    trained.save()
+    none = api_for(expert).get(f"/api/v1/photos/{reviewed.id}/similar/").json()
+    assert none["photos"] == [] and "kept no features" in none["unavailable"]

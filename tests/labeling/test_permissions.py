@@ -266,6 +266,9 @@ CASES += [
     Case("api-photo-history", "get", lambda w: f"/api/v1/photos/{w.their_photo.id}/history/",
          logged_in(200, anonymous=NO_CREDENTIALS, member=404)),
     Case("api-audit-stats", "get", lambda w: "/api/v1/audits/stats/", experts_only(200, anonymous=NO_CREDENTIALS)),
+    # Not predicted: 404 for experts too (tests/classifier/test_similar.py has the 200s).
+    Case("api-photo-similar", "get", lambda w: f"/api/v1/photos/{w.their_photo.id}/similar/",
+         experts_only(404, anonymous=NO_CREDENTIALS)),
     Case("api-review-confirm", "post", lambda w: "/api/v1/review-queue/confirm/",
          experts_only(200, anonymous=NO_CREDENTIALS),
          data=lambda w: {"label": "monstera", "photos": [w.my_photo.id]}, format="json"),
