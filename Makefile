@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export PORT HOST
 
-.PHONY: run test venv services clean loadtest bench bench-e2e gpu-check
+.PHONY: run test venv services clean loadtest bench bench-e2e bench-familiarity gpu-check
 
 venv: $(STAMP)
 
@@ -41,6 +41,11 @@ gpu-check: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_inference.py
 	$(VENV)/bin/python bench/bench_train.py
+
+# How often the familiarity check and the confidence alone flag photos of a class held out of
+# training, generated plants and noise (a few minutes on 2 cores: it trains a model).
+bench-familiarity: $(STAMP)
+	$(VENV)/bin/python bench/bench_familiarity.py $(BENCH_FAMILIARITY_ARGS)
 
 # A benchmark, not a test: e.g. make loadtest LOADTEST_ARGS="--uploads 100 --clients 16"
 LOADTEST_ARGS ?= --uploads 1000 --clients 16

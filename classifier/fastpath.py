@@ -26,8 +26,11 @@ What fastai does on the validation split, and what is reproduced here:
 * Transforms with ``split_idx == 0`` (``Brightness``/``Contrast`` lighting, ...) do not run on the
   validation split and are skipped.
 
-The network runs on the fastest backend that gives the eager model's probabilities on a check
-batch: ONNX Runtime (the model exported to ONNX in memory; the network alone about 1.5x faster
+Beside the probabilities, the network gives each image's features (the body's output averaged
+over the image, L2-normalised, as classifier.similar computes them), which the worker compares
+with the training photos' (classifier.familiarity); a model that is not a vision learner's
+Sequential(body, head) gives probabilities only. The network runs on the fastest backend that
+gives the eager model's probabilities (and features) on a check batch: ONNX Runtime (the model exported to ONNX in memory; the network alone about 1.5x faster
 than TorchScript at batch 1 on 2 cores), else a TorchScript trace, frozen (batch norm folded into the
 convolutions) and optimised for inference, else the eager module. Everything runs under
 ``torch.inference_mode()``, in batches of at most ``max_batch`` images.
@@ -58,6 +61,9 @@ DEFAULT_MAX_BATCH = 32
 # A faster backend (ONNX Runtime, frozen TorchScript) is used only if its probabilities are the
 # eager model's to this on a check batch.
 BACKEND_CHECK_TOLERANCE = 1e-5
+# The features only place a photo among the training photos (a cosine similarity, binned by a
+# thousandth): a looser check than the probabilities'.
+FEATURES_CHECK_TOLERANCE = 1e-4
 BACKENDS = ("auto", "onnxruntime", "torchscript", "eager")
 
 _ORIENTATION_TAG = 0x0112
@@ -254,6 +260,35 @@ def _harmless_callbacks():
     return (TrainEvalCallback, Recorder, CastToTensor, ProgressCallback)
 
 
+def _with_features(model, example):
+    """A module that returns (logits, features) for a vision learner's Sequential(body, head);
+    None for any other model (it then gives probabilities only)."""
+    import torch
+
+    if not (isinstance(model, torch.nn.Sequential) and len(model) == 2):
+        return None
+
+    class LogitsAndFeatures(torch.nn.Module):
+        def __init__(self, body, head):
+            super().__init__()
+            self.body, self.head = body, head
+
+        def forward(self, x):
+            found = self.body(x)
+            # As classifier.similar.features: the body's output averaged over the image, L2-normalised.
+            features = torch.nn.functional.normalize(found.float().mean(dim=(2, 3)), dim=1)
+            return self.head(found), features
+
+    net = LogitsAndFeatures(model[0], model[1]).eval()
+    try:
+        with torch.no_grad():
+            logits, features = net(example)
+            same = torch.allclose(logits, model(example), rtol=0, atol=1e-6)
+    except Exception:  # noqa: BLE001 - a body whose output is not an image of features
+        return None
+    return net if same and features.dim() == 2 else None
+
+
 def _check_learner(learn):
     from fastai.losses import CrossEntropyLossFlat
     from fastai.vision.core import PILImage
@@ -288,9 +323,11 @@ class FastPredictor:
     """Predict class probabilities for PIL images with a learner's model and validation transforms."""
 
     def __init__(self, model, vocab, steps, batch_plan, *, softmax_axis=-1, max_batch=DEFAULT_MAX_BATCH,
-                 channels_last=False, exact_resample=False, notes=()):
+                 channels_last=False, exact_resample=False, notes=(), gives_features=False):
+        # The eager module: logits, or (logits, features) when gives_features.
         self.model = model  # what the torch backends call: the eager module, or its frozen TorchScript
         self.eager_model = model
+        self.gives_features = gives_features
         self.backend = "eager"  # "onnxruntime" | "torchscript" | "eager": see from_learner
         self._session = None  # the onnxruntime InferenceSession when backend == "onnxruntime"
         self.vocab = list(vocab)
@@ -336,6 +373,12 @@ class FastPredictor:
         predictor = cls(model, list(dls.vocab), steps, batch_plan, softmax_axis=axis, max_batch=max_batch,
                         channels_last=channels_last, exact_resample=exact_resample,
                         notes=item_notes + batch_notes)
+        net = _with_features(model, predictor._check_batches()[0][:1])
+        if net is None:
+            predictor.notes.append("no features: the model is not a vision learner's Sequential(body, head)")
+        else:
+            predictor.model = predictor.eager_model = net
+            predictor.gives_features = True
         if backend in ("auto", "onnxruntime") and predictor.use_onnxruntime():
             return predictor
         if backend in ("auto", "torchscript"):
@@ -350,15 +393,29 @@ class FastPredictor:
         example = self.to_batch(images)
         return example, (example, example[:1])
 
+    def _outputs(self, out):
+        """(logits tensor, features ndarray or None) from what a backend returned."""
+        import torch
+
+        if not self.gives_features:
+            return torch.as_tensor(out), None
+        logits, features = out
+        return torch.as_tensor(logits), np.asarray(features, dtype=np.float32)
+
     def _check_against_eager(self, run, batches, what):
         import torch
 
         for x in batches:
-            got = torch.softmax(torch.as_tensor(run(x)).float(), dim=self.softmax_axis)
-            want = torch.softmax(self.eager_model(x).float(), dim=self.softmax_axis)
-            diff = float((got - want).abs().max())
+            got, got_features = self._outputs(run(x))
+            want, want_features = self._outputs(self.eager_model(x))
+            diff = float((torch.softmax(got.float(), dim=self.softmax_axis)
+                          - torch.softmax(want.float(), dim=self.softmax_axis)).abs().max())
             if not diff <= BACKEND_CHECK_TOLERANCE:
                 raise ValueError(f"{what} differs from eager by {diff:.1e}")
+            if got_features is not None:
+                diff = float(np.abs(got_features - want_features).max())
+                if not diff <= FEATURES_CHECK_TOLERANCE:
+                    raise ValueError(f"{what}'s features differ from eager by {diff:.1e}")
 
     def use_onnxruntime(self) -> bool:
         """Switch to an ONNX Runtime session of the model if it is faithful; say whether it is used.
@@ -378,8 +435,9 @@ class FastPredictor:
             buffer = io.BytesIO()
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
-                torch.onnx.export(self.eager_model, (example[:2],), buffer, input_names=["x"],
-                                  output_names=["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+                outputs = ["logits", "features"] if self.gives_features else ["logits"]
+                torch.onnx.export(self.eager_model, (example[:2],), buffer, input_names=["x"], output_names=outputs,
+                                  dynamic_axes={"x": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
                                   opset_version=17, dynamo=False)
             options = ort.SessionOptions()
             options.intra_op_num_threads = torch.get_num_threads()
@@ -389,7 +447,7 @@ class FastPredictor:
             # Spinning threads would burn the cores the web server and database share with us.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-            run = lambda x: session.run(None, {"x": x.contiguous().numpy()})[0]  # noqa: E731
+            run = self._onnx_runner(session)
             with torch.no_grad():
                 self._check_against_eager(run, batches, "ONNX Runtime model")
         except Exception as exc:  # noqa: BLE001 - any failure keeps a torch backend
@@ -398,6 +456,11 @@ class FastPredictor:
         self._session, self.backend = session, "onnxruntime"
         self.notes.append(f"ONNX Runtime {ort.__version__} (CPU, {options.intra_op_num_threads} threads)")
         return True
+
+    def _onnx_runner(self, session):
+        if self.gives_features:
+            return lambda x: session.run(None, {"x": x.contiguous().numpy()})
+        return lambda x: session.run(None, {"x": x.contiguous().numpy()})[0]
 
     def use_jit(self) -> bool:
         """Switch to a frozen TorchScript trace of the model if it is faithful; say whether it is used."""
@@ -467,35 +530,49 @@ class FastPredictor:
 
     def predict(self, images) -> np.ndarray:
         """Probabilities, shape (len(images), len(vocab)), in batches of at most max_batch."""
+        return self.predict_with_features(images)[0]
+
+    def predict_with_features(self, images):
+        """(probabilities (n, len(vocab)), features (n, d) float32 or None without them)."""
         import torch
 
-        out = []
+        probs, features = [], []
         # A frozen module runs as optimised at freeze time; the profiling executor would also
         # re-specialise it for every new batch size, which costs more than it brings here.
         with torch.inference_mode(), torch.jit.optimized_execution(not self.jit):
             for start in range(0, len(images), self.max_batch):
-                x = self.to_batch(images[start:start + self.max_batch])
-                out.append(torch.softmax(self.logits(x).float(), dim=self.softmax_axis).numpy())
-        if not out:
-            return np.zeros((0, len(self.vocab)), dtype=np.float32)
-        return np.concatenate(out)
+                logits, found = self.run(self.to_batch(images[start:start + self.max_batch]))
+                probs.append(torch.softmax(logits.float(), dim=self.softmax_axis).numpy())
+                features.append(found)
+        return self._joined(probs, features)
+
+    def _joined(self, probs, features):
+        if not probs:
+            return np.zeros((0, len(self.vocab)), dtype=np.float32), None
+        return np.concatenate(probs), np.concatenate(features) if self.gives_features else None
+
+    def run(self, x):
+        """The network on a ready batch, on whichever backend this predictor uses: (logits
+        tensor, features ndarray or None)."""
+        if self._session is not None:
+            out = self._session.run(None, {"x": x.contiguous().numpy()})
+            return self._outputs(out if self.gives_features else out[0])
+        return self._outputs(self.model(x))
 
     def logits(self, x):
-        """The network on a ready batch, on whichever backend this predictor uses."""
-        import torch
-
-        if self._session is not None:
-            return torch.from_numpy(self._session.run(None, {"x": x.contiguous().numpy()})[0])
-        return self.model(x)
+        return self.run(x)[0]
 
     def predict_paths(self, paths, *, draft: bool = True) -> np.ndarray:
-        out = []
+        return self.predict_paths_with_features(paths, draft=draft)[0]
+
+    def predict_paths_with_features(self, paths, *, draft: bool = True):
+        probs, features = [], []
         for start in range(0, len(paths), self.max_batch):
             images = [self.load(p, draft=draft) for p in paths[start:start + self.max_batch]]
-            out.append(self.predict(images))
-        if not out:
-            return np.zeros((0, len(self.vocab)), dtype=np.float32)
-        return np.concatenate(out)
+            batch_probs, batch_features = self.predict_with_features(images)
+            probs.append(batch_probs)
+            features.append(batch_features)
+        return self._joined(probs, features)
 
     def as_dicts(self, probs) -> list[dict[str, float]]:
         return [{label: float(p) for label, p in zip(self.vocab, row)} for row in probs]

@@ -45,10 +45,16 @@ class LoadedModel:
 
     def predict_paths(self, paths) -> list[dict[str, float]]:
         """Probabilities for every label, per image, computed in batches."""
+        return self.predict_paths_with_features(paths)[0]
+
+    def predict_paths_with_features(self, paths):
+        """(probabilities per image, their features (n, d) or None): fastai's own path, for a
+        learner the fast path cannot reproduce, gives no features."""
         paths = [str(p) for p in paths]
         if self.predictor is not None:
-            return self.predictor.as_dicts(self.predictor.predict_paths(paths))
-        return self._predict_paths_with_fastai(paths)
+            probs, features = self.predictor.predict_paths_with_features(paths)
+            return self.predictor.as_dicts(probs), features
+        return self._predict_paths_with_fastai(paths), None
 
     def _predict_paths_with_fastai(self, paths):
         import torch

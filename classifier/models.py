@@ -4,6 +4,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from classifier.calibration import Calibration
+from classifier.familiarity import Familiarity
 
 
 class TrainingRun(models.Model):
@@ -124,6 +125,12 @@ class ModelVersion(models.Model):
         for a version trained before these were recorded."""
         data = self.metrics.get("calibration")
         return Calibration.from_dict(data) if data else None
+
+    def familiarity(self):
+        """Its validation photos' similarity with its nearest training photo
+        (classifier.familiarity); None for a version trained before it was kept."""
+        data = self.metrics.get("familiarity")
+        return Familiarity.from_dict(data) if data else None
 
     def most_confused(self, limit: int = 5) -> list[tuple[str, str, int]]:
         """The book's interp.most_confused: (actual, predicted, validation photos) for the pairs

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from labeling.models import Photo
 
-from . import similar
+from . import familiarity, similar
 from .calibration import summarise
 from .cores import inference_threads
 from .inference import file_sha256, model_cache
@@ -239,11 +239,16 @@ def _train(run):
 
 
 def _keep_features(path, rows, result):
-    """Optional, as computing them is: a full disk costs the reviews their similar photos, not the run."""
+    """Optional, as computing them is: a full disk costs the reviews their similar photos and the
+    worker its familiarity check, not the run its model."""
     try:
-        similar.save(path, [r[0] for r in rows], [r[1] for r in rows], result.features)
+        similar.save(path, [r[0] for r in rows], [r[1] for r in rows], result.features, [r[2] for r in rows])
     except OSError as exc:
-        result.log.append(f"The photos' features were not kept, so reviews show no similar photos: {exc}")
+        result.log.append(similar.NOT_KEPT.format(exc))
+        return
+    measured = familiarity.summarise(result.features, [r[2] for r in rows])
+    if measured is not None:
+        result.metrics["familiarity"] = measured
 
 
 def _left_out_lines(missing, untrained):
@@ -545,23 +550,30 @@ def model_version_keep_features(*, version_id: int) -> FeaturesKept:
     computed as training computes them (fastai's test_dl, the version's own learner) on the
     photos its run froze that are still here. Running it again writes them again."""
     version = ModelVersion.objects.select_related("training_run").get(id=version_id)
-    rows = [(pid, label) for pid, label, _ in (version.training_run.data if version.training_run else [])]
+    rows = [tuple(row) for row in (version.training_run.data if version.training_run else [])]
     if not rows:
         raise FrozenDataUnavailable(f"Model version {version.id} has no frozen data to take features of "
                                     "(it was not trained here, or its run's data is gone).")
     _check_file(version)
-    photos = Photo.objects.in_bulk([pid for pid, _ in rows])
-    kept = [(pid, label, photos[pid].model_input_path) for pid, label in rows
+    photos = Photo.objects.in_bulk([pid for pid, *_ in rows])
+    kept = [(pid, label, valid, photos[pid].model_input_path) for pid, label, valid in rows
             if pid in photos and os.path.exists(photos[pid].model_input_path)]
     if not kept:
         raise FrozenDataUnavailable(f"None of model version {version.id}'s {len(rows)} photos is here any more.")
     loaded = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
-    vectors = similar.embed_learner_rows(loaded.learner, [path for _, _, path in kept])
+    vectors = similar.embed_learner_rows(loaded.learner, [path for *_, path in kept])
     name = f"{version.path.stem}-features.npz"
-    similar.save(version.path.parent / name, [pid for pid, _, _ in kept], [label for _, label, _ in kept], vectors)
+    valid = [valid for _, _, valid, _ in kept]
+    similar.save(version.path.parent / name, [pid for pid, *_ in kept], [label for _, label, *_ in kept], vectors,
+                 valid)
+    measured = familiarity.summarise(vectors, valid)
     with transaction.atomic():
         locked = ModelVersion.objects.select_for_update().get(id=version.id)  # metrics is one JSON value
         locked.metrics = {**locked.metrics, "neighbours_npz": name}
+        if measured is None:  # every photo left of one split is gone
+            locked.metrics.pop("familiarity", None)
+        else:
+            locked.metrics["familiarity"] = measured
         locked.save(update_fields=["metrics"])
     return FeaturesKept(version_id=version.id, photos=len(kept), missing=len(rows) - len(kept))
 

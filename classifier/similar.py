@@ -19,6 +19,8 @@ from .explain import model_input
 from .inference import model_cache
 
 NEIGHBOURS = 8
+NOT_KEPT = ("The photos' features were not kept, so reviews show no similar photos and unfamiliar photos are not "
+            "recognised: {}")
 CACHE_SECONDS = 7 * 24 * 3600
 
 
@@ -44,13 +46,14 @@ def embed_learner_rows(learn, paths, batch_size=64) -> np.ndarray:
     return np.concatenate(out).astype(np.float16)
 
 
-def save(path, ids, labels, vectors):
-    """Written aside and renamed: a killed process leaves no half-written file."""
+def save(path, ids, labels, vectors, valid):
+    """Written aside and renamed: a killed process leaves no half-written file. valid: whether
+    each photo was in the validation split (classifier.familiarity compares with the others)."""
     partial = path.with_name(f".{path.name}.partial")
     try:
         with open(partial, "wb") as fh:
             np.savez(fh, ids=np.asarray(ids, dtype=np.int64), labels=np.asarray(labels, dtype=str),
-                     vectors=np.asarray(vectors, dtype=np.float16))
+                     vectors=np.asarray(vectors, dtype=np.float16), valid=np.asarray(valid, dtype=bool))
         partial.replace(path)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -64,20 +67,40 @@ class Neighbour:
     similarity: float  # cosine, 1 for the same picture
 
 
-_loaded = {}  # (version id, file name) -> (ids, labels, vectors float32): one version at a time
+@dataclass(frozen=True)
+class Stored:
+    ids: np.ndarray
+    labels: np.ndarray
+    vectors: np.ndarray         # float32 (n, d)
+    training: np.ndarray | None  # the rows of the training split; None in a file kept before the split was
+
+    @property
+    def training_vectors(self):
+        return self.vectors if self.training is None else self.vectors[self.training]
+
+
+# (version id, file name) -> Stored: the active and the shadow version, or the ones last asked for.
+_loaded: dict = {}
 _loaded_lock = threading.Lock()
+KEEP_LOADED = 2
 
 
-def _stored(version):
+def stored(version) -> Stored:
+    """A version's kept features, read once per process. Raises OSError, KeyError or ValueError
+    for a missing or damaged file."""
     key = (version.id, version.metrics["neighbours_npz"])
     with _loaded_lock:
-        if key not in _loaded:
+        found = _loaded.pop(key, None)
+        if found is None:
             # allow_pickle=False: arrays only, nothing in the file runs as code.
             with np.load(version.path.parent / key[1], allow_pickle=False) as data:
-                stored = (data["ids"], data["labels"], data["vectors"].astype(np.float32))
-            _loaded.clear()
-            _loaded[key] = stored
-        return _loaded[key]
+                valid = data["valid"] if "valid" in data.files else None
+                found = Stored(data["ids"], data["labels"], data["vectors"].astype(np.float32),
+                               None if valid is None else np.flatnonzero(~valid))
+        _loaded[key] = found  # re-inserted last: the most recently used
+        while len(_loaded) > KEEP_LOADED:
+            _loaded.pop(next(iter(_loaded)))
+        return found
 
 
 def nearest(version, photo, k=NEIGHBOURS) -> list[Neighbour]:
@@ -86,7 +109,8 @@ def nearest(version, photo, k=NEIGHBOURS) -> list[Neighbour]:
     def find():
         import torch
 
-        ids, labels, vectors = _stored(version)
+        kept = stored(version)
+        ids, labels, vectors = kept.ids, kept.labels, kept.vectors
         loaded = model_cache.get(version.id, version.path, version.sha256, threads=inference_threads())
         x, _ = model_input(loaded, photo.model_input_path)
         with torch.inference_mode():

@@ -256,14 +256,13 @@ def train(rows, options: TrainingOptions, export_path: Path, *, on_progress=lamb
 def _features(learn, rows, log):
     """What classifier.similar compares a reviewed photo with. Optional: a failure here costs the
     review page its similar photos, not the run its model."""
-    from .similar import embed_learner_rows
+    from .similar import NOT_KEPT, embed_learner_rows
 
     try:
         with learn.no_bar():
             return embed_learner_rows(learn, [path for path, _, _ in rows])
     except Exception as exc:  # noqa: BLE001 - logged in the run, and the model is kept
-        log.append(f"The photos' features were not kept, so reviews show no similar photos: "
-                   f"{type(exc).__name__}: {exc}")
+        log.append(NOT_KEPT.format(f"{type(exc).__name__}: {exc}"))
         return None
 
 

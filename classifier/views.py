@@ -74,6 +74,11 @@ def _with_details(version, threshold, leave_out):
     version.calibration_measured = version.calibration()
     version.at_threshold = review.on_validation(version.calibration_measured, threshold, leave_out)
     version.overturned = review.overturned(version.id)
+    familiarity = version.familiarity_measured = version.familiarity()
+    if familiarity is not None:
+        version.familiarity_cutoff = familiarity.cutoff(settings.UNFAMILIAR_SHARE)
+        version.familiarity_flagged = familiarity.below(version.familiarity_cutoff)
+        version.familiarity_least, version.familiarity_median = familiarity.quantile(0), familiarity.quantile(0.5)
     # Shown for the shadow version and for any that ran in shadow mode before.
     version.shadow_stats = (evaluation.shadow_agreement(version)
                             if version.is_shadow or version.shadow_predictions.exists() else None)
@@ -86,7 +91,8 @@ def _card_context(versions):
     for version in versions:
         _with_details(version, threshold, leave_out)
     # The version an activation form says it replaces: the one active now, wherever it is listed.
-    return {"active_id": getattr(selectors.active_model_version(), "id", None), "threshold": threshold}
+    return {"active_id": getattr(selectors.active_model_version(), "id", None), "threshold": threshold,
+            "unfamiliar_check": settings.UNFAMILIAR_CHECK}
 
 
 @login_required

@@ -217,6 +217,10 @@ class Photo(models.Model):
         if prediction.label.always_review:
             return (f"The model's answer, {prediction.label.name}, is always checked by an expert: "
                     "an expert will decide.")
+        if prediction.unfamiliar:  # however sure: softmax puts its probability somewhere
+            return (f"The photo looks unlike the photos the model learned from (similarity "
+                    f"{prediction.familiarity:.3f} with the nearest, below the cut-off of "
+                    f"{prediction.familiarity_cutoff:.3f} set from its validation photos): an expert will decide.")
         return ""
 
     def route(self, prediction, threshold):
@@ -311,7 +315,26 @@ class Prediction(models.Model):
     # Top-1 minus top-2 probability: the queue shows the smallest margins first.
     margin = models.FloatField(db_index=True)
     probabilities = models.JSONField()
+    # The cosine similarity of the photo's features with the nearest training photo's
+    # (classifier.familiarity), and the cut-off in force when it was predicted: below it the
+    # photo is unfamiliar and an expert decides. Null: not measured (a version trained before it
+    # was kept), or not checked (UNFAMILIAR_CHECK off).
+    familiarity = models.FloatField(null=True, blank=True)
+    familiarity_cutoff = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    @staticmethod
+    def unfamiliar_q(prefix: str = "") -> models.Q:
+        """Predictions whose photo was unfamiliar, as a filter (prefix: "prediction__" from Photo).
+        The isnull terms make its negation keep the unmeasured ones: NOT (x < NULL) is not true."""
+        return models.Q(**{f"{prefix}familiarity__isnull": False, f"{prefix}familiarity_cutoff__isnull": False,
+                           f"{prefix}familiarity__lt": models.F(f"{prefix}familiarity_cutoff")})
+
+    @property
+    def unfamiliar(self) -> bool:
+        """The photo looked unlike every photo the model learned from (Prediction.unfamiliar_q)."""
+        return (self.familiarity is not None and self.familiarity_cutoff is not None
+                and self.familiarity < self.familiarity_cutoff)
 
     @property
     def ranked(self):

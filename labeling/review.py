@@ -33,7 +33,7 @@ from datetime import date, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Avg, Count, F, Q
+from django.db.models import Avg, BooleanField, Count, ExpressionWrapper, F, Q
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
@@ -499,11 +499,14 @@ def threshold_evidence(version_id) -> list[ThresholdRow]:
     version = ModelVersion.objects.only("metrics").filter(pk=version_id).first()
     leave_out = not_saved_by_model()
     predictions = Photo.objects.filter(prediction__model_version_id=version_id, prediction__margin__gt=0)
-    # A label the model may not save on its own (retired, always checked) is accepted by no threshold.
-    confidences = [None if label in leave_out else confidence for confidence, label in
-                   predictions.values_list("prediction__confidence", "prediction__label__name")]
+    # A label the model may not save on its own (retired, always checked), or a photo unlike the
+    # ones it learned from, is accepted by no threshold.
+    never = Q(prediction__label__name__in=leave_out) | Prediction.unfamiliar_q("prediction__")
+    confidences = [None if not_saved else confidence for confidence, not_saved in
+                   predictions.annotate(never=ExpressionWrapper(never, output_field=BooleanField()))
+                   .values_list("prediction__confidence", "never")]
     audit_weight = 1 / settings.AUDIT_FRACTION if settings.AUDIT_FRACTION > 0 else 1.0
-    decided = (decided_by_people(predictions).exclude(prediction__label__name__in=leave_out)
+    decided = (decided_by_people(predictions).exclude(never)
                .values_list("prediction__confidence", "status", "final_label_id", "prediction__label_id",
                             "review_kind"))
     checked = [(confidence, status == Photo.Status.FINAL and final == predicted,
@@ -533,6 +536,14 @@ class WeekRow:
     # proportions, both uncertain, at 1%): the photos uploaded that week are not like the ones the
     # version was measured on.
     shifted: bool
+    # Photos unlike every photo the version learned from (classifier.familiarity), and whether
+    # there were more of them than of its validation photos, beyond chance (the same test).
+    unfamiliar: int = 0
+    more_unfamiliar: bool = False
+
+    @property
+    def unfamiliar_share(self) -> float:
+        return self.unfamiliar / self.predictions
 
 
 def weeks_of_predictions(version_id, weeks=MONITORED_WEEKS) -> list[WeekRow]:
@@ -546,11 +557,15 @@ def weeks_of_predictions(version_id, weeks=MONITORED_WEEKS) -> list[WeekRow]:
     leave_out = not_saved_by_model()
     version = ModelVersion.objects.only("metrics").filter(pk=version_id).first()
     expected = on_validation(version.calibration() if version else None, threshold, leave_out)
+    familiarity = version.familiarity() if version else None
+    # The validation photos the check in force would flag: UNFAMILIAR_SHARE of them, or fewer.
+    flagged = familiarity.below(familiarity.cutoff(settings.UNFAMILIAR_SHARE)) if familiarity else None
     predictions = (Prediction.objects.filter(model_version_id=version_id)
                    .annotate(week=TruncWeek("created_at")).values("week")
                    .annotate(n=Count("id"), mean=Avg("confidence"),
                              confident=Count("id", filter=Q(confidence__gte=threshold)
-                                             & ~Q(label__name__in=leave_out)))
+                                             & ~Q(label__name__in=leave_out) & ~Prediction.unfamiliar_q()),
+                             unfamiliar=Count("id", filter=Prediction.unfamiliar_q()))
                    .order_by("-week")[:weeks])
     audits = {row["week"]: row for row in (
         audited_photos().filter(prediction__model_version_id=version_id)
@@ -567,7 +582,10 @@ def weeks_of_predictions(version_id, weeks=MONITORED_WEEKS) -> list[WeekRow]:
             confident_share=row["confident"] / row["n"], ci_low=low, ci_high=high, audited=audit["n"],
             audit_accuracy=audit["correct"] / audit["n"] if audit["n"] else None,
             shifted=expected is not None and proportions_differ(row["confident"], row["n"], expected.accepted,
-                                                                 expected.photos)))
+                                                                 expected.photos),
+            unfamiliar=row["unfamiliar"],
+            more_unfamiliar=(flagged is not None and row["unfamiliar"] / row["n"] > flagged / familiarity.photos
+                             and proportions_differ(row["unfamiliar"], row["n"], flagged, familiarity.photos))))
     return rows
 
 

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
@@ -62,20 +63,23 @@ def review_queue(request):
     return render(request, "labeling/review_queue.html", {
         "photos": photos[:200], "count": photos.count(), "params": params, "errors": errors,
         "ordering_choices": ORDERING_CHOICES, "ordering_text": ordering_text, "labels": selectors.labels_all(),
-        "shifted_week": _shifted_week(),
+        **_weekly_warnings(),
     }, status=400 if errors else 200)
 
 
-def _shifted_week():
-    """The active version's latest week of predictions when it is recent (this week or the last)
-    and unlike its validation photos (review.weeks_of_predictions), else None: told where experts
-    look every day."""
+def _weekly_warnings():
+    """The active version's latest week of predictions, when it is recent (this week or the
+    last), as "shifted_week" if its share saved on its own is unlike its validation photos' and
+    as "unfamiliar_week" if more of its photos were unfamiliar (review.weeks_of_predictions):
+    told where experts look every day."""
     from classifier.selectors import active_model_version
 
     version = active_model_version()
     latest = review.weeks_of_predictions(version.id, weeks=1) if version else []
     recent = timezone.now().date() - timedelta(days=13)  # a Monday at most 13 days ago: this week or the last
-    return latest[0] if latest and latest[0].shifted and latest[0].week >= recent else None
+    week = latest[0] if latest and latest[0].week >= recent else None
+    return {"shifted_week": week if week and week.shifted else None,
+            "unfamiliar_week": week if week and week.more_unfamiliar else None}
 
 
 GRID_SIZE = 24
@@ -255,4 +259,5 @@ def review_audits(request):
                    "by_label": review.audit_stats_by_label(),
                    "audits": review.recent_audits(), "threshold_version": version,
                    "thresholds": thresholds, "current": next((row for row in thresholds if row.current), None),
-                   "weeks": review.weeks_of_predictions(version.id) if version else []})
+                   "weeks": review.weeks_of_predictions(version.id) if version else [],
+                   "unfamiliar_share": settings.UNFAMILIAR_SHARE, "unfamiliar_check": settings.UNFAMILIAR_CHECK})

@@ -21,6 +21,15 @@ class PredictionSerializer(serializers.Serializer):
         help_text="Where the model looked (a Grad-CAM picture, PNG) for this answer; null when the version's feature "
                   "grid is too coarse to show it (an image size under 64 px).")
 
+    familiarity = serializers.FloatField(
+        allow_null=True, help_text="Cosine similarity of the photo's features with the nearest photo the version "
+                                   "learned from; null when not measured (a version trained before it was kept).")
+    familiarity_cutoff = serializers.FloatField(
+        allow_null=True, help_text="Below this the photo is unfamiliar (set from the version's validation photos and "
+                                   "UNFAMILIAR_SHARE); null when the check was off.")
+    unfamiliar = serializers.BooleanField(help_text="The photo looked unlike every photo the version learned from: an "
+                                                    "expert decides, however sure the model.")
+
     def get_explain_url(self, prediction) -> str | None:
         return reverse("photo-explain", args=[prediction.photo_id]) if prediction.model_version.explainable else None
 
@@ -241,6 +250,10 @@ class WeekRowSerializer(serializers.Serializer):
     shifted = serializers.BooleanField(help_text="The week's share differs from the validation photos' by more than "
                                                  "chance explains (a two-proportion test at 1%): that week's photos "
                                                  "differ from the validation photos.")
+    unfamiliar = serializers.IntegerField(help_text="Photos unlike every photo the version learned from "
+                                                    "(UNFAMILIAR_CHECK): sent to an expert, however sure the model.")
+    more_unfamiliar = serializers.BooleanField(help_text="More unfamiliar photos than among the validation photos, by "
+                                                         "more than chance explains (the same test).")
 
 
 class AuditStatsSerializer(serializers.Serializer):

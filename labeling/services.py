@@ -171,22 +171,30 @@ def _predict_and_store(model, version, photo, mates):
     photo_id = photo.id
     if mates:
         try:
-            batch = model.predict_paths([photo.model_input_path] + [m.model_input_path for m in mates])
+            batch = _predict(model, version, [photo] + mates)
         except Exception:  # noqa: BLE001 - a batch-mate's broken file must not fail this photo
             logger.warning("Batch prediction of photo %s with %s failed; predicting it alone.",
                            photo_id, [m.id for m in mates], exc_info=True)
             _release_batch_mates(mates)
             mates, batch = [], None
         if batch is not None:
-            stored = _store_prediction(photo_id, version, batch[0])
-            for mate, probabilities in zip(mates, batch[1:]):
-                _store_prediction(mate.id, version, probabilities)
+            stored = _store_prediction(photo_id, version, *batch[0])
+            for mate, answer in zip(mates, batch[1:]):
+                _store_prediction(mate.id, version, *answer)
             _predict_in_shadow([photo] + mates)
             return stored
-    probabilities = model.predict_paths([photo.model_input_path])[0]
-    stored = _store_prediction(photo_id, version, probabilities)
+    stored = _store_prediction(photo_id, version, *_predict(model, version, [photo])[0])
     _predict_in_shadow([photo])
     return stored
+
+
+def _predict(model, version, photos):
+    """[(probabilities, (familiarity, cutoff))] per photo: what the model said, and how like the
+    photos it learned from each one looks (classifier.familiarity)."""
+    from classifier.familiarity import measure
+
+    probabilities, features = model.predict_paths_with_features([p.model_input_path for p in photos])
+    return list(zip(probabilities, measure(version, features) if features is not None else [(None, None)] * len(photos)))
 
 
 def _predict_in_shadow(photos):
@@ -277,8 +285,9 @@ def _route_without_model(photo_id):
 
 
 @transaction.atomic
-def _store_prediction(photo_id, version, probabilities):
-    """Store and route one photo's prediction. None when the photo is gone (deleted meanwhile)."""
+def _store_prediction(photo_id, version, probabilities, familiarity=(None, None)):
+    """Store and route one photo's prediction. None when the photo is gone (deleted meanwhile).
+    familiarity: (similarity with the nearest training photo, the cut-off in force)."""
     photo = Photo.objects.select_for_update().filter(id=photo_id).first()
     if photo is None or photo.status != Photo.Status.QUEUED:
         return photo  # a retried or duplicated task already stored the prediction
@@ -298,6 +307,7 @@ def _store_prediction(photo_id, version, probabilities):
     prediction = Prediction.objects.create(
         photo=photo, model_version=version, label=label, confidence=top_p,
         margin=top_p - second_p, probabilities={name: finite.get(name) for name in probabilities},
+        familiarity=familiarity[0], familiarity_cutoff=familiarity[1],
     )
     from .review import route_prediction  # a random AUDIT_FRACTION of would-be auto-accepts go to review
 

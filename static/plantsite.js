@@ -55,11 +55,36 @@ function renderPhoto(card, photo) {
       .sort((a, b) => b[1] - a[1])
       .map(([name, p]) => `<tr><th>${escapeHtml(name)}</th><td><meter min="0" max="1" value="${p}"></meter> ${p.toFixed(3)}</td></tr>`);
     probs.innerHTML = `<table class="probs"><caption>Model version ${photo.prediction.model_version}</caption>${rows.join("")}</table>`;
+    if (card.dataset.detail && photo.prediction.familiarity !== null) probs.append(familiaritySection(photo.prediction));
     if (card.dataset.detail && photo.prediction.explain_url) probs.append(explainSection(photo));
   }
   renderRetry(card, photo);
   renderDecidedBy(card, photo);
   if (!card.dataset.detail && photo.status === "failed") card.title = photo.reason || "";
+}
+
+// How like the photos its version learned from the photo looked, as templates/classifier/_familiarity.html
+// says it: added when the prediction arrives while the photo page is open.
+function familiaritySection(prediction) {
+  const p = document.createElement("p");
+  p.className = "hint";
+  p.dataset.role = "familiarity";
+  const similarity = prediction.familiarity.toFixed(3);
+  const version = prediction.model_version;
+  if (prediction.unfamiliar) {
+    const strong = document.createElement("strong");
+    strong.textContent = `Unlike the photos version ${version} learned from`;
+    p.append(strong, `: similarity ${similarity} with the nearest, below the cut-off of ` +
+      `${prediction.familiarity_cutoff.toFixed(3)}. The model is as sure of an answer for a photo it has never seen ` +
+      "the like of as for any other.");
+  } else if (prediction.familiarity_cutoff !== null) {
+    p.textContent = `Like the photos version ${version} learned from: similarity ${similarity} with the nearest ` +
+      `(cut-off ${prediction.familiarity_cutoff.toFixed(3)}).`;
+  } else {
+    p.textContent = `Similarity ${similarity} with the nearest photo version ${version} learned from (the ` +
+      "familiarity check was off).";
+  }
+  return p;
 }
 
 // The photo page's "Where the model looked", as templates/classifier/_explain.html serves it (without

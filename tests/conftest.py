@@ -115,6 +115,34 @@ def explainable_model(db, settings, explainable_model_file):
     model_cache.clear()
 
 
+@pytest.fixture
+def trained_here_model(staff, tmp_path, settings):
+    """A version trained by the site's own training service on generated plants (so with its
+    kept features and familiarity, which the registered learners above lack), active, with the
+    familiarity check on and every answer confident enough to be saved."""
+    from unittest import mock
+
+    from classifier import services as classifier_services
+    from classifier.demo_images import generate_dataset
+    from classifier.inference import model_cache
+    from classifier.models import ModelVersion
+    from labeling import services
+
+    generate_dataset(tmp_path / "plants", per_label=6, size=64, seed=2)
+    with mock.patch.object(classifier_services, "is_validation", lambda key, percent=20: int(key) % 4 == 0):
+        services.photos_import_folder(directory=tmp_path / "plants", owner=staff)
+        run = classifier_services.training_run_start(user=staff, enqueue=False, options={
+            "architecture": "resnet18", "image_size": 32, "epochs": 1, "batch_size": 4, "pretrained": False})
+        classifier_services.training_run_execute(run.id)
+    version = ModelVersion.objects.get(training_run=run)
+    classifier_services.model_version_activate(version_id=version.id)
+    settings.CONFIDENCE_THRESHOLD = 0.0
+    settings.UNFAMILIAR_CHECK = True
+    model_cache.clear()
+    yield ModelVersion.objects.get(id=version.id)
+    model_cache.clear()
+
+
 def _register_active(settings, model_file, image_size):
     import shutil
 

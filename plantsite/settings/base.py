@@ -208,6 +208,10 @@ CELERY_BEAT_SCHEDULE = {
 # --- Plantsite ------------------------------------------------------------------------
 # A prediction at or above this confidence is saved at once; below it an expert decides.
 CONFIDENCE_THRESHOLD = env_float("CONFIDENCE_THRESHOLD", 0.8, minimum=0.0, maximum=1.0)
+# A photo less like the photos the model learned from than all but UNFAMILIAR_SHARE of its
+# validation photos were is unfamiliar: its answer is not saved on its own (classifier.familiarity).
+UNFAMILIAR_CHECK = env_bool("UNFAMILIAR_CHECK", True)
+UNFAMILIAR_SHARE = env_float("UNFAMILIAR_SHARE", 0.01, minimum=0.0, maximum=0.5)
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 40_000_000, minimum=1)
 # An upload whose longer side exceeds this also gets a downscaled JPEG working copy, which

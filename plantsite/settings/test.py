@@ -9,7 +9,7 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/plants
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 from .base import *  # noqa: E402,F401,F403
-from .env import env_float, env_str  # noqa: E402
+from .env import env_bool, env_float, env_str  # noqa: E402
 
 DEBUG = False
 # The suite empties this Redis database: TEST_REDIS_URL only, never the REDIS_URL (or
@@ -24,6 +24,9 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 # No random audits unless a test asks for them: routing tests must be deterministic. The
 # audit tests (and worker processes started with AUDIT_FRACTION in their environment) set it.
 AUDIT_FRACTION = env_float("AUDIT_FRACTION", 0.0, minimum=0.0, maximum=1.0)
+# Nor unfamiliar photos: a photo unlike a tiny test model's few training photos would go to an
+# expert. The familiarity tests turn it on.
+UNFAMILIAR_CHECK = env_bool("UNFAMILIAR_CHECK", False)
 # Short waits for photo updates: generated API requests (schemathesis) must not hang the suite.
 PHOTO_UPDATES_MAX_WAIT = env_float("PHOTO_UPDATES_MAX_WAIT", 2.0, minimum=0.0)
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -15,15 +15,15 @@ from tests.factories import PhotoFactory
 
 @pytest.fixture
 def predict_calls(monkeypatch):
-    """Records the paths of every predict_paths call, predicting as usual."""
+    """Records the paths of every prediction the worker makes, predicting as usual."""
     calls = []
-    original = LoadedModel.predict_paths
+    original = LoadedModel.predict_paths_with_features
 
     def spy(self, paths):
         calls.append(list(paths))
         return original(self, paths)
 
-    monkeypatch.setattr(LoadedModel, "predict_paths", spy)
+    monkeypatch.setattr(LoadedModel, "predict_paths_with_features", spy)
     return calls
 
 
@@ -208,11 +208,11 @@ def test_a_task_that_failed_between_storing_its_photo_and_its_mates_sends_the_ma
     store = services._store_prediction
     calls = []
 
-    def database_gone_after_the_first(photo_id, version, probabilities):
+    def database_gone_after_the_first(photo_id, *args):
         calls.append(photo_id)
         if len(calls) > 1:
             raise OperationalError("the database went away")
-        return store(photo_id, version, probabilities)
+        return store(photo_id, *args)
 
     monkeypatch.setattr(services, "_store_prediction", database_gone_after_the_first)
     with pytest.raises(OperationalError):
@@ -386,14 +386,14 @@ def test_a_batch_mate_deleted_while_the_batch_is_predicted_leaves_the_others_and
     waiting = _waiting(3)
     photo = PhotoFactory()
     gone = waiting[1]
-    original = LoadedModel.predict_paths
+    original = LoadedModel.predict_paths_with_features
 
     def predict_then_the_owner_deletes_a_photo(self, paths):
         answers = original(self, paths)
         Photo.objects.filter(id=gone.id).delete()
         return answers
 
-    monkeypatch.setattr(LoadedModel, "predict_paths", predict_then_the_owner_deletes_a_photo)
+    monkeypatch.setattr(LoadedModel, "predict_paths_with_features", predict_then_the_owner_deletes_a_photo)
     photo_predict(photo.id)
 
     left = [photo, waiting[0], waiting[2]]

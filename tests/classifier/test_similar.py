@@ -140,7 +140,8 @@ def test_a_failure_to_keep_the_features_keeps_the_model_and_says_so(staff, tmp_p
         run = training_run_execute(run.id)
 
     assert run.status == "succeeded"
-    assert f"features were not kept, so reviews show no similar photos: {said}" in run.log
+    assert f"features were not kept, so reviews show no similar photos and unfamiliar photos are not recognised: " \
+           f"{said}" in run.log
     assert "neighbours_npz" not in run.model_version.metrics
     assert not list(settings.MODEL_ROOT.glob("*features*"))  # nothing half-written left behind
 
@@ -149,7 +150,7 @@ def test_a_save_that_fails_midway_leaves_no_file(tmp_path):
     (tmp_path / "models").mkdir()
     with mock.patch("numpy.savez", side_effect=OSError(28, "No space left on device")), \
             pytest.raises(OSError, match="No space"):
-        similar.save(tmp_path / "models" / "f.npz", [1], ["fern"], np.zeros((1, 4)))
+        similar.save(tmp_path / "models" / "f.npz", [1], ["fern"], np.zeros((1, 4)), [False])
 
     assert list((tmp_path / "models").iterdir()) == []
 
@@ -157,6 +158,7 @@ def test_a_save_that_fails_midway_leaves_no_file(tmp_path):
 def test_completing_an_older_version_keeps_the_features_training_would_have(trained, reviewed, expert):
     _, _, kept_by_training = _stored(trained)
     (trained.path.parent / trained.metrics.pop("neighbours_npz")).unlink()
+    del trained.metrics["familiarity"]
     trained.save()
     Photo.objects.filter(id=trained.training_run.data[-1][0]).delete()
     out = io.StringIO()
@@ -166,8 +168,9 @@ def test_completing_an_older_version_keeps_the_features_training_would_have(trai
     trained.refresh_from_db()
     ids, _, vectors = _stored(trained)
     assert len(ids) == 11  # one deleted since
-    assert f"Version {trained.id}: features of 11 photos kept for the similar photos; 1 deleted or unreadable, " \
-           "left out." in out.getvalue()
+    assert f"Version {trained.id}: features of 11 photos kept for the similar photos and the familiarity check; " \
+           "1 deleted or unreadable, left out." in out.getvalue()
+    assert trained.familiarity().photos == sum(valid for _, _, valid in trained.training_run.data[:11])
     cosines = (vectors.astype(np.float32) * kept_by_training[:11].astype(np.float32)).sum(axis=1)
     assert cosines.min() > 0.99  # as training computed them
     page = _client(expert).get(f"/photos/{reviewed.id}/similar/").content.decode()

@@ -4,13 +4,12 @@ expert, unseen as decided by its uploader; the audits measure the auto-accept ac
 import math
 import os
 import random
-from types import SimpleNamespace
 
 import pytest
 from django.test import Client
 
 from labeling import review, services
-from labeling.models import Label, Photo, ReviewDecision
+from labeling.models import Label, Photo, Prediction, ReviewDecision
 from tests.factories import LabelFactory, ModelVersionFactory, PhotoFactory
 
 THRESHOLD = 0.8
@@ -25,8 +24,8 @@ def labels(db):
 def routed(confidence, rng, label=None):
     """An unsaved photo routed with an unsaved label: the draw needs no database."""
     photo = Photo()
-    review.route_prediction(photo, SimpleNamespace(label=label or Label(name="monstera"), confidence=confidence,
-                                                   margin=confidence), THRESHOLD, rng=rng)
+    review.route_prediction(photo, Prediction(label=label or Label(name="monstera"), confidence=confidence,
+                                              margin=confidence), THRESHOLD, rng=rng)
     return photo
 
 

@@ -15,18 +15,18 @@ pytestmark = pytest.mark.django_db
 
 
 def counted_while_predicting(active_model, monkeypatch):
-    """Patches the active model's predict_paths to record the photos' counts as the model runs."""
+    """Patches the active model's prediction to record the photos' counts as the model runs."""
     from classifier.inference import model_cache
 
     seen = []
     model = model_cache.get(active_model.id, active_model.path, active_model.sha256, threads=1)
-    real = model.predict_paths
+    real = model.predict_paths_with_features
 
-    def predict_paths(paths):
+    def predict_paths_with_features(paths):
         seen.append(dict(Photo.objects.filter(status=Photo.Status.QUEUED).values_list("id", "attempts")))
         return real(paths)
 
-    monkeypatch.setattr(model, "predict_paths", predict_paths)
+    monkeypatch.setattr(model, "predict_paths_with_features", predict_paths_with_features)
     return seen
 
 

@@ -11,7 +11,8 @@ from tests.factories import LabelFactory, PhotoFactory, PredictionFactory
 
 PHOTO_FIELDS = {"id", "image_url", "status", "uploaded_at", "prediction", "final_label", "decided_by",
                 "reviewed_by", "decided_at", "reason", "synthetic"}
-PREDICTION_FIELDS = {"label", "confidence", "probabilities", "model_version", "explain_url"}
+PREDICTION_FIELDS = {"label", "confidence", "probabilities", "model_version", "explain_url", "familiarity",
+                     "familiarity_cutoff", "unfamiliar"}
 
 
 @pytest.fixture
@@ -127,6 +128,7 @@ def test_the_detail_of_a_reviewed_photo_shows_the_prediction_and_the_decision(ap
         "probabilities": {"monstera": 0.6, "spider_plant": 0.4},
         "model_version": prediction.model_version_id,
         "explain_url": f"/photos/{photo.id}/explain.png",  # the factory's version is 64 px: a 2 x 2 grid
+        "familiarity": None, "familiarity_cutoff": None, "unfamiliar": False,  # not measured
     }
     assert body["status"] == "final"
     assert body["final_label"] == "spider_plant"

@@ -1,7 +1,6 @@
 """The routing rule (Photo.route) and the prediction step (services.photo_predict)."""
 
 import io
-from types import SimpleNamespace
 from unittest import mock
 
 import pytest
@@ -13,9 +12,10 @@ from tests.factories import LabelFactory, PhotoFactory, UserFactory, jpeg_bytes
 THRESHOLD = 0.8
 
 
-def _prediction(label, confidence, margin=None):
-    # Photo.route reads only the label, the confidence and the margin of a prediction.
-    return SimpleNamespace(label=label, confidence=confidence, margin=confidence if margin is None else margin)
+def _prediction(label, confidence, margin=None, **familiarity):
+    # Unsaved: Photo.route reads only the prediction's own fields and its label.
+    return Prediction(label=label, confidence=confidence, margin=confidence if margin is None else margin,
+                      **familiarity)
 
 
 # --- Photo.route --------------------------------------------------------------
@@ -225,8 +225,8 @@ def test_probabilities_that_are_not_numbers_are_stored_as_null_and_an_expert_dec
 
     settings.CONFIDENCE_THRESHOLD = 0.0
     photo = services.photo_upload(owner=UserFactory(), fileobj=io.BytesIO(jpeg_bytes()))
-    monkeypatch.setattr(LoadedModel, "predict_paths",
-                        lambda self, paths: [{"monstera": float("nan"), "spider_plant": 0.2} for _ in paths])
+    monkeypatch.setattr(LoadedModel, "predict_paths_with_features",
+                        lambda self, paths: ([{"monstera": float("nan"), "spider_plant": 0.2} for _ in paths], None))
 
     photo = services.photo_predict(photo.id)
 
@@ -246,14 +246,14 @@ def test_an_answer_of_a_version_deactivated_while_it_predicted_is_not_stored_and
     settings.CONFIDENCE_THRESHOLD = 0.0
     photo = services.photo_upload(owner=UserFactory(), fileobj=io.BytesIO(jpeg_bytes()))
     other = ModelVersionFactory()
-    predict = LoadedModel.predict_paths
+    predict = LoadedModel.predict_paths_with_features
 
     def predict_then_an_admin_rolls_back(self, paths):
         answers = predict(self, paths)
         model_version_activate(version_id=other.id)
         return answers
 
-    monkeypatch.setattr(LoadedModel, "predict_paths", predict_then_an_admin_rolls_back)
+    monkeypatch.setattr(LoadedModel, "predict_paths_with_features", predict_then_an_admin_rolls_back)
     with mock.patch("labeling.tasks.photo_predict_task.delay") as send, \
             django_capture_on_commit_callbacks(execute=True):
         services.photo_predict(photo.id)

@@ -35,15 +35,15 @@ def twelve_megapixel_jpeg():
 
 @pytest.fixture
 def predict_calls(monkeypatch):
-    """The paths of every predict_paths call, predicting as usual."""
+    """The paths of every prediction, predicting as usual."""
     calls = []
-    original = LoadedModel.predict_paths
+    original = LoadedModel.predict_paths_with_features
 
     def spy(self, paths):
         calls.append([str(p) for p in paths])
         return original(self, paths)
 
-    monkeypatch.setattr(LoadedModel, "predict_paths", spy)
+    monkeypatch.setattr(LoadedModel, "predict_paths_with_features", spy)
     return calls
 
 

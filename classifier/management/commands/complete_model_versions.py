@@ -8,14 +8,16 @@ from classifier.models import ModelVersion
 PARTS = [
     ("calibration", lambda v: v.calibration() is not None, services.model_version_calibrate,
      lambda r: f"expected calibration error {r.ece:.3f} on {r.photos} validation photos"),
-    ("features", lambda v: "neighbours_npz" in v.metrics, services.model_version_keep_features,
-     lambda r: f"features of {r.photos} photos kept for the similar photos"),
+    # The familiarity check needs the split kept with the features, which the first files lacked.
+    ("features", lambda v: "familiarity" in v.metrics, services.model_version_keep_features,
+     lambda r: f"features of {r.photos} photos kept for the similar photos and the familiarity check"),
 ]
 
 
 class Command(BaseCommand):
     help = ("Add to model versions trained before training recorded them: the calibration (reliability table, "
-            "expected calibration error, what a threshold would save) and the photos' features (similar photos), "
+            "expected calibration error, what a threshold would save) and the photos' features (similar photos, "
+            "the familiarity check), "
             "measured on the photos their run froze.")
 
     def add_arguments(self, parser):
