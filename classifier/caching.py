@@ -3,14 +3,16 @@ import logging
 
 from django.core.cache import cache
 
-from labeling.throttling import CACHE_ERRORS
-
 logger = logging.getLogger(__name__)
 
 
 def cached(key: str, compute, timeout: int, what: str):
     """compute(), kept under `key` for `timeout` seconds. Without the cache (Redis down) it is
     computed every time: slower, never wrong. `what` names the work in the warning."""
+    # Here, not at the top: training imports classifier.similar, and the benchmarks train without
+    # Django's settings, which labeling.throttling (DRF) reads when imported.
+    from labeling.throttling import CACHE_ERRORS
+
     try:
         found = cache.get(key)
     except CACHE_ERRORS:

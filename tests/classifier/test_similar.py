@@ -190,3 +190,19 @@ def test_the_api_gives_the_nearest_photos_for_experts_only(reviewed, trained, ex
     trained.save()
     none = api_for(expert).get(f"/api/v1/photos/{reviewed.id}/similar/").json()
     assert none["photos"] == [] and "kept no features" in none["unavailable"]
+
+
+def test_training_can_keep_the_features_without_djangos_settings():
+    """classifier.training is used on its own (the benchmarks, a GPU machine's check): its
+    features pass imports classifier.similar, which must not need Django's settings to load."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run([sys.executable, "-c", "import classifier.similar, classifier.familiarity"],
+                          cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+    assert done.returncode == 0, done.stderr
