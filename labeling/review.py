@@ -287,6 +287,10 @@ def _confirm(photo_id, expert, label_name):
         raise NotConfirmable(f"Photo {photo_id} is {kind}: decide it on its own page.")
     if prediction is None or prediction.label.name != label_name:
         raise NotConfirmable(f"The model did not answer {label_name} for photo {photo_id}.")
+    if photo.status == Photo.Status.NEEDS_REVIEW and prediction.unfamiliar:
+        # Unlike anything the model learned from: looked at on its own, with why, not ticked in a row.
+        raise NotConfirmable(f"Photo {photo_id} is unlike the photos the model learned from: decide it on its own "
+                             "page.")
     review_decide(photo_id=photo_id, expert=expert, label_name=label_name)
 
 

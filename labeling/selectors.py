@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from .models import Label, LabelVote, Photo, ReviewDecision, is_expert
+from .models import Label, LabelVote, Photo, Prediction, ReviewDecision, is_expert
 
 
 def photos_visible_to(user):
@@ -101,17 +101,17 @@ def review_queue(*, ordering=REVIEW_DEFAULT_ORDERING, label=None, viewer=None, n
 
 def review_grid(*, label, viewer, now=None):
     """What the grid lets `viewer` confirm at once: photos awaiting review whose model answer is
-    `label`, most confident first. Only the uncertain ones: an audit is decided blind, and a
-    dispute with the labellers' votes in view."""
+    `label`, most confident first. Only the uncertain ones: an audit is decided blind, a dispute
+    with the labellers' votes in view, and an unfamiliar photo on its own page, which says so."""
     return (review_queue(label=label, viewer=viewer, now=now).filter(review_kind=Photo.ReviewKind.UNCERTAIN)
-            .order_by("-prediction__confidence", "id"))
+            .exclude(Prediction.unfamiliar_q("prediction__")).order_by("-prediction__confidence", "id"))
 
 
 def review_grid_labels(*, viewer, now=None) -> list[tuple[str, int]]:
     """(the model's answer, photos the grid would show for it), most photos first."""
     rows = (review_queue(viewer=viewer, now=now).filter(review_kind=Photo.ReviewKind.UNCERTAIN,
                                                         prediction__isnull=False)
-            .order_by().values_list("prediction__label__name").annotate(n=Count("id")))
+            .exclude(Prediction.unfamiliar_q("prediction__")).order_by().values_list("prediction__label__name").annotate(n=Count("id")))
     return sorted(rows, key=lambda row: (-row[1], row[0]))
 
 

@@ -78,8 +78,8 @@ function familiaritySection(prediction) {
       `${prediction.familiarity_cutoff.toFixed(3)}. The model is as sure of an answer for a photo it has never seen ` +
       "the like of as for any other.");
   } else if (prediction.familiarity_cutoff !== null) {
-    p.textContent = `Like the photos version ${version} learned from: similarity ${similarity} with the nearest ` +
-      `(cut-off ${prediction.familiarity_cutoff.toFixed(3)}).`;
+    p.textContent = `Similarity ${similarity} with the nearest photo version ${version} learned from, above the ` +
+      `cut-off of ${prediction.familiarity_cutoff.toFixed(3)} for unfamiliar photos.`;
   } else {
     p.textContent = `Similarity ${similarity} with the nearest photo version ${version} learned from (the ` +
       "familiarity check was off).";

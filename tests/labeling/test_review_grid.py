@@ -171,3 +171,23 @@ def test_confirming_nothing_ticked_says_so_and_other_methods_are_refused(waiting
 
     assert [str(m) for m in response.context["messages"]] == ["No photo was ticked: nothing confirmed."]
     assert client.put("/review/grid/").status_code == 405
+
+
+def test_an_unfamiliar_photo_is_never_in_the_grid_and_is_refused_if_sent(waiting, expert):
+    from labeling.models import Prediction
+
+    familiar, unfamiliar = waiting(), waiting(confidence=0.7)
+    Prediction.objects.filter(photo=unfamiliar).update(familiarity=0.4, familiarity_cutoff=0.6)
+    Prediction.objects.filter(photo=familiar).update(familiarity=0.9, familiarity_cutoff=0.6)
+
+    assert list(review_grid(label="monstera", viewer=expert)) == [familiar]
+    assert review_grid_labels(viewer=expert) == [("monstera", 1)]
+    report = review_confirm_many(photo_ids=[unfamiliar.id, familiar.id], expert=expert, label_name="monstera")
+    assert report.confirmed == [familiar.id]
+    assert dict(report.refused) == {
+        unfamiliar.id: f"Photo {unfamiliar.id} is unlike the photos the model learned from: decide it on its own page."}
+    unfamiliar.refresh_from_db()
+    assert unfamiliar.status == Photo.Status.NEEDS_REVIEW
+    queue = _client(expert).get("/review/").content.decode()
+    row = queue.split(f"#{unfamiliar.id}</a></td>")[1].split("</tr>")[0]
+    assert "<td>unfamiliar</td>" in row

@@ -127,7 +127,8 @@ def test_the_queue_warns_while_a_recent_week_brings_more_unfamiliar_photos(weeks
 @pytest.mark.parametrize("familiarity, cutoff, said", [
     (0.5, 0.8, "<strong>Unlike the photos version {v}\n  learned from</strong>: similarity 0.500 with the nearest, "
                "below the cut-off of\n  0.800."),
-    (0.9, 0.8, "Like the photos version {v} learned\n  from: similarity 0.900 with the nearest (cut-off 0.800)."),
+    (0.9, 0.8, "Similarity 0.900 with the nearest photo\n  version {v} learned from, above the cut-off of 0.800 for\n  "
+               "unfamiliar photos."),
     (0.9, None, "Similarity\n  0.900 with the nearest photo version {v} learned from (the familiarity\n  check was off)."),
 ])
 def test_the_photo_page_and_the_review_page_say_how_like_the_training_photos_the_photo_is(
