@@ -52,6 +52,15 @@ def _bins(rows):
     return [[k, n, right, round(total, 6)] for k, (n, right, total) in sorted(bins.items())]
 
 
+def _first_bin_at(threshold: float) -> int:
+    """The first bin wholly at or above `threshold`."""
+    return math.ceil(threshold * RESOLUTION - 1e-9)
+
+
+def _minus(b):
+    return (b[0], -b[1], -b[2], -b[3])
+
+
 @dataclass(frozen=True)
 class ReliabilityRow:
     low: float
@@ -79,15 +88,27 @@ class Calibration:
                    by_answer={label: tuple(tuple(b) for b in bins) for label, bins in by_answer.items()}
                    if by_answer is not None else None)
 
-    def accepted(self, threshold: float, leave_out=()) -> tuple[int, int]:
+    def accepted(self, threshold: float, leave_out=(), floors=None) -> tuple[int, int]:
         """(photos, right) of the validation photos whose confidence is at or above threshold,
-        less those whose answer is one of `leave_out` (labels the model may not save on its own;
-        kept when the answers were not recorded)."""
-        k = math.ceil(threshold * RESOLUTION - 1e-9)  # the first bin wholly at or above it
+        less those whose answer is one of `leave_out` (labels the model may not save on its own)
+        or, for an answer in `floors` ({label: its own threshold}), below that label's own
+        threshold. Both are ignored when the answers were not recorded."""
+        k = _first_bin_at(threshold)
         rows = [b for b in self.bins if b[0] >= k]
-        for label in (leave_out if self.by_answer is not None else ()):
-            rows += [(b[0], -b[1], -b[2], -b[3]) for b in self.by_answer.get(label, ()) if b[0] >= k]
+        if self.by_answer is not None:
+            for label in leave_out:
+                rows += [_minus(b) for b in self.by_answer.get(label, ()) if b[0] >= k]
+            for label, floor in (floors or {}).items():
+                if label not in leave_out:
+                    rows += [_minus(b) for b in self.by_answer.get(label, ()) if k <= b[0] < _first_bin_at(floor)]
         return sum(b[1] for b in rows), sum(b[2] for b in rows)
+
+    def for_answer(self, label: str) -> "Calibration | None":
+        """The validation photos the model gave `label`, alone; None when answers were not recorded."""
+        if self.by_answer is None:
+            return None
+        bins = self.by_answer.get(label, ())
+        return Calibration(photos=sum(b[1] for b in bins), bins=bins, by_answer={label: bins})
 
     def reliability(self, bins: int = RELIABILITY_BINS) -> list[ReliabilityRow]:
         width = RESOLUTION // bins

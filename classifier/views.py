@@ -69,10 +69,10 @@ def training_run_cancel(request, pk):
 MODEL_VERSIONS_PER_PAGE = 10  # each card holds its tables and pictures
 
 
-def _with_details(version, threshold, leave_out):
+def _with_details(version, threshold, leave_out, floors):
     """What a version's card shows beyond its row."""
     version.calibration_measured = version.calibration()
-    version.at_threshold = review.on_validation(version.calibration_measured, threshold, leave_out)
+    version.at_threshold = review.on_validation(version.calibration_measured, threshold, leave_out, floors)
     version.overturned = review.overturned(version.id)
     familiarity = version.familiarity_measured = version.familiarity()
     if familiarity is not None:
@@ -87,9 +87,9 @@ def _with_details(version, threshold, leave_out):
 
 def _card_context(versions):
     threshold = float(settings.CONFIDENCE_THRESHOLD)
-    leave_out = review.not_saved_by_model()
+    leave_out, floors = review.not_saved_by_model(), review.label_floors()
     for version in versions:
-        _with_details(version, threshold, leave_out)
+        _with_details(version, threshold, leave_out, floors)
     # The version an activation form says it replaces: the one active now, wherever it is listed.
     return {"active_id": getattr(selectors.active_model_version(), "id", None), "threshold": threshold,
             "unfamiliar_check": settings.UNFAMILIAR_CHECK}

@@ -307,31 +307,40 @@ def _example_photos(label, photo_ids):
     return [photos[i] for i in ids]
 
 
+UNCHANGED = object()  # label_update: an argument not given
+
+
+def _threshold_said(threshold) -> str:
+    return "the site's threshold" if threshold is None else f"threshold {threshold:g}"
+
+
 @transaction.atomic
 def label_create(*, name: str, description: str = "", example_ids=(), always_review: bool = False,
-                 user=None) -> Label:
+                 threshold: float | None = None, user=None) -> Label:
     _check_name(name)
     exists = LabelExists(f"A label named {name!r} exists already.")
     if Label.objects.filter(name=name).exists():
         raise exists
     try:
         with transaction.atomic():  # a savepoint: the caller's transaction survives a lost race
-            label = Label.objects.create(name=name, description=description or "", always_review=always_review)
+            label = Label.objects.create(name=name, description=description or "", always_review=always_review,
+                                         threshold=threshold)
     except IntegrityError:  # created by someone else since the check, not committed then
         raise exists from None
     if example_ids:
         label.examples.set(_example_photos(label, example_ids))
-    _record(label, user, ["created"] + (["always checked by an expert"] if always_review else []))
+    _record(label, user, ["created"] + (["always checked by an expert"] if always_review else [])
+            + ([_threshold_said(threshold)] if threshold is not None else []))
     return label
 
 
 @transaction.atomic
 def label_update(*, label_id: int, description=None, retired=None, example_ids=None, always_review=None,
-                 user=None) -> Label:
+                 threshold=UNCHANGED, user=None) -> Label:
     """Change what may change: the description, the examples, retired or not, always reviewed
-    or not (never the name: predictions, models and exports refer to labels by name). A change
-    of always_review applies to photos predicted from then on. What changed is recorded, with
-    `user`, in the label's history."""
+    or not, its own threshold (None: the site's) (never the name: predictions, models and
+    exports refer to labels by name). A change of always_review or of the threshold applies to
+    photos predicted from then on. What changed is recorded, with `user`, in the label's history."""
     label = Label.objects.select_for_update().get(id=label_id)
     changes = []
     if description is not None and description != label.description:
@@ -343,6 +352,9 @@ def label_update(*, label_id: int, description=None, retired=None, example_ids=N
     if always_review is not None and bool(always_review) != label.always_review:
         label.always_review = bool(always_review)
         changes.append("always checked by an expert" if label.always_review else "no longer always checked")
+    if threshold is not UNCHANGED and threshold != label.threshold:
+        label.threshold = threshold
+        changes.append(_threshold_said(threshold))
     label.save()
     if example_ids is not None:
         before = set(label.examples.values_list("id", flat=True))

@@ -100,7 +100,8 @@ class LabelDetailApi(APIView):
         try:
             label = labelling.label_update(label_id=label.id, description=data.get("description"),
                                            retired=data.get("retired"), example_ids=data.get("examples"),
-                                           always_review=data.get("always_review"), user=request.user)
+                                           always_review=data.get("always_review"),
+                                           threshold=data.get("threshold", labelling.UNCHANGED), user=request.user)
         except labelling.LabelError as exc:
             raise ValidationError({"detail": str(exc)}) from None
         except Label.DoesNotExist:  # deleted since _label() found it

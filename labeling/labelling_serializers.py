@@ -17,7 +17,10 @@ class LabelFullSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Label
-        fields = ["id", "name", "description", "retired", "always_review", "examples", "created_at"]
+        fields = ["id", "name", "description", "retired", "always_review", "threshold", "examples", "created_at"]
+        extra_kwargs = {"threshold": {"help_text": "The label's own threshold: the model saves this answer on its own "
+                                                   "only at or above it, when higher than CONFIDENCE_THRESHOLD; null: "
+                                                   "the site's."}}
 
     @extend_schema_field(serializers.ListField(child=serializers.IntegerField()))
     def get_examples(self, label):
@@ -47,8 +50,19 @@ ALWAYS_REVIEW_HELP = ("The model's answer with this label always goes to an expe
                       "photos predicted from then on).")
 
 
+THRESHOLD_HELP = ("The label's own threshold: the model saves this answer on its own only at or above it, when it "
+                  "is higher than the site's CONFIDENCE_THRESHOLD (for photos predicted from then on); null: the "
+                  "site's.")
+
+
+def _threshold_field(**kwargs):
+    return serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0,
+                                  help_text=THRESHOLD_HELP, **kwargs)
+
+
 class LabelCreateSerializer(StrictSerializer):
     always_review = serializers.BooleanField(required=False, default=False, help_text=ALWAYS_REVIEW_HELP)
+    threshold = _threshold_field(default=None)
     name = serializers.RegexField(r"^[a-z0-9_]{1,64}$", max_length=64,
                                   error_messages={"invalid": LABEL_NAME_RULE})
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
@@ -66,6 +80,7 @@ class LabelUpdateSerializer(StrictSerializer):
     retired = serializers.BooleanField(required=False, help_text="A retired label is hidden from the "
                                        "labelling and review buttons and kept on its photos.")
     always_review = serializers.BooleanField(required=False, help_text=ALWAYS_REVIEW_HELP)
+    threshold = _threshold_field()
     examples = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**62),
                                      required=False, max_length=MAX_EXAMPLES,
                                      help_text=f"Ids of up to {MAX_EXAMPLES} photos decided with this label.")

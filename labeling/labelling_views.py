@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from . import labelling, selectors
+from . import labelling, review, selectors
 from .models import Label, Photo
 from .services import UnknownLabel
 from .views import login_or_token_required, serve_photo_file, staff_required
@@ -119,6 +119,12 @@ class LabelEditForm(forms.Form):
                                        help_text="The model's answer with this label is never saved on its own, "
                                                  "however sure it is: for labels whose mistakes cost too much "
                                                  "(a poisonous look-alike). Applies to photos predicted from now on.")
+    threshold = forms.FloatField(
+        required=False, min_value=0.0, max_value=1.0, label="Its own threshold",
+        widget=forms.NumberInput(attrs={"step": "0.001", "placeholder": "the site's"}),
+        help_text="The model saves this answer on its own only at or above this confidence, when it is higher than "
+                  "the site's threshold: for labels whose mistakes cost more than most. Empty: the site's. Applies to "
+                  "photos predicted from now on.")
     example_ids = forms.CharField(required=False, max_length=500, label="Add example photos by id",
                                   help_text="Photo ids, separated by commas or spaces; they join the ticked photos "
                                             f"below (up to {labelling.MAX_EXAMPLES} examples in all).")
@@ -145,7 +151,8 @@ def _label_edit_post(request, label):
         try:
             labelling.label_update(label_id=label.id, description=form.cleaned_data["description"],
                                    example_ids=list(dict.fromkeys(ids)),
-                                   always_review=form.cleaned_data["always_review"], user=request.user)
+                                   always_review=form.cleaned_data["always_review"],
+                                   threshold=form.cleaned_data["threshold"], user=request.user)
         except labelling.LabelError as exc:
             form.add_error("example_ids", str(exc))
         else:
@@ -181,7 +188,8 @@ def labels_page(request):
 def label_edit(request, pk):
     label = get_object_or_404(Label, pk=pk)
     examples = label.current_examples()
-    form = LabelEditForm(initial={"description": label.description, "always_review": label.always_review})
+    form = LabelEditForm(initial={"description": label.description, "always_review": label.always_review,
+                                  "threshold": label.threshold})
     if request.method == "POST":
         try:
             form, done = _label_edit_post(request, label)
@@ -202,7 +210,8 @@ def label_edit(request, pk):
         "label": label, "form": form, "examples": examples, "example_ids": example_ids,
         "changes": label.changes.select_related("user")[:20],
         "candidates": candidates, "usage": usage, "in_use": any(usage.values()),
-        "max_examples": labelling.MAX_EXAMPLES,
+        "max_examples": labelling.MAX_EXAMPLES, "site_threshold": float(settings.CONFIDENCE_THRESHOLD),
+        "evidence": review.label_threshold_evidence(label),
     }, status=400 if form.errors else 200)
 
 

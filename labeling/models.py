@@ -27,6 +27,9 @@ class Label(models.Model):
     # A label whose mistakes cost too much (a poisonous look-alike): the model's answer with it
     # always goes to an expert, however sure the model is.
     always_review = models.BooleanField(default=False)
+    # A label whose mistakes cost more than most: the model saves this answer on its own only at
+    # or above this confidence, when it is higher than CONFIDENCE_THRESHOLD (null: the site's).
+    threshold = models.FloatField(null=True, blank=True)
     # A few photos shown to labellers and experts as what this label looks like.
     examples = models.ManyToManyField("Photo", blank=True, related_name="example_of")
 
@@ -39,6 +42,11 @@ class Label(models.Model):
     # The labels the model may not save on its own (Photo.why_an_expert_decides) as a filter:
     # nobody may give a retired one, and an always-reviewed one waits for an expert.
     NOT_SAVED_BY_MODEL = models.Q(retired=True) | models.Q(always_review=True)
+
+    def threshold_in_force(self, site_threshold: float) -> float:
+        """The confidence the model needs to save this answer on its own: the higher of the
+        site's threshold and the label's own. A label's own threshold can only ask for more."""
+        return max(float(site_threshold), self.threshold if self.threshold is not None else 0.0)
 
     def current_examples(self):
         """The examples still decided with this label: one corrected to another label (or
@@ -206,10 +214,11 @@ class Photo(models.Model):
 
     @staticmethod
     def why_an_expert_decides(prediction, threshold) -> str:
-        """Why `prediction` may not be saved at once; "" when it may."""
-        if prediction.confidence < threshold:
-            return (f"The model is {prediction.confidence:.0%} sure, below the {threshold:.0%} threshold: "
-                    "an expert will decide.")
+        """Why `prediction` may not be saved at once; "" when it may. threshold: the site's."""
+        own = prediction.label.threshold_in_force(threshold)
+        if prediction.confidence < own:
+            which = f"{own * 100:.3g}% threshold" + (f" for {prediction.label.name}" if own > threshold else "")
+            return f"The model is {prediction.confidence:.0%} sure, below the {which}: an expert will decide."
         if prediction.margin <= 0:  # a tie at the top: the label would be whichever came first
             return "The model is as sure of another label as of its first: an expert will decide."
         if prediction.label.retired:  # nobody may give it any more, so the model may not either

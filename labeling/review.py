@@ -435,12 +435,26 @@ def not_saved_by_model() -> frozenset:
     return frozenset(Label.objects.filter(Label.NOT_SAVED_BY_MODEL).values_list("name", flat=True))
 
 
-def on_validation(calibration, threshold, leave_out=frozenset()) -> OnValidation | None:
+def label_floors() -> dict:
+    """{label name: its own threshold} for the labels that have one (Label.threshold)."""
+    from .models import Label
+
+    return dict(Label.objects.filter(threshold__isnull=False).values_list("name", "threshold"))
+
+
+# Predictions below their label's own threshold (Label.threshold): never saved on their own at
+# the site's threshold, whatever it is. The isnull term keeps the labels without one in a negation.
+BELOW_LABEL_THRESHOLD = Q(label__threshold__isnull=False, label__threshold__gt=F("confidence"))
+PHOTO_BELOW_LABEL_THRESHOLD = Q(prediction__label__threshold__isnull=False,
+                                prediction__label__threshold__gt=F("prediction__confidence"))
+
+
+def on_validation(calibration, threshold, leave_out=frozenset(), floors=None) -> OnValidation | None:
     """None for a version trained before calibration was recorded. leave_out: labels that are
-    never saved on their own (not_saved_by_model)."""
+    never saved on their own (not_saved_by_model); floors: the labels' own thresholds (label_floors)."""
     if calibration is None:
         return None
-    accepted, right = calibration.accepted(threshold, leave_out)
+    accepted, right = calibration.accepted(threshold, leave_out, floors)
     interval = wilson_interval(right, accepted) or (None, None)
     return OnValidation(photos=calibration.photos, accepted=accepted,
                         accepted_share=accepted / calibration.photos if calibration.photos else None,
@@ -461,7 +475,7 @@ class ThresholdRow:
 
 
 def threshold_table(confidences, checked, thresholds, current, calibration=None,
-                    leave_out=frozenset()) -> list[ThresholdRow]:
+                    leave_out=frozenset(), floors=None) -> list[ThresholdRow]:
     """What each threshold would do, from one version's predictions.
 
     confidences: every prediction's confidence, None for one the model may not save on its own
@@ -471,7 +485,7 @@ def threshold_table(confidences, checked, thresholds, current, calibration=None,
     above it only the audit sample (1 / AUDIT_FRACTION). Unweighted, the fully checked band below
     the threshold would swamp the sampled one above it. The interval is Wilson's on the effective sample size
     (Kish: (sum of weights)^2 / sum of squared weights). calibration: the version's, for the
-    same on its validation photos."""
+    same on its validation photos (floors: the labels' own thresholds, as there)."""
     rows = []
     for t in sorted({*thresholds, current}):
         above = [(correct, weight) for confidence, correct, weight in checked if confidence >= t]
@@ -483,7 +497,7 @@ def threshold_table(confidences, checked, thresholds, current, calibration=None,
             threshold=t, current=t == current, checked=len(above), accuracy=accuracy,
             accepted_share=sum(1 for c in confidences if c is not None and c >= t) / len(confidences)
             if confidences else None,
-            ci_low=interval[0], ci_high=interval[1], validation=on_validation(calibration, t, leave_out)))
+            ci_low=interval[0], ci_high=interval[1], validation=on_validation(calibration, t, leave_out, floors)))
     return rows
 
 
@@ -503,9 +517,11 @@ def threshold_evidence(version_id) -> list[ThresholdRow]:
     version = ModelVersion.objects.only("metrics").filter(pk=version_id).first()
     leave_out = not_saved_by_model()
     predictions = Photo.objects.filter(prediction__model_version_id=version_id, prediction__margin__gt=0)
-    # A label the model may not save on its own (retired, always checked), or a photo unlike the
-    # ones it learned from, is accepted by no threshold.
-    never = Q(prediction__label__name__in=leave_out) | Prediction.unfamiliar_q("prediction__")
+    # A label the model may not save on its own (retired, always checked), a photo unlike the
+    # ones it learned from, or an answer below its label's own threshold, is accepted by no
+    # threshold of the site's (a label's own threshold only asks for more: Label.threshold_in_force).
+    never = (Q(prediction__label__name__in=leave_out) | Prediction.unfamiliar_q("prediction__")
+             | PHOTO_BELOW_LABEL_THRESHOLD)
     confidences = [None if not_saved else confidence for confidence, not_saved in
                    predictions.annotate(never=ExpressionWrapper(never, output_field=BooleanField()))
                    .values_list("prediction__confidence", "never")]
@@ -517,7 +533,44 @@ def threshold_evidence(version_id) -> list[ThresholdRow]:
                 audit_weight if kind == Photo.ReviewKind.AUDIT else 1.0)
                for confidence, status, final, predicted, kind in decided]
     return threshold_table(confidences, checked, THRESHOLD_CANDIDATES, float(settings.CONFIDENCE_THRESHOLD),
-                           calibration=version.calibration() if version else None, leave_out=leave_out)
+                           calibration=version.calibration() if version else None, leave_out=leave_out,
+                           floors=label_floors())
+
+
+@dataclass
+class LabelThresholdRow:
+    threshold: float
+    in_force: bool                  # the label's threshold in force (Label.threshold_in_force)
+    validation: OnValidation | None  # of the validation photos the active version answered with the label
+
+
+@dataclass
+class LabelEvidence:
+    """What to set a label's own threshold from: the active version's validation photos that it
+    gave this answer, at each threshold from the site's up; the audits of the answer here; and
+    how often people changed it here."""
+    version_id: int
+    rows: list
+    audits: AuditStats
+    record: Overturned
+
+
+def label_threshold_evidence(label) -> LabelEvidence | None:
+    """None without an active version."""
+    from classifier.selectors import active_model_version
+
+    version = active_model_version()
+    if version is None:
+        return None
+    calibration = version.calibration()
+    answered = calibration.for_answer(label.name) if calibration is not None else None
+    site = float(settings.CONFIDENCE_THRESHOLD)
+    in_force = label.threshold_in_force(site)
+    candidates = sorted({t for t in THRESHOLD_CANDIDATES if t >= site} | {site, in_force})
+    return LabelEvidence(
+        version_id=version.id,
+        rows=[LabelThresholdRow(t, t == in_force, on_validation(answered, t)) for t in candidates],
+        audits=audit_stats(label=label.name), record=answer_record(version.id, label.name))
 
 
 # --- week by week ----------------------------------------------------------------------
@@ -560,7 +613,7 @@ def weeks_of_predictions(version_id, weeks=MONITORED_WEEKS) -> list[WeekRow]:
     threshold = float(settings.CONFIDENCE_THRESHOLD)
     leave_out = not_saved_by_model()
     version = ModelVersion.objects.only("metrics").filter(pk=version_id).first()
-    expected = on_validation(version.calibration() if version else None, threshold, leave_out)
+    expected = on_validation(version.calibration() if version else None, threshold, leave_out, label_floors())
     familiarity = version.familiarity() if version else None
     # The validation photos the check in force would flag: UNFAMILIAR_SHARE of them, or fewer.
     flagged = familiarity.below(familiarity.cutoff(settings.UNFAMILIAR_SHARE)) if familiarity else None
@@ -568,7 +621,8 @@ def weeks_of_predictions(version_id, weeks=MONITORED_WEEKS) -> list[WeekRow]:
                    .annotate(week=TruncWeek("created_at")).values("week")
                    .annotate(n=Count("id"), mean=Avg("confidence"),
                              confident=Count("id", filter=Q(confidence__gte=threshold)
-                                             & ~Q(label__name__in=leave_out) & ~Prediction.unfamiliar_q()),
+                                             & ~Q(label__name__in=leave_out) & ~Prediction.unfamiliar_q()
+                                             & ~BELOW_LABEL_THRESHOLD),
                              unfamiliar=Count("id", filter=Prediction.unfamiliar_q()))
                    .order_by("-week")[:weeks])
     audits = {row["week"]: row for row in (
