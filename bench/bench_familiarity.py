@@ -132,10 +132,11 @@ def main():
     shares = [float(s) for s in args.shares.split(",")]
 
     print("## Familiarity benchmark\n")
-    print(f"- torch {torch.__version__}, {os.cpu_count()} logical cores; {options.architecture} at {options.image_size} px, "
-          f"{args.epochs} epochs, pretrained weights used: {result.pretrained_used}; trained in {trained_s:.0f} s")
-    print(f"- {int((~valid).sum())} training and {int(valid.sum())} validation photos of four classes; validation error "
-          f"rate {result.metrics['error_rate']:.3f}")
+    print(f"- torch {torch.__version__}, {os.cpu_count()} logical cores; {options.architecture} at "
+          f"{options.image_size} px, {args.epochs} epochs, pretrained weights used: {result.pretrained_used}; "
+          f"trained in {trained_s:.0f} s")
+    print(f"- {int((~valid).sum())} training and {int(valid.sum())} validation photos of four classes; "
+          f"validation error rate {result.metrics['error_rate']:.3f}")
     print(f"- validation similarity with the nearest training photo: least {familiarity.quantile(0):.3f}, "
           f"median {familiarity.quantile(0.5):.3f}\n")
     head = " | ".join(f"flagged at {s:.0%}: familiarity / confidence" for s in shares)

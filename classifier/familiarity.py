@@ -97,19 +97,18 @@ class Familiarity:
         return self.bins[-1][0] / RESOLUTION
 
 
-def measure(version, features) -> list[tuple[float | None, float | None]]:
-    """For each row of `features` (the photos the worker just predicted with `version`): its
-    similarity with the nearest training photo, and the cut-off in force (None when
-    UNFAMILIAR_CHECK is off). (None, None) for every photo when the version kept no familiarity
-    (trained before it was, or its features could not be read: logged, and the photos are
-    predicted as if there were no check)."""
+def measure(version, features, n: int) -> list[tuple[float | None, float | None]]:
+    """For each of the n photos the worker just predicted with `version` (their features, or
+    None when its path gives none): its similarity with the nearest training photo, and the
+    cut-off in force (None when UNFAMILIAR_CHECK is off). (None, None) for every photo when the
+    version kept no familiarity (trained before it was, or its features could not be read:
+    logged, and the photos are predicted as if there were no check)."""
     import logging
 
     from django.conf import settings
 
     from .similar import stored
 
-    n = 0 if features is None else len(features)
     known = version.familiarity()
     if features is None or known is None:
         return [(None, None)] * n

@@ -30,10 +30,11 @@ Beside the probabilities, the network gives each image's features (the body's ou
 over the image, L2-normalised, as classifier.similar computes them), which the worker compares
 with the training photos' (classifier.familiarity); a model that is not a vision learner's
 Sequential(body, head) gives probabilities only. The network runs on the fastest backend that
-gives the eager model's probabilities (and features) on a check batch: ONNX Runtime (the model exported to ONNX in memory; the network alone about 1.5x faster
-than TorchScript at batch 1 on 2 cores), else a TorchScript trace, frozen (batch norm folded into the
-convolutions) and optimised for inference, else the eager module. Everything runs under
-``torch.inference_mode()``, in batches of at most ``max_batch`` images.
+gives the eager model's probabilities (and features) on a check batch: ONNX Runtime (the model
+exported to ONNX in memory; the network alone about 1.5x faster than TorchScript at batch 1 on 2
+cores), else a TorchScript trace, frozen (batch norm folded into the convolutions) and optimised
+for inference, else the eager module. Everything runs under ``torch.inference_mode()``, in
+batches of at most ``max_batch`` images.
 
 ``load_image`` decodes a file the way ``PILImage.create`` does (load, convert to RGB), except that
 a large JPEG is decoded at a reduced DCT scale (``Image.draft``) when it is at least 8x the size

@@ -111,7 +111,8 @@ def review_grid_labels(*, viewer, now=None) -> list[tuple[str, int]]:
     """(the model's answer, photos the grid would show for it), most photos first."""
     rows = (review_queue(viewer=viewer, now=now).filter(review_kind=Photo.ReviewKind.UNCERTAIN,
                                                         prediction__isnull=False)
-            .exclude(Prediction.unfamiliar_q("prediction__")).order_by().values_list("prediction__label__name").annotate(n=Count("id")))
+            .exclude(Prediction.unfamiliar_q("prediction__"))
+            .order_by().values_list("prediction__label__name").annotate(n=Count("id")))
     return sorted(rows, key=lambda row: (-row[1], row[0]))
 
 

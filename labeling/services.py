@@ -194,7 +194,7 @@ def _predict(model, version, photos):
     from classifier.familiarity import measure
 
     probabilities, features = model.predict_paths_with_features([p.model_input_path for p in photos])
-    return list(zip(probabilities, measure(version, features) if features is not None else [(None, None)] * len(photos)))
+    return list(zip(probabilities, measure(version, features, len(photos))))
 
 
 def _predict_in_shadow(photos):
