@@ -32,6 +32,37 @@ def previous_trained_run(run):
             .order_by("-created_at", "-id").first())
 
 
+@dataclass
+class SinceActive:
+    """What a run started now would bring against the active version: the data (its run's
+    frozen data against what a run would take now) and what people found of its answers here."""
+    version: ModelVersion
+    changes: object       # classifier.evaluation.DataChanges
+    decided: int          # its predictions people decided here
+    changed: int          # of those, how many ended with another label, or rejected
+    unfamiliar: int       # its predictions whose photo looked unlike all it learned from
+
+
+def since_active_version() -> SinceActive | None:
+    """None without an active version trained here (its run's data frozen)."""
+    from labeling.models import Prediction
+    from labeling.review import overturned
+
+    from .evaluation import data_changes
+    from .services import training_rows
+
+    version = active_model_version()
+    run = version.training_run if version is not None else None
+    if run is None or not run.data:
+        return None
+    # Compared like for like: the model's own labels only if the active version's run took them.
+    rows = training_rows(include_model_labels=bool((run.metrics or {}).get("include_model_labels")))
+    people = overturned(version.id, limit=0)
+    unfamiliar = Prediction.objects.filter(Prediction.unfamiliar_q(), model_version=version).count()
+    return SinceActive(version=version, changes=data_changes(rows, run), decided=people.decided,
+                       changed=people.changed, unfamiliar=unfamiliar)
+
+
 def active_training_run():
     return TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE).first()
 

@@ -42,6 +42,7 @@ def training_runs(request):
             return redirect("training-run", pk=run.pk)
     return render(request, "classifier/training_runs.html", {
         "form": form, "runs": selectors.training_runs()[:50], "active_run": selectors.active_training_run(),
+        "since_active": selectors.since_active_version(),
     })
 
 
