@@ -4,7 +4,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Case, Count, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from .models import Label, LabelVote, Photo, Prediction, ReviewDecision, is_expert
@@ -51,9 +51,13 @@ PHOTO_ORDERINGS = {
     "uploaded_at": ("uploaded_at", "id"),
 }
 PHOTO_DEFAULT_ORDERING = "-uploaded_at"
-_MOST_UNCERTAIN_FIRST = (F("prediction__margin").asc(nulls_first=True), "uploaded_at", "id")
+# What the model knows least about first: photos without a prediction, then unfamiliar photos
+# (unlike all it learned from: however sure it says it is), then the smallest top-2 margin.
+_LEAST_KNOWN = Case(When(prediction__isnull=True, then=Value(0)),
+                    When(Prediction.unfamiliar_q("prediction__"), then=Value(1)), default=Value(2))
+_MOST_UNCERTAIN_FIRST = (_LEAST_KNOWN.asc(), F("prediction__margin").asc(nulls_first=True), "uploaded_at", "id")
 REVIEW_ORDERINGS = {
-    # Most uncertain first: photos without a prediction, then the smallest top-2 margin.
+    # Most uncertain first: photos without a prediction, then unfamiliar ones, then the smallest top-2 margin.
     "uncertainty": _MOST_UNCERTAIN_FIRST,
     "age": ("uploaded_at", "id"),  # oldest first
     "margin": _MOST_UNCERTAIN_FIRST,  # the earlier names, still accepted
@@ -279,12 +283,12 @@ def labelling_candidates(user, *, now, exclude_ids=()):
     Left out: photos `user` has labelled, and, while labellers are blind to the model
     (LABELLING_SHOW_MODEL_GUESS off), photos `user` uploaded: their page showed the uploader the
     model's guess. Ordered by tier, then most informative first (no
-    prediction, then the smallest top-2 margin of the model), then photos that already have
+    prediction, then unfamiliar photos, then the smallest top-2 margin of the model), then photos that already have
     votes (closest to a decision), then oldest. Tier 0: nobody else holds the photo; tier 1:
     another labeller holds a live assignment on it (or an expert a live review claim); tier 2:
     `user` was served it before and skipped it or let the lease lapse.
     """
-    from django.db.models import BooleanField, Case, Exists, OuterRef, Value, When
+    from django.db.models import BooleanField
 
     from .models import LabellingAssignment, LabelVote
 
@@ -304,7 +308,8 @@ def labelling_candidates(user, *, now, exclude_ids=()):
             busy=Case(When(Exists(held), then=Value(True)), When(claimed, then=Value(True)),
                       default=Value(False), output_field=BooleanField()),
         )
-        .order_by("skipped", "busy", F("prediction__margin").asc(nulls_first=True), "-n_votes", "uploaded_at", "id")
+        .order_by("skipped", "busy", _LEAST_KNOWN.asc(), F("prediction__margin").asc(nulls_first=True), "-n_votes",
+                  "uploaded_at", "id")
     )
 
 

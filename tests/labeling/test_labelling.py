@@ -102,6 +102,18 @@ def test_the_most_informative_photo_is_served_first(labels, ann):
     assert order == [unpredicted, unsure, middling, sure]
 
 
+def test_an_unfamiliar_photo_is_served_before_the_small_margins(labels, ann):
+    from labeling.models import Prediction
+
+    unsure = uncertain(0.05)
+    unfamiliar = uncertain(0.6)
+    Prediction.objects.filter(photo=unfamiliar).update(familiarity=0.3, familiarity_cutoff=0.6)
+
+    assert labelling_next(ann) == unfamiliar
+    labelling_skip(ann, unfamiliar.id, serve_next=False)
+    assert labelling_next(ann) == unsure
+
+
 def test_a_reload_serves_the_same_photo_again(labels, ann):
     first = uncertain(0.1)
     uncertain(0.2)

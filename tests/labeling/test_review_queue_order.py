@@ -42,6 +42,18 @@ def test_uncertainty_puts_the_smallest_margin_first_after_photos_without_a_predi
     assert ids(response) == names(queue, "no_prediction", "unsure_new", "middle", "sure_old")
 
 
+def test_uncertainty_puts_unfamiliar_photos_before_the_small_margins_however_sure_the_model_was(
+        api_for, expert, queue):
+    from labeling.models import Prediction
+
+    Prediction.objects.filter(photo=queue["sure_old"]).update(familiarity=0.3, familiarity_cutoff=0.6)
+    Prediction.objects.filter(photo=queue["middle"]).update(familiarity=0.9, familiarity_cutoff=0.6)
+
+    response = api_for(expert).get(QUEUE, {"ordering": "uncertainty"})
+
+    assert ids(response) == names(queue, "no_prediction", "sure_old", "unsure_new", "middle")
+
+
 def test_uncertainty_is_the_default(api_for, expert, queue):
     client = api_for(expert)
 
