@@ -79,21 +79,25 @@ class Stored:
         return self.vectors if self.training is None else self.vectors[self.training]
 
 
-# (version id, file name) -> Stored: the active and the shadow version, or the ones last asked for.
+# (version id, file name, its mtime and size) -> Stored: the active and the shadow version, or the
+# ones last asked for. complete_model_versions rewrites a file under the same name: the new one is
+# read on the next prediction, without a restart.
 _loaded: dict = {}
 _loaded_lock = threading.Lock()
 KEEP_LOADED = 2
 
 
 def stored(version) -> Stored:
-    """A version's kept features, read once per process. Raises OSError, KeyError or ValueError
-    for a missing or damaged file."""
-    key = (version.id, version.metrics["neighbours_npz"])
+    """A version's kept features, read once per process (again when the file changes). Raises
+    OSError, KeyError or ValueError for a missing or damaged file."""
+    path = version.path.parent / version.metrics["neighbours_npz"]
+    status = path.stat()
+    key = (version.id, path.name, status.st_mtime_ns, status.st_size)
     with _loaded_lock:
         found = _loaded.pop(key, None)
         if found is None:
             # allow_pickle=False: arrays only, nothing in the file runs as code.
-            with np.load(version.path.parent / key[1], allow_pickle=False) as data:
+            with np.load(path, allow_pickle=False) as data:
                 valid = data["valid"] if "valid" in data.files else None
                 found = Stored(data["ids"], data["labels"], data["vectors"].astype(np.float32),
                                None if valid is None else np.flatnonzero(~valid))

@@ -237,3 +237,16 @@ def test_an_unmeasured_prediction_is_not_unfamiliar_in_a_query_nor_in_its_negati
     assert list(Prediction.objects.filter(Prediction.unfamiliar_q())) == [unfamiliar]
     assert set(Prediction.objects.exclude(Prediction.unfamiliar_q())) == {unmeasured, unchecked, familiar}
     assert [p.unfamiliar for p in (unmeasured, unchecked, unfamiliar, familiar)] == [False, False, True, False]
+
+
+def test_features_rewritten_under_the_same_name_are_read_again_without_a_restart(active, member):
+    first = _predicted(member, _noise()).prediction.familiarity
+    path = active.path.parent / active.metrics["neighbours_npz"]
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays["vectors"] = -arrays["vectors"]  # as complete_model_versions would, with other features
+    similar.save(path, arrays["ids"], arrays["labels"], arrays["vectors"], arrays["valid"])
+
+    again = _predicted(member, _noise()).prediction.familiarity
+
+    assert again != pytest.approx(first, abs=1e-3)
