@@ -310,3 +310,53 @@ def _extract_member(archive, member, destination, limit) -> str:
     except NotImplementedError:  # zipfile: "That compression method is not supported"
         return "compressed with a method this site cannot read"
     return ""
+
+
+# --- every prediction, as CSV ------------------------------------------------------------------
+
+PREDICTION_FIELDS = ["photo", "uploaded_at", "model_version", "answer", "confidence", "margin", "familiarity",
+                     "familiarity_cutoff", "unfamiliar", "status", "review_kind", "decided_by", "final_label",
+                     "reviewed_by", "decided_at", "people_changed"]
+
+
+def predictions_csv_lines(chunk_size=2000):
+    """Every stored prediction, oldest first, and what became of its photo, as CSV lines (for a
+    streaming download): what the model said, how sure, how familiar the photo looked, and who
+    decided what. A pending audit's answer is left blank, as on every page until it is decided
+    (labeling.review.prediction_hidden_from). people_changed: a person decided the photo and
+    gave another label, or rejected it."""
+    from .review import prediction_hidden_from
+
+    class Line:
+        def write(self, text):
+            return text
+
+    writer = csv.DictWriter(Line(), fieldnames=PREDICTION_FIELDS, lineterminator="\n")
+    yield writer.writeheader()
+    photos = (Photo.objects.filter(prediction__isnull=False)
+              .select_related("prediction__label", "final_label", "reviewed_by").order_by("prediction__id"))
+    for photo in photos.iterator(chunk_size=chunk_size):
+        yield writer.writerow(_prediction_row(photo, hidden=prediction_hidden_from(photo)))
+
+
+def _prediction_row(photo, *, hidden) -> dict:
+    p = photo.prediction
+    by_people = photo.decided_by not in ("", Photo.DecidedBy.MODEL) and photo.review_kind != ""
+    decided = photo.status in (Photo.Status.FINAL, Photo.Status.REJECTED)
+    row = {"photo": photo.id, "uploaded_at": photo.uploaded_at.isoformat(), "model_version": p.model_version_id,
+           "status": photo.status, "review_kind": photo.review_kind, "decided_by": photo.decided_by,
+           "final_label": photo.final_label.name if photo.final_label_id else "",
+           "reviewed_by": _text_cell(photo.reviewed_by.username) if photo.reviewed_by_id else "",
+           "decided_at": photo.decided_at.isoformat() if photo.decided_at else ""}
+    if not hidden:
+        row.update(answer=p.label.name, confidence=p.confidence, margin=p.margin,
+                   familiarity="" if p.familiarity is None else p.familiarity,
+                   familiarity_cutoff="" if p.familiarity_cutoff is None else p.familiarity_cutoff,
+                   unfamiliar=int(p.unfamiliar),
+                   people_changed=int(decided and by_people and photo.final_label_id != p.label_id))
+    return row
+
+
+def _text_cell(text: str) -> str:
+    """A name a spreadsheet would read as a formula (+, -, @ may start a username) kept as text."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@") else text

@@ -1,6 +1,6 @@
 """REST API of the labelling workspace, label management, bulk upload, export and team stats."""
 
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -220,6 +220,20 @@ class ExportDatasetApi(APIView):
                                 content_type="application/zip")
         response["Cache-Control"] = "no-store"
         response["X-Export-Missing"] = str(len(summary.missing))
+        return response
+
+
+class ExportPredictionsApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
+    def get(self, request):
+        """Every stored prediction and what became of its photo, as CSV (columns in the README):
+        what the model said, how sure, how familiar the photo looked, who decided what. A
+        pending audit's answer is blank until it is decided."""
+        response = StreamingHttpResponse(export.predictions_csv_lines(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="predictions.csv"'
+        response["Cache-Control"] = "no-store"
         return response
 
 

@@ -37,6 +37,7 @@ api_v1 = [
     path("photos/<int:pk>/labels/", labelling_api.PhotoLabelsApi.as_view(), name="api-photo-labels"),
     path("imports/", labelling_api.ImportApi.as_view(), name="api-imports"),
     path("exports/dataset.zip", labelling_api.ExportDatasetApi.as_view(), name="api-export-dataset"),
+    path("exports/predictions.csv", labelling_api.ExportPredictionsApi.as_view(), name="api-export-predictions"),
     path("team/stats/", labelling_api.TeamStatsApi.as_view(), name="api-team-stats"),
     path("training-runs/", classifier_api.TrainingRunListCreateApi.as_view(), name="api-training-runs"),
     path("training-runs/<int:pk>/", classifier_api.TrainingRunDetailApi.as_view(), name="api-training-run"),

@@ -334,6 +334,8 @@ CASES += [
          data=lambda w: {**jpeg_upload(), "label": "monstera"}, format="multipart"),
     Case("api-export-dataset", "get", lambda w: "/api/v1/exports/dataset.zip",
          staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-export-predictions", "get", lambda w: "/api/v1/exports/predictions.csv",
+         staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
     Case("api-team-stats", "get", lambda w: "/api/v1/team/stats/", logged_in(200, anonymous=NO_CREDENTIALS)),
 ]
 
