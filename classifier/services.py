@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from labeling.models import Photo
 
-from . import familiarity, similar
+from . import familiarity, near_copies, similar
 from .calibration import summarise
 from .cores import inference_threads
 from .inference import file_sha256, model_cache
@@ -194,7 +194,10 @@ def _train(run):
                "labels_without_training_photos": untrained,
                # Generated demo images (bootstrap_demo, import_photos --synthetic): a model trained
                # on them says so wherever it is shown, rather than pass for one trained on photos.
-               "synthetic_photos": Photo.objects.filter(id__in=[r[0] for r in rows], synthetic=True).count()}
+               "synthetic_photos": Photo.objects.filter(id__in=[r[0] for r in rows], synthetic=True).count(),
+               # The same picture twice: across the split it flatters the validation scores, with
+               # two labels one is wrong (classifier.near_copies).
+               "near_copies": near_copies.summarise(rows, paths)}
     run.data = rows
     run.data_hash = data_hash(rows)
     run.metrics = sources
