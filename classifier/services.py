@@ -581,6 +581,34 @@ def model_version_keep_features(*, version_id: int) -> FeaturesKept:
     return FeaturesKept(version_id=version.id, photos=len(kept), missing=len(rows) - len(kept))
 
 
+@dataclass
+class NearCopiesFound:
+    version_id: int
+    photos: int   # photos of its run's data hashed
+    missing: int  # deleted since, or whose file cannot be read
+    across_split: int
+    different_labels: int
+
+
+def model_version_find_near_copies(*, version_id: int) -> NearCopiesFound:
+    """Look for near copies in the data of a version's run trained before runs did
+    (classifier.near_copies), among its photos still here, and keep them with the run as a run
+    would have. Running it again looks again."""
+    version = ModelVersion.objects.select_related("training_run").get(id=version_id)
+    rows = [tuple(row) for row in (version.training_run.data if version.training_run else [])]
+    if not rows:
+        raise FrozenDataUnavailable(f"Model version {version.id} has no frozen data to look for near copies in "
+                                    "(it was not trained here, or its run's data is gone).")
+    photos = Photo.objects.in_bulk([pid for pid, *_ in rows])
+    found = near_copies.summarise(rows, {pid: photo.model_input_path for pid, photo in photos.items()})
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(id=version.training_run_id)  # metrics is one JSON value
+        run.metrics = {**(run.metrics or {}), "near_copies": found}
+        run.save(update_fields=["metrics"])
+    return NearCopiesFound(version_id=version.id, photos=found["photos"], missing=len(rows) - found["photos"],
+                           across_split=found["across_split"], different_labels=found["different_labels"])
+
+
 def _each_or_none(model, photos):
     """Each photo's probabilities, None for a deleted photo or an unreadable file. Batched; a
     batch that fails is predicted one photo at a time, so one bad file costs only itself."""

@@ -197,7 +197,7 @@ def test_completing_versions_measures_an_older_version_as_training_would_have(ol
     assert said in out.getvalue()
     out = io.StringIO()
     call_command("complete_model_versions", "--missing", stdout=out)
-    assert out.getvalue() == "Every model version has its calibration and features recorded.\n"
+    assert out.getvalue() == "Every model version has its calibration, features and near copies recorded.\n"
 
 
 def test_completing_versions_leaves_out_a_validation_photo_deleted_since_and_says_so(older_version, staff):
@@ -226,7 +226,8 @@ def test_completing_versions_names_each_version_it_cannot_measure_and_fails(olde
         fh.write(b"x")
     err = io.StringIO()
 
-    with pytest.raises(CommandError, match="4 of 4 could not be added"):
+    # Near copies need no model file: only the untrained version's cannot be looked for.
+    with pytest.raises(CommandError, match="5 of 6 could not be added"):
         call_command("complete_model_versions", str(version.id), str(untrained.id), stderr=err)
 
     for part in ("calibration", "features"):
@@ -234,6 +235,7 @@ def test_completing_versions_names_each_version_it_cannot_measure_and_fails(olde
     assert f"Version {untrained.id}: no calibration. Model version {untrained.id} has no frozen validation" \
         in err.getvalue()
     assert f"Version {untrained.id}: no features. Model version {untrained.id} has no frozen data" in err.getvalue()
+    assert f"Version {untrained.id}: no near copies. Model version {untrained.id} has no frozen data" in err.getvalue()
     version.refresh_from_db()
     assert "calibration" not in version.metrics
 

@@ -96,3 +96,22 @@ def test_a_run_keeps_its_near_copies_and_its_page_and_card_say_so(run_with_copie
     assert f'<a href="/photos/{original.id}/history/">#{original.id}</a> (monstera) and' in page
     assert "one in each split" in page
     assert "<strong>1 validation photo</strong> has" in card and f'href="/training/{run.id}/">The pairs' in card
+
+
+def test_completing_a_version_trained_before_runs_looked_finds_its_near_copies(run_with_copies, staff):
+    import io
+
+    from django.core.management import call_command
+
+    run, original, copy = run_with_copies
+    found = run.metrics.pop("near_copies")
+    run.save(update_fields=["metrics"])
+    out = io.StringIO()
+
+    call_command("complete_model_versions", "--missing", stdout=out)
+
+    run.refresh_from_db()
+    assert run.metrics["near_copies"] == found
+    assert (f"Version {run.model_version_id}: {found['photos']} photos compared: 1 validation photo(s) with a near "
+            f"copy among the training photos, {found['different_labels']} pair(s) with different labels.") \
+        in out.getvalue()

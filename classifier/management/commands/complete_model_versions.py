@@ -11,14 +11,17 @@ PARTS = [
     # The familiarity check needs the split kept with the features, which the first files lacked.
     ("features", lambda v: "familiarity" in v.metrics, services.model_version_keep_features,
      lambda r: f"features of {r.photos} photos kept for the similar photos and the familiarity check"),
+    ("near copies", lambda v: "near_copies" in ((v.training_run.metrics or {}) if v.training_run else {}),
+     services.model_version_find_near_copies,
+     lambda r: f"{r.photos} photos compared: {r.across_split} validation photo(s) with a near copy among the "
+               f"training photos, {r.different_labels} pair(s) with different labels"),
 ]
 
 
 class Command(BaseCommand):
     help = ("Add to model versions trained before training recorded them: the calibration (reliability table, "
-            "expected calibration error, what a threshold would save) and the photos' features (similar photos, "
-            "the familiarity check), "
-            "measured on the photos their run froze.")
+            "expected calibration error, what a threshold would save), the photos' features (similar photos, "
+            "the familiarity check) and the near copies in their runs' data, measured on the photos their run froze.")
 
     def add_arguments(self, parser):
         parser.add_argument("versions", nargs="*", type=int, help="Version ids: everything is measured again.")
@@ -31,10 +34,11 @@ class Command(BaseCommand):
         unknown = set(versions) - set(ModelVersion.objects.filter(id__in=versions).values_list("id", flat=True))
         if unknown:
             raise CommandError(f"No model version {', '.join(map(str, sorted(unknown)))}.")
-        chosen = ModelVersion.objects.order_by("id") if missing else ModelVersion.objects.filter(id__in=versions)
+        chosen = (ModelVersion.objects.order_by("id") if missing else ModelVersion.objects.filter(id__in=versions)
+                  ).select_related("training_run")
         work = [(v.id, part) for v in chosen for part in PARTS if not (missing and part[1](v))]
         if not work:
-            self.stdout.write("Every model version has its calibration and features recorded.")
+            self.stdout.write("Every model version has its calibration, features and near copies recorded.")
             return
         failed = 0
         for version_id, (name, _, add, said) in work:
