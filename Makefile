@@ -25,7 +25,7 @@ run: $(STAMP)
 	@echo ""
 	@echo "Plantsite is starting at http://$(HOST):$(PORT)/"
 	@echo "Log in with one of the accounts in .demo-credentials (printed above on the first run)."
-	@echo "Press Ctrl-C to stop the web server, both workers and the sweeper."
+	@echo "Press Ctrl-C to stop the web server, the workers and the sweeper."
 	$(VENV)/bin/honcho start -f Procfile
 
 services:

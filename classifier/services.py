@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
+from labeling import webhooks
 from labeling.models import Photo
 
 from . import familiarity, near_copies, similar
@@ -465,8 +466,9 @@ def model_version_activate(*, version_id: int, replacing=ANY_VERSION, user=None,
     version.is_shadow = False  # a shadow that is promoted stops being a shadow
     version.activated_at = timezone.now()
     version.save(update_fields=["is_active", "is_shadow", "activated_at"])
-    ModelActivation.objects.create(version=version, replaced_id=active, user=user, run=run,
-                                   created_at=version.activated_at)
+    activation = ModelActivation.objects.create(version=version, replaced_id=active, user=user, run=run,
+                                                created_at=version.activated_at)
+    webhooks.model_activated(activation)
     return version
 
 

@@ -156,9 +156,33 @@ class Photo(models.Model):
     def __str__(self):
         return f"Photo {self.pk} ({self.status})"
 
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        photo = super().from_db(db, field_names, values)
+        photo._remember_result()
+        return photo
+
+    def refresh_from_db(self, using=None, fields=None, **kwargs):
+        super().refresh_from_db(using=using, fields=fields, **kwargs)
+        if fields is None or {"status", "final_label", "final_label_id"} & set(fields):
+            self._remember_result()  # what the database now holds is what a save changes
+
+    def _remember_result(self):
+        # What save() compares with, to tell webhooks of a change of result (labeling.webhooks);
+        # None when a query deferred either field (it was then not read, so not changed).
+        known = "status" in self.__dict__ and "final_label_id" in self.__dict__
+        self._saved_result = (self.status, self.final_label_id) if known else None
+
     def save(self, *args, **kwargs):
         created = self._state.adding
-        super().save(*args, **kwargs)
+        before = getattr(self, "_saved_result", None)
+        with transaction.atomic(savepoint=False):  # the change and the webhooks' record of it, or neither
+            super().save(*args, **kwargs)
+            if not created and before is not None:
+                from .webhooks import photo_result_changed
+
+                photo_result_changed(self, before)
+        self._remember_result()
         if not created:
             # Pages waiting on this photo (GET /api/v1/photos/updates/) hear of it once it commits.
             from .changes import announce_photo_change
@@ -434,3 +458,72 @@ class LabellingAssignment(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["photo", "user"], name="one_assignment_per_labeller")]
+
+
+def _webhook_secret():
+    return uuid.uuid4().hex + uuid.uuid4().hex
+
+
+class Webhook(models.Model):
+    """An address told of photo results as they happen (labeling.webhooks): each event is a
+    signed POST, kept as a WebhookDelivery until the address has taken it."""
+
+    class Event(models.TextChoices):
+        DECIDED = "photo.decided", "photo.decided: a result is saved, or a saved one changes"
+        NEEDS_REVIEW = "photo.needs_review", "photo.needs_review: an expert will decide"
+        FAILED = "photo.failed", "photo.failed: the prediction failed"
+        DELETED = "photo.deleted", "photo.deleted: the photo and its files are gone"
+        MODEL_ACTIVATED = "model.activated", "model.activated: another model version answers from now on"
+
+    url = models.URLField(max_length=500)
+    description = models.CharField(max_length=200, blank=True)
+    events = models.JSONField(default=list, help_text="The Event values this address is told of.")
+    # The shared key each body is signed with (HMAC-SHA256): the receiver knows the POST is ours.
+    secret = models.CharField(max_length=64, default=_webhook_secret)
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return self.url
+
+
+class WebhookDelivery(models.Model):
+    """One event for one webhook: written in the transaction that made the change (nothing is
+    told that did not commit, nothing committed goes untold), then sent until the address
+    answers 2xx or the attempts run out."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"        # waiting for its next attempt (next_attempt_at)
+        SENDING = "sending"        # a worker process holds it until lease_until
+        DELIVERED = "delivered"    # the address answered 2xx
+        FAILED = "failed"          # every attempt failed; an admin may send it again
+
+    PING = "ping"  # a test event an admin sends from the webhook's page
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=32)
+    # The same on every attempt and on a resend: receivers drop a repeat by it.
+    event_id = models.UUIDField(default=uuid.uuid4, editable=False)
+    photo_id = models.BigIntegerField(null=True, blank=True, db_index=True)  # not a key: outlives the photo
+    payload = models.JSONField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_response = models.TextField(blank=True)  # the start of the address's answer, for the page
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_delivery_due")]
+
+    def __str__(self):
+        return f"{self.event} #{self.pk} to webhook {self.webhook_id} ({self.state})"

@@ -4,10 +4,10 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Case, Count, Exists, F, OuterRef, Q, Value, When
+from django.db.models import Case, Count, Exists, F, Min, OuterRef, Q, Value, When
 from django.utils import timezone
 
-from .models import Label, LabelVote, Photo, Prediction, ReviewDecision, is_expert
+from .models import Label, LabelVote, Photo, Prediction, ReviewDecision, Webhook, WebhookDelivery, is_expert
 
 
 def photos_visible_to(user):
@@ -417,3 +417,20 @@ def photo_files_unreferenced(*, min_age_seconds: float) -> list[Path]:
         referenced.update(name for name in (image, working) if name)
     root = Path(settings.MEDIA_ROOT)
     return files_unreferenced(root / "photos", referenced, root=root, min_age_seconds=min_age_seconds)
+
+
+def webhooks_with_latest() -> list[tuple]:
+    """Every webhook with its latest delivery (or None), how many wait to be sent and since when
+    the oldest of them waits (old ones with no attempt: no webhooks worker is running)."""
+    hooks = list(Webhook.objects.select_related("created_by"))
+    waiting = {row[0]: row[1:] for row in WebhookDelivery.objects
+               .filter(webhook__in=hooks, state__in=[WebhookDelivery.State.PENDING, WebhookDelivery.State.SENDING])
+               .values_list("webhook_id").annotate(n=Count("id"), since=Min("created_at"))
+               .values_list("webhook_id", "n", "since")}
+    # One query per webhook: a site has a handful.
+    return [(hook, hook.deliveries.first(), *waiting.get(hook.id, (0, None))) for hook in hooks]
+
+
+def webhook_delivery_counts(webhook) -> dict:
+    """Its deliveries by state: {"delivered": 12, "failed": 1, ...}."""
+    return dict(webhook.deliveries.order_by().values_list("state").annotate(n=Count("id")).values_list("state", "n"))

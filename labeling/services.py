@@ -19,6 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
+from . import webhooks
 from .changes import announce_photo_change
 from .image_checks import check_and_clean, working_copy
 from .models import Label, LabelChange, Photo, PhotoEvent, Prediction, photo_file_name
@@ -355,6 +356,7 @@ def photo_delete(*, photo_id: int, user) -> None:
     storage = photo.image.storage
     names = [name for name in (photo.image.name, photo.working_image.name) if name]
     photo.delete()
+    webhooks.photo_deleted(photo_id)
     logger.info("Photo %s deleted by %s (files %s).", photo_id, user.get_username(), names)
     # Files are not transactional: removed only once the rows are gone for good.
     transaction.on_commit(lambda: [storage.delete(name) for name in names])
@@ -382,10 +384,12 @@ def photo_retry(*, photo_id: int) -> Photo:
 
 def photo_mark_failed(photo_id: int, reason: str) -> None:
     """A prediction that failed for good: the photo says why and is never silently dropped."""
-    if Photo.objects.filter(id=photo_id, status=Photo.Status.QUEUED).update(
-        status=Photo.Status.FAILED, reason=reason[:2000], decided_at=timezone.now()
-    ):
-        announce_photo_change(photo_id)
+    with transaction.atomic():
+        if Photo.objects.filter(id=photo_id, status=Photo.Status.QUEUED).update(
+            status=Photo.Status.FAILED, reason=reason[:2000], decided_at=timezone.now()
+        ):
+            webhooks.photo_failed(photo_id)
+            announce_photo_change(photo_id)
 
 
 def review_decide(*, photo_id: int, expert, label_name: str | None = None, reject: bool = False,

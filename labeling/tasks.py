@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
-from . import services
+from . import services, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -59,3 +59,18 @@ def photo_predict_task(self, photo_id):
 def photos_sweep_task():
     """Periodic: nothing stays queued forever."""
     services.photos_requeue_stuck(older_than=timedelta(seconds=settings.SWEEP_QUEUED_AFTER_SECONDS))
+
+
+# An attempt waits WEBHOOK_TIMEOUT_SECONDS (at most 60) for the address: one running longer is stuck.
+WEBHOOK_TIME_LIMIT = 180
+
+
+@shared_task(acks_late=True, ignore_result=True, time_limit=WEBHOOK_TIME_LIMIT)
+def webhook_deliver_task(delivery_id):
+    webhooks.webhook_delivery_send(delivery_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def webhook_deliveries_sweep_task():
+    """Periodic: no delivery is left unsent because a message or a worker process was lost."""
+    webhooks.webhook_deliveries_sweep()

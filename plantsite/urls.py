@@ -9,7 +9,7 @@ from classifier import views as classifier_views
 from labeling import api as labeling_api
 from labeling import auth as labeling_auth
 from labeling import review_api, review_views
-from labeling import labelling_api, labelling_views
+from labeling import labelling_api, labelling_views, webhook_views
 from labeling import views as labeling_views
 from labeling.health import healthz
 
@@ -89,6 +89,8 @@ urlpatterns = [
     path("import/", labelling_views.bulk_upload, name="bulk-upload"),
     path("export/", labelling_views.export_page, name="export"),
     path("team/", labelling_views.team_page, name="team"),
+    path("webhooks/", webhook_views.webhooks_page, name="webhooks"),
+    path("webhooks/<int:pk>/", webhook_views.webhook_page, name="webhook"),
     path("login/", labeling_auth.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/password/", labeling_auth.PasswordChangeView.as_view(), name="password-change"),

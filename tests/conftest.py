@@ -222,3 +222,58 @@ def private_redis(tmp_path):
 def closed_port():
     """A 127.0.0.1 port with nothing listening on it."""
     return _free_port()
+
+
+class WebhookReceiver:
+    """An HTTP server on 127.0.0.1 that keeps every POST (headers, body) and answers each with
+    the next of `answers` (status, body, seconds to wait first); the last one repeats."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.requests: list[tuple[dict, bytes]] = []
+        self.answers = [(200, b"thanks", 0.0)]
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver.arrived:
+                    receiver.requests.append((dict(self.headers), body))
+                    index = min(len(receiver.requests), len(receiver.answers)) - 1
+                    receiver.arrived.notify_all()
+                status, answer, pause = receiver.answers[index]
+                time.sleep(pause)
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "http://127.0.0.1:1/elsewhere")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[tuple[dict, bytes]]:
+        with self.arrived:
+            if not self.arrived.wait_for(lambda: len(self.requests) >= count, timeout=timeout):
+                pytest.fail(f"the receiver got {len(self.requests)} POSTs in {timeout} s, not {count}")
+            return list(self.requests)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook_receiver():
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()

@@ -177,6 +177,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_DEFAULT_QUEUE = "inference"
 CELERY_TASK_ROUTES = {
+    # Before "labeling.tasks.*" (the first matching pattern wins): an address that is slow to
+    # answer must hold neither a prediction nor a training run.
+    "labeling.tasks.webhook*": {"queue": "webhooks"},
     "labeling.tasks.*": {"queue": "inference"},
     "classifier.tasks.training_run_execute": {"queue": "training"},
     # On purpose not "training": that worker runs one task at a time, for hours, and a dead one
@@ -203,7 +206,14 @@ CELERY_BEAT_SCHEDULE = {
                             "options": {"expires": 30.0}},
     "sweep-training-runs": {"task": "classifier.tasks.training_runs_sweep_task", "schedule": 60.0,
                             "options": {"expires": 60.0}},
+    "sweep-webhook-deliveries": {"task": "labeling.tasks.webhook_deliveries_sweep_task", "schedule": 30.0,
+                                 "options": {"expires": 30.0}},
 }
+# Webhooks (labeling.webhooks): how long one attempt may wait for the address to answer, and
+# whether an address may be on the server's own network (a loopback or private address: its
+# database, its Redis, a cloud's metadata service). Allowed for a local setup; production refuses.
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=60.0)
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", True)
 
 # --- Plantsite ------------------------------------------------------------------------
 # A prediction at or above this confidence is saved at once; below it an expert decides.

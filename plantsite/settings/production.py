@@ -28,3 +28,5 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # The broker's Redis must keep queued tasks across restarts and never evict them:
 # `check --deploy` warns unless it runs with appendonly yes and maxmemory-policy noeviction.
 REDIS_REQUIRE_DURABLE = env_bool("REDIS_REQUIRE_DURABLE", True)
+# A webhook's address may not be on the server's own network unless this says so.
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False)

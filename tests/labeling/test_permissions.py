@@ -296,6 +296,12 @@ def _unused_label(w):
     return LabelFactory(name="unused_label")
 
 
+def _webhook(w):
+    from labeling.models import Webhook
+
+    return Webhook.objects.create(url="https://hooks.example.com/in", events=["photo.decided"])
+
+
 CASES += [
     Case("labelling", "get", lambda w: "/label/", logged_in(200)),
     Case("labelling", "post", lambda w: "/label/", logged_in((302, "/label/")),
@@ -311,6 +317,12 @@ CASES += [
     Case("bulk-upload", "get", lambda w: "/import/", staff_only(200)),
     Case("export", "get", lambda w: "/export/", staff_only(200)),
     Case("team", "get", lambda w: "/team/", logged_in(200)),
+    Case("webhooks", "get", lambda w: "/webhooks/", staff_only(200)),
+    Case("webhooks", "post", lambda w: "/webhooks/", staff_only((302, r"/webhooks/\d+/")),
+         data=lambda w: {"url": "https://hooks.example.com/in", "events": ["photo.decided"]}),
+    Case("webhook", "get", lambda w: f"/webhooks/{_webhook(w).id}/", staff_only(200)),
+    Case("webhook", "post", lambda w: f"/webhooks/{_webhook(w).id}/", staff_only((302, r"/webhooks/\d+/")),
+         data=lambda w: {"action": "test"}),
     Case("api-labels", "post", lambda w: "/api/v1/labels/", staff_only(201, others=403, anonymous=NO_CREDENTIALS),
          data=lambda w: {"name": "fern"}, format="json"),
     Case("api-label", "get", lambda w: f"/api/v1/labels/{_unused_label(w).id}/",
