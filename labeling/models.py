@@ -1,3 +1,4 @@
+import secrets
 import uuid
 
 from django.conf import settings
@@ -460,8 +461,8 @@ class LabellingAssignment(models.Model):
         constraints = [models.UniqueConstraint(fields=["photo", "user"], name="one_assignment_per_labeller")]
 
 
-def _webhook_secret():
-    return uuid.uuid4().hex + uuid.uuid4().hex
+def new_webhook_secret():
+    return secrets.token_hex(32)
 
 
 class Webhook(models.Model):
@@ -479,7 +480,7 @@ class Webhook(models.Model):
     description = models.CharField(max_length=200, blank=True)
     events = models.JSONField(default=list, help_text="The Event values this address is told of.")
     # The shared key each body is signed with (HMAC-SHA256): the receiver knows the POST is ours.
-    secret = models.CharField(max_length=64, default=_webhook_secret)
+    secret = models.CharField(max_length=64, default=new_webhook_secret)
     active = models.BooleanField(default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")

@@ -69,6 +69,10 @@ def webhook_page(request, pk):
             delivery = webhooks.webhook_ping(webhook_id=webhook.pk)
             messages.success(request, f"Test event {delivery.event_id} recorded; it is sent within seconds.")
             return redirect("webhook", pk=webhook.pk)
+        elif action == "secret":
+            webhooks.webhook_rotate_secret(webhook_id=webhook.pk)
+            messages.success(request, "A new secret signs every POST from now on: give it to the receiver.")
+            return redirect("webhook", pk=webhook.pk)
         elif action == "resend":
             return _resend(request, webhook)
         elif action == "delete" and request.POST.get("confirm") != "yes":

@@ -30,7 +30,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .models import Label, Photo, Webhook, WebhookDelivery
+from .models import Label, Photo, Webhook, WebhookDelivery, new_webhook_secret
+
 
 logger = logging.getLogger(__name__)
 
@@ -164,9 +165,9 @@ def _checked(url: str, events) -> tuple[str, list[str]]:
     return url, [e for e in EVENTS.values if e in events]  # one order, whatever the form's
 
 
-def webhook_create(*, url: str, events, description: str = "", user=None) -> Webhook:
+def webhook_create(*, url: str, events, description: str = "", user=None, active: bool = True) -> Webhook:
     url, events = _checked(url, events)
-    return Webhook.objects.create(url=url, events=events, description=description, created_by=user)
+    return Webhook.objects.create(url=url, events=events, description=description, created_by=user, active=active)
 
 
 @transaction.atomic
@@ -175,6 +176,14 @@ def webhook_update(*, webhook_id: int, url: str, events, description: str, activ
     webhook = Webhook.objects.select_for_update().get(id=webhook_id)
     webhook.url, webhook.events, webhook.description, webhook.active = url, events, description, active
     webhook.save()
+    return webhook
+
+
+def webhook_rotate_secret(*, webhook_id: int) -> Webhook:
+    """A new secret, when the old one may have leaked. Raises Webhook.DoesNotExist."""
+    webhook = Webhook.objects.get(id=webhook_id)
+    webhook.secret = new_webhook_secret()
+    webhook.save(update_fields=["secret"])
     return webhook
 
 

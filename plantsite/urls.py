@@ -9,7 +9,7 @@ from classifier import views as classifier_views
 from labeling import api as labeling_api
 from labeling import auth as labeling_auth
 from labeling import review_api, review_views
-from labeling import labelling_api, labelling_views, webhook_views
+from labeling import labelling_api, labelling_views, webhook_api, webhook_views
 from labeling import views as labeling_views
 from labeling.health import healthz
 
@@ -39,6 +39,13 @@ api_v1 = [
     path("exports/dataset.zip", labelling_api.ExportDatasetApi.as_view(), name="api-export-dataset"),
     path("exports/predictions.csv", labelling_api.ExportPredictionsApi.as_view(), name="api-export-predictions"),
     path("team/stats/", labelling_api.TeamStatsApi.as_view(), name="api-team-stats"),
+    path("webhooks/", webhook_api.WebhookListCreateApi.as_view(), name="api-webhooks"),
+    path("webhooks/<int:pk>/", webhook_api.WebhookDetailApi.as_view(), name="api-webhook"),
+    path("webhooks/<int:pk>/ping/", webhook_api.WebhookPingApi.as_view(), name="api-webhook-ping"),
+    path("webhooks/<int:pk>/secret/", webhook_api.WebhookSecretApi.as_view(), name="api-webhook-secret"),
+    path("webhooks/<int:pk>/deliveries/", webhook_api.WebhookDeliveryListApi.as_view(), name="api-webhook-deliveries"),
+    path("webhooks/<int:pk>/deliveries/<int:delivery_id>/resend/", webhook_api.WebhookDeliveryResendApi.as_view(),
+         name="api-webhook-delivery-resend"),
     path("training-runs/", classifier_api.TrainingRunListCreateApi.as_view(), name="api-training-runs"),
     path("training-runs/<int:pk>/", classifier_api.TrainingRunDetailApi.as_view(), name="api-training-run"),
     path("training-runs/<int:pk>/cancel/", classifier_api.TrainingRunCancelApi.as_view(), name="api-training-run-cancel"),

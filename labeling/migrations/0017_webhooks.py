@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
                 ('url', models.URLField(max_length=500)),
                 ('description', models.CharField(blank=True, max_length=200)),
                 ('events', models.JSONField(default=list, help_text='The Event values this address is told of.')),
-                ('secret', models.CharField(default=labeling.models._webhook_secret, max_length=64)),
+                ('secret', models.CharField(default=labeling.models.new_webhook_secret, max_length=64)),
                 ('active', models.BooleanField(default=True)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
                 ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),

@@ -302,6 +302,13 @@ def _webhook(w):
     return Webhook.objects.create(url="https://hooks.example.com/in", events=["photo.decided"])
 
 
+def _finished_delivery_resend_url(w):
+    from labeling.models import WebhookDelivery
+
+    delivery = WebhookDelivery.objects.create(webhook=_webhook(w), event="ping", payload={}, state="failed")
+    return f"/api/v1/webhooks/{delivery.webhook_id}/deliveries/{delivery.id}/resend/"
+
+
 CASES += [
     Case("labelling", "get", lambda w: "/label/", logged_in(200)),
     Case("labelling", "post", lambda w: "/label/", logged_in((302, "/label/")),
@@ -326,6 +333,23 @@ CASES += [
     Case("api-labels", "post", lambda w: "/api/v1/labels/", staff_only(201, others=403, anonymous=NO_CREDENTIALS),
          data=lambda w: {"name": "fern"}, format="json"),
     Case("api-label", "get", lambda w: f"/api/v1/labels/{_unused_label(w).id}/",
+         staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-webhooks", "get", lambda w: "/api/v1/webhooks/", staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-webhooks", "post", lambda w: "/api/v1/webhooks/", staff_only(201, others=403, anonymous=NO_CREDENTIALS),
+         data=lambda w: {"url": "https://hooks.example.com/in", "events": ["photo.decided"]}, format="json"),
+    Case("api-webhook", "get", lambda w: f"/api/v1/webhooks/{_webhook(w).id}/",
+         staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-webhook", "patch", lambda w: f"/api/v1/webhooks/{_webhook(w).id}/",
+         staff_only(200, others=403, anonymous=NO_CREDENTIALS), data=lambda w: {"active": False}, format="json"),
+    Case("api-webhook", "delete", lambda w: f"/api/v1/webhooks/{_webhook(w).id}/",
+         staff_only(204, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-webhook-ping", "post", lambda w: f"/api/v1/webhooks/{_webhook(w).id}/ping/",
+         staff_only(201, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-webhook-secret", "post", lambda w: f"/api/v1/webhooks/{_webhook(w).id}/secret/",
+         staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-webhook-deliveries", "get", lambda w: f"/api/v1/webhooks/{_webhook(w).id}/deliveries/",
+         staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-webhook-delivery-resend", "post", lambda w: _finished_delivery_resend_url(w),
          staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
     Case("api-label", "patch", lambda w: f"/api/v1/labels/{_unused_label(w).id}/",
          staff_only(200, others=403, anonymous=NO_CREDENTIALS), data=lambda w: {"retired": True}, format="json"),

@@ -499,6 +499,8 @@ def test_an_admin_edits_turns_off_tests_resends_and_deletes_a_webhook(client, st
 
     client.post(page, {"action": "test"})
     assert WebhookDelivery.objects.filter(webhook=webhook, event="ping").count() == 1
+    client.post(page, {"action": "secret"})
+    assert Webhook.objects.get(id=webhook.id).secret != webhook.secret
 
     refused = client.post(page, {"action": "resend", "delivery": told.id}, follow=True)
     assert "still waiting" in refused.content.decode()
@@ -519,3 +521,70 @@ def test_an_admin_edits_turns_off_tests_resends_and_deletes_a_webhook(client, st
     assert response.status_code == 302 and response["Location"] == "/webhooks/"
     assert list(Webhook.objects.all()) == [other]
     assert not WebhookDelivery.objects.filter(webhook_id=told.webhook_id).exists()
+
+
+# --- the API ------------------------------------------------------------------------------
+
+
+def test_an_admin_manages_webhooks_through_the_api(api_for, staff):
+    api = api_for(staff)
+
+    created = api.post("/api/v1/webhooks/", {"url": "https://hooks.example.com/in", "events": ["photo.failed"]},
+                       format="json")
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert (body["events"], body["active"], body["created_by"], body["description"]) == (
+        ["photo.failed"], True, staff.username, "")
+    assert len(body["secret"]) == 64
+    url = f"/api/v1/webhooks/{body['id']}/"
+
+    patched = api.patch(url, {"description": "alerts"}, format="json").json()
+    assert (patched["url"], patched["events"], patched["description"]) == (
+        "https://hooks.example.com/in", ["photo.failed"], "alerts")  # what was left out kept its value
+    off = api.patch(url, {"active": False, "events": ["photo.deleted", "photo.decided"]}, format="json").json()
+    assert (off["active"], off["events"], off["description"]) == (False, ["photo.decided", "photo.deleted"], "alerts")
+    assert [hook["id"] for hook in api.get("/api/v1/webhooks/").json()] == [body["id"]]
+
+    rotated = api.post(f"{url}secret/").json()
+    assert rotated["secret"] != body["secret"] and Webhook.objects.get().secret == rotated["secret"]
+
+    ping = api.post(f"{url}ping/")
+    assert ping.status_code == 201 and ping.json()["event"] == "ping" and ping.json()["state"] == "pending"
+
+    assert api.delete(url).status_code == 204
+    assert api.get(url).status_code == 404 and not WebhookDelivery.objects.exists()
+
+
+@pytest.mark.parametrize("body, complaint", [
+    ({"url": "ftp://hooks.example.com/in", "events": ["photo.decided"]}, "url"),
+    ({"url": "https://hooks.example.com/in", "events": ["photo.eaten"]}, "events"),
+    ({"url": "https://hooks.example.com/in", "events": []}, "events"),
+    ({"url": "https://hooks.example.com/in", "events": ["photo.decided"], "secret": "mine"}, "secret"),
+])
+def test_a_webhook_the_api_would_not_send_to_is_a_400_naming_the_field(api_for, staff, body, complaint):
+    response = api_for(staff).post("/api/v1/webhooks/", body, format="json")
+
+    assert response.status_code == 400 and complaint in response.json()
+    assert not Webhook.objects.exists()
+
+
+def test_the_api_lists_a_webhooks_deliveries_by_state_and_sends_a_finished_one_again(api_for, staff):
+    api = api_for(staff)
+    webhook, other = hook(), hook()
+    failed = WebhookDelivery.objects.create(webhook=webhook, event="ping", payload={"event": "ping"}, state="failed",
+                                            attempts=8, last_status_code=500, last_error="Answered 500.")
+    waiting = WebhookDelivery.objects.create(webhook=webhook, event="ping", payload={"event": "ping"})
+    theirs = WebhookDelivery.objects.create(webhook=other, event="ping", payload={}, state="failed")
+    base = f"/api/v1/webhooks/{webhook.id}/deliveries/"
+
+    listed = api.get(base).json()
+    assert [d["id"] for d in listed["results"]] == [waiting.id, failed.id]  # newest first
+    assert [d["id"] for d in api.get(f"{base}?state=failed").json()["results"]] == [failed.id]
+    assert listed["results"][1]["last_error"] == "Answered 500." and listed["results"][1]["photo"] is None
+    assert api.get(f"{base}?state=lost").status_code == 400
+
+    resent = api.post(f"{base}{failed.id}/resend/")
+    assert resent.status_code == 200 and (resent.json()["state"], resent.json()["attempts"]) == ("pending", 0)
+    again = api.post(f"{base}{failed.id}/resend/")
+    assert again.status_code == 409 and "not sent twice" in again.json()["detail"]
+    assert api.post(f"{base}{theirs.id}/resend/").status_code == 404  # another webhook's
