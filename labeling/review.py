@@ -33,7 +33,7 @@ from datetime import date, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Avg, BooleanField, Count, ExpressionWrapper, F, Q
+from django.db.models import Avg, BooleanField, Count, ExpressionWrapper, F, Min, Q
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
@@ -701,3 +701,77 @@ def overturned(version_id, limit=5, answer=None) -> Overturned:
             pairs.append((row["prediction__label__name"], people, row["n"]))
     pairs.sort(key=lambda pair: (-pair[2], pair[0], pair[1]))
     return Overturned(decided=total, changed=sum(n for _, _, n in pairs), pairs=pairs[:limit])
+
+
+# --- how long photos wait for an expert ---------------------------------------------------
+
+WAIT_WINDOW_DAYS = 28
+
+
+def wait_text(seconds: float) -> str:
+    """A wait as people say it: "40 s", "12 min", "2.5 h", "3 days"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.2g} h" if seconds < 10 * 3600 else f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.2g} days" if seconds < 10 * 86400 else f"{seconds / 86400:.0f} days"
+
+
+def _nearest_rank(ordered: list[float], q: float) -> float:
+    return ordered[max(math.ceil(q * len(ordered)) - 1, 0)]
+
+
+@dataclass(frozen=True)
+class Waits:
+    """Experts' decisions and how long after the upload they came, in seconds."""
+
+    decided: int
+    median: float | None
+    p90: float | None
+
+    @classmethod
+    def of(cls, seconds) -> Waits:
+        ordered = sorted(seconds)
+        if not ordered:
+            return cls(0, None, None)
+        return cls(len(ordered), _nearest_rank(ordered, 0.5), _nearest_rank(ordered, 0.9))
+
+    @property
+    def median_text(self) -> str:
+        return wait_text(self.median) if self.median is not None else ""
+
+    @property
+    def p90_text(self) -> str:
+        return wait_text(self.p90) if self.p90 is not None else ""
+
+
+@dataclass(frozen=True)
+class ReviewWaits:
+    days: int
+    waiting: int
+    oldest: float | None  # seconds since the upload of the photo that has waited longest
+    all: Waits
+    by_kind: dict  # review kind -> Waits: what the queue's three kinds of work take
+
+    @property
+    def oldest_text(self) -> str:
+        return wait_text(self.oldest) if self.oldest is not None else ""
+
+
+def review_waits(now=None, days: int = WAIT_WINDOW_DAYS) -> ReviewWaits:
+    """How long the photos experts decided in the last `days` waited, from their upload to the
+    decision (what the uploader waited; an adjudication's includes the labellers' time), and
+    what waits now. A correction is not a wait."""
+    now = now or timezone.now()
+    rows = (ReviewDecision.objects.filter(created_at__gt=now - timedelta(days=days), created_at__lte=now)
+            .exclude(kind=CORRECTION).values_list("kind", "created_at", "photo__uploaded_at"))
+    seconds: dict[str, list[float]] = {kind: [] for kind in Photo.ReviewKind.values}
+    for kind, decided_at, uploaded_at in rows:
+        seconds.setdefault(kind, []).append(max((decided_at - uploaded_at).total_seconds(), 0.0))
+    queue = Photo.objects.filter(status=Photo.Status.NEEDS_REVIEW).aggregate(n=Count("id"), first=Min("uploaded_at"))
+    oldest = max((now - queue["first"]).total_seconds(), 0.0) if queue["first"] else None
+    return ReviewWaits(days=days, waiting=queue["n"], oldest=oldest,
+                       all=Waits.of([s for values in seconds.values() for s in values]),
+                       by_kind={kind: Waits.of(values) for kind, values in seconds.items()})

@@ -154,3 +154,28 @@ class AuditStatsApi(APIView):
                                               "thresholds": [asdict(row) for row in thresholds],
                                               "weeks": [asdict(row) for row in weeks]}).data)
 
+
+
+class WaitsSerializer(serializers.Serializer):
+    decided = serializers.IntegerField(help_text="Photos experts decided (corrections not counted).")
+    median = serializers.FloatField(allow_null=True, help_text="Seconds from upload within which half were decided.")
+    p90 = serializers.FloatField(allow_null=True, help_text="Seconds from upload within which 90% were decided.")
+
+
+class ReviewWaitsSerializer(serializers.Serializer):
+    days = serializers.IntegerField(help_text="The window: decisions of the last this many days.")
+    waiting = serializers.IntegerField(help_text="Photos waiting for an expert now.")
+    oldest = serializers.FloatField(allow_null=True, help_text="Seconds since the upload of the one waiting longest.")
+    all = WaitsSerializer()
+    by_kind = serializers.DictField(child=WaitsSerializer(), help_text="The same by review kind: uncertain (the model "
+                                    "unsure), audit, adjudication (labellers disagreed).")
+
+
+class ReviewWaitsApi(APIView):
+    """How long photos wait for an expert: from upload to decision, over the last 28 days."""
+
+    permission_classes = [IsExpert]
+
+    @extend_schema(request=None, responses={200: ReviewWaitsSerializer})
+    def get(self, request):
+        return Response(ReviewWaitsSerializer(review.review_waits()).data)

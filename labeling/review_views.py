@@ -63,7 +63,7 @@ def review_queue(request):
     return render(request, "labeling/review_queue.html", {
         "photos": photos[:200], "count": photos.count(), "params": params, "errors": errors,
         "ordering_choices": ORDERING_CHOICES, "ordering_text": ordering_text, "labels": selectors.labels_all(),
-        **_weekly_warnings(),
+        "waits": review.review_waits(), **_weekly_warnings(),
     }, status=400 if errors else 200)
 
 

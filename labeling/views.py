@@ -17,7 +17,7 @@ from . import selectors, services
 from .forms import PhotoBrowseForm, UploadForm
 from .image_checks import ImageRejected
 from .models import Photo, is_expert
-from .review import prediction_hidden_from
+from .review import WAIT_WINDOW_DAYS, prediction_hidden_from, review_waits
 from .throttling import upload_allowed
 
 
@@ -141,9 +141,12 @@ def _upload_each(request, files):
 @login_required
 def photo_detail(request, pk):
     photo = get_object_or_404(selectors.photos_visible_to(request.user), pk=pk)
+    # What an expert's decision takes, for a photo that waits or may soon (its page updates live).
+    waits = review_waits().all if photo.status in (Photo.Status.QUEUED, Photo.Status.NEEDS_REVIEW) else None
     return render(request, "labeling/photo_detail.html",
                   {"photo": photo, "show_prediction": not prediction_hidden_from(photo, request.user),
-                   "may_delete": photo.may_be_deleted_by(request.user)})
+                   "may_delete": photo.may_be_deleted_by(request.user), "waits": waits,
+                   "wait_days": WAIT_WINDOW_DAYS})
 
 
 browse_required = role_required(is_expert, "Only experts and staff can see every photo.")

@@ -28,6 +28,7 @@ api_v1 = [
     path("photos/<int:pk>/similar/", classifier_api.PhotoSimilarApi.as_view(), name="api-photo-similar"),
     path("review-queue/claim-next/", review_api.ReviewClaimNextApi.as_view(), name="api-review-claim-next"),
     path("review-queue/confirm/", review_api.ReviewConfirmManyApi.as_view(), name="api-review-confirm"),
+    path("review-queue/waits/", review_api.ReviewWaitsApi.as_view(), name="api-review-waits"),
     path("audits/stats/", review_api.AuditStatsApi.as_view(), name="api-audit-stats"),
     # Labels, shared labelling, bulk upload, export, team (labeling/labelling_api.py).
     path("labels/", labelling_api.LabelListCreateApi.as_view(), name="api-labels"),

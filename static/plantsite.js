@@ -49,6 +49,8 @@ function renderPhoto(card, photo) {
   status.className = `status status-${photo.status}`;
   const reason = card.querySelector("[data-role=reason]");
   if (reason) reason.textContent = photo.reason || "";
+  const wait = card.querySelector("[data-role=review-wait]");  // how long experts take: while it waits for one
+  if (wait) wait.hidden = photo.status !== "needs_review";
   const probs = card.querySelector("[data-role=probabilities]");
   if (probs && photo.prediction) {
     const rows = Object.entries(photo.prediction.probabilities)

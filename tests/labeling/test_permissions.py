@@ -334,6 +334,8 @@ CASES += [
          data=lambda w: {"name": "fern"}, format="json"),
     Case("api-label", "get", lambda w: f"/api/v1/labels/{_unused_label(w).id}/",
          staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
+    Case("api-review-waits", "get", lambda w: "/api/v1/review-queue/waits/",
+         experts_only(200, anonymous=NO_CREDENTIALS)),
     Case("api-webhooks", "get", lambda w: "/api/v1/webhooks/", staff_only(200, others=403, anonymous=NO_CREDENTIALS)),
     Case("api-webhooks", "post", lambda w: "/api/v1/webhooks/", staff_only(201, others=403, anonymous=NO_CREDENTIALS),
          data=lambda w: {"url": "https://hooks.example.com/in", "events": ["photo.decided"]}, format="json"),
