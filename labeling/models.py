@@ -476,9 +476,15 @@ class Webhook(models.Model):
         DELETED = "photo.deleted", "photo.deleted: the photo and its files are gone"
         MODEL_ACTIVATED = "model.activated", "model.activated: another model version answers from now on"
 
+    class Format(models.TextChoices):
+        JSON = "json", "JSON: the event as it is, for a program"
+        CHAT = "chat", ("Chat: one line of text, for a channel (Slack's incoming webhooks, Mattermost, "
+                        "Rocket.Chat, Discord's /slack address)")
+
     url = models.URLField(max_length=500)
     description = models.CharField(max_length=200, blank=True)
     events = models.JSONField(default=list, help_text="The Event values this address is told of.")
+    format = models.CharField(max_length=8, choices=Format.choices, default=Format.JSON)
     # The shared key each body is signed with (HMAC-SHA256): the receiver knows the POST is ours.
     secret = models.CharField(max_length=64, default=new_webhook_secret)
     active = models.BooleanField(default=True)

@@ -42,10 +42,8 @@ class WebhookListCreateApi(APIView):
     def post(self, request):
         body = WebhookCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        data = body.validated_data
         try:
-            webhook = webhooks.webhook_create(url=data["url"], events=data["events"], description=data["description"],
-                                              user=request.user, active=data["active"])
+            webhook = webhooks.webhook_create(user=request.user, **body.validated_data)
         except webhooks.WebhookError as exc:
             raise _refused(exc) from None
         return Response(WebhookSerializer(webhook).data, status=status.HTTP_201_CREATED)
@@ -63,7 +61,7 @@ class WebhookDetailApi(APIView):
         webhook = _webhook(pk)
         body = WebhookUpdateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        fields = {name: getattr(webhook, name) for name in ("url", "events", "description", "active")}
+        fields = {name: getattr(webhook, name) for name in ("url", "events", "description", "active", "format")}
         fields.update(body.validated_data)
         try:
             webhook = webhooks.webhook_update(webhook_id=webhook.id, **fields)

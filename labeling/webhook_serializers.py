@@ -15,7 +15,7 @@ class WebhookSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Webhook
-        fields = ["id", "url", "description", "events", "active", "secret", "created_by", "created_at"]
+        fields = ["id", "url", "description", "events", "format", "active", "secret", "created_by", "created_at"]
 
 
 class WebhookCreateSerializer(StrictSerializer):
@@ -24,6 +24,7 @@ class WebhookCreateSerializer(StrictSerializer):
                                    max_length=len(Webhook.Event.values), help_text=EVENTS_HELP)
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
     active = serializers.BooleanField(required=False, default=True)
+    format = serializers.ChoiceField(choices=Webhook.Format.choices, required=False, default=Webhook.Format.JSON)
 
     def validate_url(self, url):
         if not url.lower().startswith(("http://", "https://")):

@@ -20,6 +20,8 @@ class WebhookForm(forms.Form):
     description = forms.CharField(max_length=200, required=False, help_text="What it is for, for the other admins.")
     events = forms.MultipleChoiceField(choices=Webhook.Event.choices, widget=forms.CheckboxSelectMultiple,
                                        initial=[Webhook.Event.DECIDED])
+    format = forms.ChoiceField(choices=Webhook.Format.choices, initial=Webhook.Format.JSON, widget=forms.RadioSelect,
+                               help_text="Both are signed the same way.")
     active = forms.BooleanField(required=False, initial=True, label="On",
                                 help_text="Off: no new events are recorded for it, and those waiting are not sent.")
 
@@ -30,9 +32,9 @@ def _save(form, *, user=None, webhook_id=None):
     try:
         if webhook_id is None:
             return webhooks.webhook_create(url=data["url"], events=data["events"], description=data["description"],
-                                           user=user)
+                                           user=user, format=data["format"])
         return webhooks.webhook_update(webhook_id=webhook_id, url=data["url"], events=data["events"],
-                                       description=data["description"], active=data["active"])
+                                       description=data["description"], active=data["active"], format=data["format"])
     except webhooks.WebhookError as exc:
         form.add_error(None, str(exc))
         return None
@@ -57,7 +59,7 @@ def webhooks_page(request):
 def webhook_page(request, pk):
     webhook = get_object_or_404(Webhook, pk=pk)
     form = WebhookForm(initial={"url": webhook.url, "description": webhook.description, "events": webhook.events,
-                                "active": webhook.active})
+                                "active": webhook.active, "format": webhook.format})
     if request.method == "POST":
         action = request.POST.get("action", "save")
         if action == "save":

@@ -121,8 +121,12 @@ def _photo_payload(photo: Photo, before: tuple) -> dict:
     previous_label = None
     if label_before is not None:
         previous_label = Label.objects.filter(id=label_before).values_list("name", flat=True).first()
-    return {"photo": dict(PhotoSerializer(photo).data),
+    return {"photo": dict(PhotoSerializer(photo).data), "page_url": _page_url(photo.pk),
             "previous": {"status": status_before, "final_label": previous_label}}
+
+
+def _page_url(photo_id) -> str | None:
+    return f"{settings.SITE_URL}/photos/{photo_id}/" if settings.SITE_URL else None
 
 
 def _record(hooks, event: str, body: dict, *, photo_id=None, event_id=None) -> list[WebhookDelivery]:
@@ -154,9 +158,11 @@ def _enqueue(delivery_id: int, countdown: float | None = None) -> None:
 
 # --- managing webhooks ------------------------------------------------------------------------
 
-def _checked(url: str, events) -> tuple[str, list[str]]:
+def _checked(url: str, events, format: str = Webhook.Format.JSON) -> tuple[str, list[str]]:
     if urlsplit(url).scheme not in ("http", "https"):
         raise WebhookError("A webhook's address must start with http:// or https://.")
+    if format not in Webhook.Format.values:
+        raise WebhookError(f"Unknown format {format}: use {', '.join(Webhook.Format.values)}.")
     unknown = sorted(set(events) - set(EVENTS.values))
     if unknown:
         raise WebhookError(f"Unknown event: {', '.join(unknown)}. Use {', '.join(EVENTS.values)}.")
@@ -165,16 +171,19 @@ def _checked(url: str, events) -> tuple[str, list[str]]:
     return url, [e for e in EVENTS.values if e in events]  # one order, whatever the form's
 
 
-def webhook_create(*, url: str, events, description: str = "", user=None, active: bool = True) -> Webhook:
-    url, events = _checked(url, events)
-    return Webhook.objects.create(url=url, events=events, description=description, created_by=user, active=active)
+def webhook_create(*, url: str, events, description: str = "", user=None, active: bool = True,
+                   format: str = Webhook.Format.JSON) -> Webhook:
+    url, events = _checked(url, events, format)
+    return Webhook.objects.create(url=url, events=events, description=description, created_by=user, active=active,
+                                  format=format)
 
 
 @transaction.atomic
-def webhook_update(*, webhook_id: int, url: str, events, description: str, active: bool) -> Webhook:
-    url, events = _checked(url, events)
+def webhook_update(*, webhook_id: int, url: str, events, description: str, active: bool, format: str) -> Webhook:
+    url, events = _checked(url, events, format)
     webhook = Webhook.objects.select_for_update().get(id=webhook_id)
     webhook.url, webhook.events, webhook.description, webhook.active = url, events, description, active
+    webhook.format = format
     webhook.save()
     return webhook
 
@@ -230,7 +239,59 @@ def signature_valid(secret: str, header: str, body: bytes, *, now: float | None 
 
 
 def body_of(delivery: WebhookDelivery) -> bytes:
-    return json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
+    """The JSON event; for a chat webhook (Slack's incoming webhooks, and the chat tools that take
+    their format: Mattermost, Rocket.Chat, Discord's /slack address) one line of text about it."""
+    body = delivery.payload
+    if delivery.webhook.format == Webhook.Format.CHAT:
+        body = {"text": chat_text(delivery.payload)}
+    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _escaped(text) -> str:
+    # Slack's mrkdwn reads these three as markup: a label or a reason must not become a link.
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _photo_link(photo_id) -> str:
+    site = settings.SITE_URL
+    return f"<{site}/photos/{photo_id}/|Photo {photo_id}>" if site else f"Photo {photo_id}"
+
+
+def chat_text(payload: dict) -> str:
+    """One line a person reads in a chat channel, from an event's JSON body."""
+    event = payload["event"]
+    if event == WebhookDelivery.PING:
+        return "Plantsite test event: this address takes Plantsite's webhooks."
+    if event == EVENTS.MODEL_ACTIVATED:
+        activation = payload["activation"]
+        text = f"Model version {activation['version']} is now the active one"
+        if activation["replaced"] is not None:
+            text += (f" (a rollback from version {activation['replaced']})" if activation["is_rollback"]
+                     else f", replacing version {activation['replaced']}")
+        return _escaped(text + (f", by {activation['user']}." if activation["user"] else "."))
+    photo = payload["photo"]
+    link = _photo_link(photo["id"])
+    if event == EVENTS.DELETED:
+        return f"{link} was deleted."
+    if event == EVENTS.DECIDED:
+        return f"{link}: {_escaped(_decision_text(photo, payload.get('previous') or {}))}"
+    if event == EVENTS.NEEDS_REVIEW:
+        return f"{link} waits for an expert: {_escaped(photo['reason'])}"
+    return f"{link} failed: {_escaped(photo['reason'])}"
+
+
+def _decision_text(photo, previous) -> str:
+    who = photo["reviewed_by"] or {"model": "the model", "consensus": "the labellers", "labeller": "a labeller",
+                                   "import": "an import"}.get(photo["decided_by"], photo["decided_by"] or "someone")
+    if photo["status"] == Photo.Status.REJECTED:
+        text = f"rejected by {who}" + (f" ({photo['reason']})" if photo["reason"] else "")
+    else:
+        text = f"{photo['final_label']}, decided by {who}"
+        if photo["decided_by"] == Photo.DecidedBy.MODEL and photo["prediction"]:
+            text += f", {photo['prediction']['confidence']:.0%} sure"
+    if previous.get("status") in (Photo.Status.FINAL, Photo.Status.REJECTED):
+        text += f" (it was {previous['final_label'] or 'rejected'})"
+    return text + "."
 
 
 def _lease() -> timedelta:

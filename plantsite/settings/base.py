@@ -212,6 +212,9 @@ CELERY_BEAT_SCHEDULE = {
 # Webhooks (labeling.webhooks): how long one attempt may wait for the address to answer, and
 # whether an address may be on the server's own network (a loopback or private address: its
 # database, its Redis, a cloud's metadata service). Allowed for a local setup; production refuses.
+# The site's address as people reach it (https://plants.example.com): webhooks link to photos'
+# pages with it. Unset: no links.
+SITE_URL = env_url("SITE_URL", "", ("https", "http")).rstrip("/")
 WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=60.0)
 WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", True)
 

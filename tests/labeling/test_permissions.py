@@ -326,7 +326,7 @@ CASES += [
     Case("team", "get", lambda w: "/team/", logged_in(200)),
     Case("webhooks", "get", lambda w: "/webhooks/", staff_only(200)),
     Case("webhooks", "post", lambda w: "/webhooks/", staff_only((302, r"/webhooks/\d+/")),
-         data=lambda w: {"url": "https://hooks.example.com/in", "events": ["photo.decided"]}),
+         data=lambda w: {"url": "https://hooks.example.com/in", "events": ["photo.decided"], "format": "json"}),
     Case("webhook", "get", lambda w: f"/webhooks/{_webhook(w).id}/", staff_only(200)),
     Case("webhook", "post", lambda w: f"/webhooks/{_webhook(w).id}/", staff_only((302, r"/webhooks/\d+/")),
          data=lambda w: {"action": "test"}),

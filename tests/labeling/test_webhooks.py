@@ -355,6 +355,15 @@ def test_production_refuses_private_addresses_unless_told_otherwise(value, expec
     assert result.stdout.strip() == expected
 
 
+def test_a_site_address_without_its_scheme_stops_the_start_naming_the_setting():
+    from tests.classifier.test_settings import STRONG_SECRET_KEY, run_with_production_settings
+
+    result = run_with_production_settings("import django; django.setup()", SECRET_KEY=STRONG_SECRET_KEY,
+                                          ALLOWED_HOSTS="plants.example.com", SITE_URL="plants.example.com")
+
+    assert result.returncode != 0 and "SITE_URL is not a URL like https://" in result.stderr
+
+
 def test_a_delivery_waiting_for_a_webhook_turned_off_fails_saying_so_but_a_test_event_is_sent(
         told, webhook_receiver):
     Webhook.objects.filter(id=told.webhook_id).update(active=False)
@@ -455,6 +464,8 @@ def test_a_webhook_needs_an_http_address_and_known_events():
         webhooks.webhook_create(url="https://example.com/x", events=["photo.eaten"])
     with pytest.raises(webhooks.WebhookError, match="at least one event"):
         webhooks.webhook_create(url="https://example.com/x", events=[])
+    with pytest.raises(webhooks.WebhookError, match="Unknown format xml: use json, chat"):
+        webhooks.webhook_create(url="https://example.com/x", events=["photo.decided"], format="xml")
     made = webhooks.webhook_create(url="https://example.com/x", events=["photo.failed", "photo.decided"])
     assert made.events == ["photo.decided", "photo.failed"] and len(made.secret) == 64
     assert Webhook.objects.create(url="https://example.com/y").secret != made.secret
@@ -464,7 +475,7 @@ def test_an_admin_adds_a_webhook_on_its_page_and_sees_it_listed(client, staff):
     client.force_login(staff)
 
     response = client.post("/webhooks/", {"url": "https://hooks.example.com/in", "description": "inventory",
-                                          "events": ["photo.decided", "photo.deleted"]})
+                                          "events": ["photo.decided", "photo.deleted"], "format": "json"})
 
     webhook = Webhook.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/webhooks/{webhook.id}/"
@@ -492,10 +503,11 @@ def test_an_admin_edits_turns_off_tests_resends_and_deletes_a_webhook(client, st
     page = f"/webhooks/{told.webhook_id}/"
 
     response = client.post(page, {"action": "save", "url": "https://new.example.com/in", "description": "moved",
-                                  "events": ["photo.failed"]})
+                                  "events": ["photo.failed"], "format": "chat"})
     assert response.status_code == 302
     webhook = Webhook.objects.get(id=told.webhook_id)
-    assert (webhook.url, webhook.events, webhook.active) == ("https://new.example.com/in", ["photo.failed"], False)
+    assert (webhook.url, webhook.events, webhook.active, webhook.format) == (
+        "https://new.example.com/in", ["photo.failed"], False, "chat")
 
     client.post(page, {"action": "test"})
     assert WebhookDelivery.objects.filter(webhook=webhook, event="ping").count() == 1
@@ -533,16 +545,18 @@ def test_an_admin_manages_webhooks_through_the_api(api_for, staff):
                        format="json")
     assert created.status_code == 201, created.content
     body = created.json()
-    assert (body["events"], body["active"], body["created_by"], body["description"]) == (
-        ["photo.failed"], True, staff.username, "")
+    assert (body["events"], body["active"], body["created_by"], body["description"], body["format"]) == (
+        ["photo.failed"], True, staff.username, "", "json")
     assert len(body["secret"]) == 64
     url = f"/api/v1/webhooks/{body['id']}/"
 
     patched = api.patch(url, {"description": "alerts"}, format="json").json()
     assert (patched["url"], patched["events"], patched["description"]) == (
         "https://hooks.example.com/in", ["photo.failed"], "alerts")  # what was left out kept its value
-    off = api.patch(url, {"active": False, "events": ["photo.deleted", "photo.decided"]}, format="json").json()
-    assert (off["active"], off["events"], off["description"]) == (False, ["photo.decided", "photo.deleted"], "alerts")
+    off = api.patch(url, {"active": False, "events": ["photo.deleted", "photo.decided"], "format": "chat"},
+                    format="json").json()
+    assert (off["active"], off["events"], off["description"], off["format"]) == (
+        False, ["photo.decided", "photo.deleted"], "alerts", "chat")
     assert [hook["id"] for hook in api.get("/api/v1/webhooks/").json()] == [body["id"]]
 
     rotated = api.post(f"{url}secret/").json()
@@ -560,6 +574,7 @@ def test_an_admin_manages_webhooks_through_the_api(api_for, staff):
     ({"url": "https://hooks.example.com/in", "events": ["photo.eaten"]}, "events"),
     ({"url": "https://hooks.example.com/in", "events": []}, "events"),
     ({"url": "https://hooks.example.com/in", "events": ["photo.decided"], "secret": "mine"}, "secret"),
+    ({"url": "https://hooks.example.com/in", "events": ["photo.decided"], "format": "xml"}, "format"),
 ])
 def test_a_webhook_the_api_would_not_send_to_is_a_400_naming_the_field(api_for, staff, body, complaint):
     response = api_for(staff).post("/api/v1/webhooks/", body, format="json")
@@ -588,3 +603,66 @@ def test_the_api_lists_a_webhooks_deliveries_by_state_and_sends_a_finished_one_a
     again = api.post(f"{base}{failed.id}/resend/")
     assert again.status_code == 409 and "not sent twice" in again.json()["detail"]
     assert api.post(f"{base}{theirs.id}/resend/").status_code == 404  # another webhook's
+
+
+# --- chat webhooks ------------------------------------------------------------------------
+
+
+def test_a_chat_webhook_is_sent_one_line_of_text_linking_to_the_photo_signed_all_the_same(
+        told, webhook_receiver, settings):
+    settings.SITE_URL = "https://plants.example.com"
+    Webhook.objects.filter(id=told.webhook_id).update(format=Webhook.Format.CHAT)
+
+    assert webhooks.webhook_delivery_send(told.id) == "delivered"
+
+    ((headers, body),) = webhook_receiver.wait_for(1)
+    photo_id = told.photo_id
+    assert json.loads(body) == {"text": f"<https://plants.example.com/photos/{photo_id}/|Photo {photo_id}>: "
+                                        f"spider_plant, decided by {told.payload['photo']['reviewed_by']}."}
+    assert webhooks.signature_valid(told.webhook.secret, headers["X-Plantsite-Signature"], body)
+
+
+def test_a_photo_event_links_to_the_photos_page_when_the_sites_address_is_set(waiting_photo, expert, settings):
+    hook()
+    services.review_decide(photo_id=waiting_photo.id, expert=expert, label_name="monstera")
+    settings.SITE_URL = "https://plants.example.com"
+    review.review_correct(photo_id=waiting_photo.id, expert=expert, label_name="spider_plant",
+                          seen_decided_at=Photo.objects.get(id=waiting_photo.id).decided_at)
+
+    without, with_site = deliveries()
+    assert without.payload["page_url"] is None
+    assert with_site.payload["page_url"] == f"https://plants.example.com/photos/{waiting_photo.id}/"
+
+
+def photo_event(event, **photo):
+    base = {"id": 7, "status": "final", "final_label": "monstera", "decided_by": "expert", "reviewed_by": "ana",
+            "reason": "", "prediction": {"confidence": 0.934}}
+    return {"event": event, "photo": {**base, **photo}, "previous": {"status": "needs_review", "final_label": None}}
+
+
+@pytest.mark.parametrize("payload, text", [
+    (photo_event("photo.decided"), "Photo 7: monstera, decided by ana."),
+    (photo_event("photo.decided", decided_by="model", reviewed_by=None), "Photo 7: monstera, decided by the model, "
+                                                                          "93% sure."),
+    (photo_event("photo.decided", status="rejected", final_label=None, reason="a <cat> & a dog"),
+     "Photo 7: rejected by ana (a &lt;cat&gt; &amp; a dog)."),
+    ({**photo_event("photo.decided", final_label="fern"), "previous": {"status": "final", "final_label": "monstera"}},
+     "Photo 7: fern, decided by ana (it was monstera)."),
+    (photo_event("photo.decided", decided_by="consensus", reviewed_by=None), "Photo 7: monstera, decided by the "
+                                                                              "labellers."),
+    (photo_event("photo.needs_review", status="needs_review", reason="The model is 61% sure."),
+     "Photo 7 waits for an expert: The model is 61% sure."),
+    (photo_event("photo.failed", status="failed", reason="Prediction failed: unreadable."),
+     "Photo 7 failed: Prediction failed: unreadable."),
+    ({"event": "photo.deleted", "photo": {"id": 7}}, "Photo 7 was deleted."),
+    ({"event": "model.activated", "activation": {"version": 4, "replaced": 3, "user": "bo", "is_rollback": False}},
+     "Model version 4 is now the active one, replacing version 3, by bo."),
+    ({"event": "model.activated", "activation": {"version": 3, "replaced": 4, "user": None, "is_rollback": True}},
+     "Model version 3 is now the active one (a rollback from version 4)."),
+    ({"event": "model.activated", "activation": {"version": 1, "replaced": None, "user": "bo", "is_rollback": False}},
+     "Model version 1 is now the active one, by bo."),
+    ({"event": "ping", "webhook": 1}, "Plantsite test event: this address takes Plantsite's webhooks."),
+])
+def test_each_event_reads_as_one_line_in_a_chat_channel(payload, text, settings):
+    settings.SITE_URL = ""
+    assert webhooks.chat_text(payload) == text
