@@ -339,6 +339,15 @@ def _remove_the_files_of_a_deleted_photo(sender, instance, **kwargs):
     transaction.on_commit(lambda: [storage.delete(name) for name in names])
 
 
+@receiver(post_delete, sender=Photo)
+def _tell_webhooks_of_a_deleted_photo(sender, instance, **kwargs):
+    """However it was deleted (its page, an admin's bulk delete, its owner's account deleted):
+    inside the delete's own transaction, like every other event."""
+    from .webhooks import photo_deleted
+
+    photo_deleted(instance.pk)
+
+
 class Prediction(models.Model):
     """What the active model said about a photo. One per photo: a retried task stores one."""
 

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
@@ -49,7 +50,9 @@ class PhotoSerializer(serializers.ModelSerializer):
     def get_image_url(self, photo) -> str:
         request = self.context.get("request")
         url = photo.image.url
-        return request.build_absolute_uri(url) if request else url
+        if request:
+            return request.build_absolute_uri(url)
+        return f"{settings.SITE_URL}{url}" if settings.SITE_URL else url  # a webhook's body: no request
 
     def get_prediction(self, photo) -> dict | None:
         prediction = getattr(photo, "prediction", None)  # the reverse one-to-one may not exist yet

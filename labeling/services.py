@@ -355,8 +355,7 @@ def photo_delete(*, photo_id: int, user) -> None:
         raise PhotoDeleteRefused(TEAM_WORK.format(id=photo_id))
     storage = photo.image.storage
     names = [name for name in (photo.image.name, photo.working_image.name) if name]
-    photo.delete()
-    webhooks.photo_deleted(photo_id)
+    photo.delete()  # webhooks are told by the post_delete signal, as for any deletion
     logger.info("Photo %s deleted by %s (files %s).", photo_id, user.get_username(), names)
     # Files are not transactional: removed only once the rows are gone for good.
     transaction.on_commit(lambda: [storage.delete(name) for name in names])

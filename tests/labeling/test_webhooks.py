@@ -202,6 +202,15 @@ def test_activating_a_model_version_is_told_with_who_replaced_which_and_a_rollba
     assert {d.event for d in deliveries(told)} == {"model.activated"} and all(d.photo_id is None for d in deliveries())
 
 
+def test_photos_deleted_with_their_owners_account_are_told_as_deleted_too(member):
+    hook(events=[Webhook.Event.DELETED])
+    photos = [PhotoFactory(owner=member), PhotoFactory(owner=member)]
+
+    member.delete()
+
+    assert sorted(d.payload["photo"]["id"] for d in deliveries()) == sorted(p.id for p in photos)
+
+
 def test_a_new_event_is_queued_on_the_webhooks_queue_once_it_commits(waiting_photo, expert,
                                                                     django_capture_on_commit_callbacks):
     hook()
@@ -630,8 +639,9 @@ def test_a_photo_event_links_to_the_photos_page_when_the_sites_address_is_set(wa
                           seen_decided_at=Photo.objects.get(id=waiting_photo.id).decided_at)
 
     without, with_site = deliveries()
-    assert without.payload["page_url"] is None
+    assert without.payload["page_url"] is None and without.payload["photo"]["image_url"].startswith("/media/")
     assert with_site.payload["page_url"] == f"https://plants.example.com/photos/{waiting_photo.id}/"
+    assert with_site.payload["photo"]["image_url"].startswith("https://plants.example.com/media/")
 
 
 def photo_event(event, **photo):
