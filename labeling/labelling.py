@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from . import selectors
 from .image_checks import ImageRejected
-from .models import Label, LabelChange, LabellingAssignment, LabellingOutcome, LabelVote, Photo
+from .models import Label, LabelChange, LabellingAssignment, LabellingOutcome, LabelVote, Photo, PhotoEvent
 from .services import ImportReport, label_to_give, photo_import_one
 
 UNUSABLE = "not a plant / unusable"
@@ -367,6 +367,51 @@ def label_update(*, label_id: int, description=None, retired=None, example_ids=N
 
 def _record(label, user, changes):
     LabelChange.objects.bulk_create([LabelChange(label=label, user=user, what=what) for what in changes])
+
+
+@dataclass(frozen=True)
+class Merged:
+    label: Label
+    into: Label
+    photos: int
+    votes: int
+
+
+@transaction.atomic
+def label_merge(*, label_id: int, into_id: int, user) -> Merged:
+    """One plant under two names: every photo decided with `label_id` takes `into_id` instead
+    (each recorded in its history as a relabel; the source and the decider stay, a person's label
+    stays a person's), the labellers' votes for it count for the other, its examples join the
+    other's while there is room, and it is retired (its history says into which). Predictions and
+    decisions keep the name they were made with: they are what happened. Raises LabelError, or
+    Label.DoesNotExist for a label that is not there."""
+    if label_id == into_id:
+        raise LabelError("A label cannot be merged into itself.")
+    # Both rows locked, in id order (two merges at once cannot deadlock); a retired label is given
+    # by nobody, so no photo takes it while this runs.
+    locked = {label.id: label for label in Label.objects.select_for_update().filter(id__in=[label_id, into_id])
+              .order_by("id")}
+    if len(locked) < 2:
+        raise Label.DoesNotExist("No such label.")
+    label, into = locked[label_id], locked[into_id]
+    if into.retired:
+        raise LabelError(f"{into.name} is retired: put it back in use first, or merge into another label.")
+    note = f"labels merged: {label.name} into {into.name}"
+    examples = into.current_examples() + label.current_examples()  # read while each still has its own
+    photos = list(Photo.objects.select_for_update().filter(final_label=label).order_by("id"))
+    for photo in photos:
+        photo.final_label = into
+        photo.save(update_fields=["final_label"])  # webhooks hear of each
+    PhotoEvent.objects.bulk_create([PhotoEvent(photo=photo, user=user, action=PhotoEvent.Action.RELABEL,
+                                               label_before=label, label_after=into, note=note) for photo in photos])
+    votes = LabelVote.objects.filter(label=label).update(label=into)
+    into.examples.set(examples[:MAX_EXAMPLES])
+    label.examples.clear()
+    label.retired = True
+    label.save(update_fields=["retired"])
+    _record(label, user, [f"merged into {into.name} ({len(photos)} photos, {votes} votes moved); retired"])
+    _record(into, user, [f"took in {label.name} ({len(photos)} photos, {votes} votes)"])
+    return Merged(label=label, into=into, photos=len(photos), votes=votes)
 
 
 @transaction.atomic

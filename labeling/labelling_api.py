@@ -19,6 +19,8 @@ from .labelling_serializers import (
     LabelCreateSerializer,
     LabelDetailSerializer,
     LabelFullSerializer,
+    LabelMergedSerializer,
+    LabelMergeSerializer,
     LabellingPhotoSerializer,
     LabelUpdateSerializer,
     SkipSerializer,
@@ -118,6 +120,28 @@ class LabelDetailApi(APIView):
         except Label.DoesNotExist:
             raise Http404("No such label.") from None
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class LabelMergeApi(APIView):
+    """The same plant under two names: every photo decided with this label takes `into`, the
+    votes for it count for `into`, and this label is retired (labeling.labelling.label_merge)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=LabelMergeSerializer, responses={200: LabelMergedSerializer})
+    def post(self, request, pk):
+        body = LabelMergeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        into = Label.objects.filter(name=body.validated_data["into"]).first()
+        if into is None:
+            raise ValidationError({"into": [f"No label named {body.validated_data['into']!r}."]})
+        try:
+            merged = labelling.label_merge(label_id=pk, into_id=into.id, user=request.user)
+        except labelling.LabelError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+        except Label.DoesNotExist:
+            raise Http404("No such label.") from None
+        return Response(LabelMergedSerializer(merged).data)
 
 
 # --- the labelling workspace ----------------------------------------------------------------

@@ -205,3 +205,15 @@ class TeamStatsSerializer(serializers.Serializer):
     labellers = LabellerStatsSerializer(many=True)
     labels = LabelStatsSerializer(many=True)
     pairs = PairStatsSerializer(many=True)
+
+
+class LabelMergeSerializer(StrictSerializer):
+    into = serializers.CharField(max_length=64, help_text="The name of the label that takes this one's photos; "
+                                                          "not retired.")
+
+
+class LabelMergedSerializer(serializers.Serializer):
+    label = serializers.CharField(source="label.name", help_text="The label merged, now retired.")
+    into = serializers.CharField(source="into.name")
+    photos = serializers.IntegerField(help_text="Photos that took the other label.")
+    votes = serializers.IntegerField(help_text="Labellers' votes that count for the other label now.")

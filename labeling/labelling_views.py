@@ -137,6 +137,8 @@ def _label_edit_post(request, label):
         labelling.label_update(label_id=label.id, retired=action == "retire", user=request.user)
         messages.success(request, f"Label {label.name} {'retired' if action == 'retire' else 'back in use'}.")
         return None, redirect("label-edit", pk=label.pk)
+    if action == "merge":
+        return None, _label_merge_post(request, label)
     if action == "delete":
         try:
             labelling.label_delete(label_id=label.id)
@@ -159,6 +161,21 @@ def _label_edit_post(request, label):
             messages.success(request, f"Label {label.name} saved.")
             return None, redirect("label-edit", pk=label.pk)
     return form, None
+
+
+def _label_merge_post(request, label):
+    into = _photo_id(request.POST.get("into", ""))  # an id, read as photo ids are
+    if into is None or request.POST.get("confirm") != "yes":
+        messages.error(request, "Choose the label to merge into and tick the box to confirm: nothing was merged.")
+        return redirect("label-edit", pk=label.pk)
+    try:
+        merged = labelling.label_merge(label_id=label.id, into_id=into, user=request.user)
+    except (labelling.LabelError, Label.DoesNotExist) as exc:
+        messages.error(request, str(exc))
+        return redirect("label-edit", pk=label.pk)
+    messages.success(request, f"{merged.label.name} merged into {merged.into.name}: {merged.photos} photos and "
+                              f"{merged.votes} votes moved; {merged.label.name} is retired.")
+    return redirect("label-edit", pk=merged.into.pk)
 
 
 def _parse_ids(text):
@@ -212,6 +229,7 @@ def label_edit(request, pk):
         "candidates": candidates, "usage": usage, "in_use": any(usage.values()),
         "max_examples": labelling.MAX_EXAMPLES, "site_threshold": float(settings.CONFIDENCE_THRESHOLD),
         "evidence": review.label_threshold_evidence(label),
+        "merge_targets": selectors.labels_all().exclude(id=label.id),
     }, status=400 if form.errors else 200)
 
 

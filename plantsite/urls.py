@@ -33,6 +33,7 @@ api_v1 = [
     # Labels, shared labelling, bulk upload, export, team (labeling/labelling_api.py).
     path("labels/", labelling_api.LabelListCreateApi.as_view(), name="api-labels"),
     path("labels/<int:pk>/", labelling_api.LabelDetailApi.as_view(), name="api-label"),
+    path("labels/<int:pk>/merge/", labelling_api.LabelMergeApi.as_view(), name="api-label-merge"),
     path("labelling/next/", labelling_api.LabellingNextApi.as_view(), name="api-labelling-next"),
     path("labelling/skip/", labelling_api.LabellingSkipApi.as_view(), name="api-labelling-skip"),
     path("photos/<int:pk>/labels/", labelling_api.PhotoLabelsApi.as_view(), name="api-photo-labels"),
