@@ -1,9 +1,10 @@
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import generics, status
+from rest_framework import generics, serializers, status
 from rest_framework.exceptions import PermissionDenied, Throttled, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -147,6 +148,20 @@ class PhotoRetryApi(APIView):
             return conflict(exc)
         photo = selectors.photos_visible_to(request.user).get(pk=pk)
         return Response(PhotoSerializer(photo, context={"request": request}).data)
+
+
+class RetriedSerializer(serializers.Serializer):
+    photos = serializers.ListField(child=serializers.IntegerField(), help_text="The photos queued again.")
+
+
+class PhotosRetryFailedApi(APIView):
+    """Every failed photo goes to the model again (staff: after an outage is fixed)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=None, responses={200: RetriedSerializer})
+    def post(self, request):
+        return Response(RetriedSerializer({"photos": services.photos_retry_failed()}).data)
 
 
 class LabelListApi(generics.ListAPIView):

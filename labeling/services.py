@@ -369,16 +369,34 @@ class RetryConflict(Exception):
 def photo_retry(*, photo_id: int) -> Photo:
     """Send a failed photo to the model again, once what failed is fixed (its file is back, the
     database or the model is). Conditional on `failed`: two presses queue it once."""
-    again = Photo.objects.filter(id=photo_id, status=Photo.Status.FAILED).update(
-        status=Photo.Status.QUEUED, reason="", decided_at=None, batch_claimed_until=None, batch_claimed_by="",
-        attempts=0,  # a person asked again: the interruptions before no longer count
-        resent_at=timezone.now(),  # its task is on its way: the sweeper need not send another at once
-    )
+    again = Photo.objects.filter(id=photo_id, status=Photo.Status.FAILED).update(**_queued_again())
     if not again:
         raise RetryConflict("Only a photo whose prediction failed can be predicted again.")
     _enqueue_prediction(photo_id)
     announce_photo_change(photo_id)
     return Photo.objects.get(id=photo_id)
+
+
+def _queued_again() -> dict:
+    """A failed photo's fields as it goes back to the model."""
+    return dict(status=Photo.Status.QUEUED, reason="", decided_at=None, batch_claimed_until=None,
+                batch_claimed_by="",
+                attempts=0,  # a person asked again: the interruptions before no longer count
+                resent_at=timezone.now())  # its task is on its way: the sweeper need not send another at once
+
+
+@transaction.atomic
+def photos_retry_failed() -> list[int]:
+    """Every failed photo to the model again: after an outage (a model file, the database) has
+    been fixed, rather than one "Predict again" per photo. The rows are locked, so a photo retried
+    alone meanwhile is queued once. The ids queued, oldest first."""
+    ids = list(Photo.objects.select_for_update().filter(status=Photo.Status.FAILED).order_by("id")
+               .values_list("id", flat=True))
+    Photo.objects.filter(id__in=ids).update(**_queued_again())
+    for photo_id in ids:
+        _enqueue_prediction(photo_id)
+        announce_photo_change(photo_id)
+    return ids
 
 
 def photo_mark_failed(photo_id: int, reason: str) -> None:

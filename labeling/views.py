@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
@@ -160,7 +161,10 @@ def photos_browse(request):
     filters = form.cleaned_data if form.is_valid() else {}
     photos = selectors.photos_list(request.user,
                                    **{key: filters.get(key) or None for key in ("status", "label", "owner")})
-    return render(request, "labeling/photos_browse.html", {"form": form, **_paged(request, photos)},
+    failed = None  # admins may send every failed photo to the model again from the failed ones' list
+    if request.user.is_staff and filters.get("status") == Photo.Status.FAILED:
+        failed = Photo.objects.filter(status=Photo.Status.FAILED).count()
+    return render(request, "labeling/photos_browse.html", {"form": form, "failed": failed, **_paged(request, photos)},
                   status=200 if form.is_valid() else 400)
 
 
@@ -196,6 +200,15 @@ def photo_retry(request, pk):
     else:
         messages.success(request, f"Photo {photo.pk} is queued for the model again.")
     return redirect("photo-detail", pk=photo.pk)
+
+
+@staff_required
+@require_POST
+def photos_retry_failed(request):
+    retried = services.photos_retry_failed()
+    messages.success(request, f"{len(retried)} failed photo{'s' if len(retried) != 1 else ''} queued for the "
+                              "model again." if retried else "No photo's prediction has failed.")
+    return redirect(f"{reverse('photos-browse')}?status=failed")
 
 
 @login_or_token_required

@@ -20,6 +20,7 @@ api_v1 = [
     path("photos/<int:pk>/", labeling_api.PhotoDetailApi.as_view(), name="api-photo"),
     path("photos/<int:pk>/review/", labeling_api.ReviewDecideApi.as_view(), name="api-photo-review"),
     path("photos/<int:pk>/retry/", labeling_api.PhotoRetryApi.as_view(), name="api-photo-retry"),
+    path("photos/retry-failed/", labeling_api.PhotosRetryFailedApi.as_view(), name="api-photos-retry-failed"),
     path("review-queue/", labeling_api.ReviewQueueApi.as_view(), name="api-review-queue"),
     # Review: claims, corrections, history, audits (labeling/review_api.py).
     path("photos/<int:pk>/claim/", review_api.PhotoClaimApi.as_view(), name="api-photo-claim"),
@@ -63,6 +64,7 @@ urlpatterns = [
     path("photos/", labeling_views.photos_browse, name="photos-browse"),
     path("photos/<int:pk>/", labeling_views.photo_detail, name="photo-detail"),
     path("photos/<int:pk>/retry/", labeling_views.photo_retry, name="photo-retry"),
+    path("photos/retry-failed/", labeling_views.photos_retry_failed, name="photos-retry-failed"),
     path("photos/<int:pk>/delete/", labeling_views.photo_delete, name="photo-delete"),
     path("photos/<int:pk>/explain.png", classifier_views.photo_explain, name="photo-explain"),
     path("photos/<int:pk>/similar/", classifier_views.photo_similar, name="photo-similar"),

@@ -66,3 +66,48 @@ def test_the_photo_page_offers_predict_again_for_a_failed_photo_only(failed, sen
     assert f"Photo {failed.id} is queued for the model again." in after and 'data-role="retry"' not in after
     assert Photo.objects.get(id=failed.id).status == Photo.Status.QUEUED
     sent_predictions.assert_called_once_with(failed.id)
+
+
+# --- every failed photo at once -------------------------------------------------------------
+
+
+def test_every_failed_photo_is_queued_again_once_and_nothing_else(member, sent_predictions,
+                                                                  django_capture_on_commit_callbacks):
+    failed = [PhotoFactory(owner=member, status=Photo.Status.FAILED, reason="Prediction failed: x", attempts=2)
+              for _ in range(3)]
+    others = [PhotoFactory(owner=member, status=status) for status in (Photo.Status.FINAL, Photo.Status.QUEUED)]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = services.photos_retry_failed()
+
+    assert queued == [p.id for p in failed]
+    assert sorted(call.args[0] for call in sent_predictions.call_args_list) == queued
+    for photo in Photo.objects.filter(id__in=queued):
+        assert (photo.status, photo.reason, photo.attempts) == ("queued", "", 0)
+    assert [Photo.objects.get(id=p.id).status for p in others] == ["final", "queued"]
+    assert services.photos_retry_failed() == []  # pressed twice: queued once
+
+
+def test_an_admin_retries_every_failed_photo_from_the_list_of_failed_ones(client, staff, member, sent_predictions,
+                                                                          django_capture_on_commit_callbacks):
+    photos = [PhotoFactory(owner=member, status=Photo.Status.FAILED) for _ in range(2)]
+    client.force_login(staff)
+    assert "Predict every failed photo again (2 in all)" in client.get("/photos/?status=failed").content.decode()
+    assert 'id="retry-failed"' not in client.get("/photos/").content.decode()  # only where the failed are listed
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/photos/retry-failed/", follow=True)
+
+    assert "2 failed photos queued for the model again." in response.content.decode()
+    assert {Photo.objects.get(id=p.id).status for p in photos} == {"queued"}
+    assert 'id="retry-failed"' not in response.content.decode()  # none failed now
+    client.force_login(member)
+    assert client.post("/photos/retry-failed/").status_code == 403
+
+
+def test_the_api_answers_the_photos_it_queued_again(api_for, staff, member, sent_predictions):
+    photo = PhotoFactory(owner=member, status=Photo.Status.FAILED)
+
+    response = api_for(staff).post("/api/v1/photos/retry-failed/")
+
+    assert response.status_code == 200 and response.json() == {"photos": [photo.id]}
