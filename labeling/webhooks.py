@@ -392,10 +392,19 @@ def _refused_address(url: str) -> str:
     return ""
 
 
+PRUNE_BATCH = 5000
+
+
 def webhook_deliveries_sweep() -> int:
     """Periodic: deliveries whose holder died go back to pending, and pending ones that are
-    overdue (their task lost, or a retry too far off for a countdown) are sent. The number sent."""
+    overdue (their task lost, or a retry too far off for a countdown) are sent. Delivered ones
+    older than WEBHOOK_DELIVERED_KEEP_DAYS go, a batch a sweep (failed ones wait for an admin).
+    The number sent."""
     now = timezone.now()
+    old = (WebhookDelivery.objects.filter(state=WebhookDelivery.State.DELIVERED,
+                                          delivered_at__lt=now - timedelta(days=settings.WEBHOOK_DELIVERED_KEEP_DAYS))
+           .order_by("id").values_list("id", flat=True)[:PRUNE_BATCH])
+    WebhookDelivery.objects.filter(id__in=list(old)).delete()
     (WebhookDelivery.objects.filter(state=WebhookDelivery.State.SENDING, lease_until__lt=now)
      .update(state=WebhookDelivery.State.PENDING, lease_until=None, next_attempt_at=now))
     # A retry later than COUNTDOWN_AT_MOST has no task: it goes at most a sweep after it is due.

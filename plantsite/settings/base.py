@@ -217,6 +217,8 @@ CELERY_BEAT_SCHEDULE = {
 SITE_URL = env_url("SITE_URL", "", ("https", "http")).rstrip("/")
 WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=60.0)
 WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", True)
+# Delivered events are kept this long for the webhook's page, then removed by the sweeper.
+WEBHOOK_DELIVERED_KEEP_DAYS = env_int("WEBHOOK_DELIVERED_KEEP_DAYS", 30, minimum=1)
 
 # --- Plantsite ------------------------------------------------------------------------
 # A prediction at or above this confidence is saved at once; below it an expert decides.

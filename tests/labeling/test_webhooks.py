@@ -446,6 +446,25 @@ def test_the_sweeper_sends_overdue_pending_deliveries_but_not_those_still_in_the
     assert fresh.state == "pending"
 
 
+def test_the_sweeper_removes_delivered_events_older_than_the_days_kept_and_keeps_failed_ones(settings):
+    settings.WEBHOOK_DELIVERED_KEEP_DAYS = 30
+    webhook = hook()
+    now = timezone.now()
+
+    def delivery(state, days_ago):
+        return WebhookDelivery.objects.create(webhook=webhook, event="ping", payload={}, state=state,
+                                              delivered_at=now - timedelta(days=days_ago) if state == "delivered"
+                                              else None, created_at=now - timedelta(days=days_ago))
+
+    old, recent = delivery("delivered", 31), delivery("delivered", 29)
+    failed = delivery("failed", 90)
+
+    webhooks.webhook_deliveries_sweep()
+
+    assert set(WebhookDelivery.objects.all()) == {recent, failed}
+    assert not WebhookDelivery.objects.filter(id=old.id).exists()
+
+
 # --- signatures ---------------------------------------------------------------------------
 
 
