@@ -3,6 +3,7 @@ test event or a failed delivery again (labeling.webhooks does the work)."""
 
 from django import forms
 from django.contrib import messages
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
@@ -61,32 +62,42 @@ def webhook_page(request, pk):
     form = WebhookForm(initial={"url": webhook.url, "description": webhook.description, "events": webhook.events,
                                 "active": webhook.active, "format": webhook.format})
     if request.method == "POST":
-        action = request.POST.get("action", "save")
-        if action == "save":
-            form = WebhookForm(request.POST)
-            if form.is_valid() and _save(form, webhook_id=webhook.pk) is not None:
-                messages.success(request, "Webhook saved.")
-                return redirect("webhook", pk=webhook.pk)
-        elif action == "test":
-            delivery = webhooks.webhook_ping(webhook_id=webhook.pk)
-            messages.success(request, f"Test event {delivery.event_id} recorded; it is sent within seconds.")
+        try:
+            return _webhook_post(request, webhook, form)
+        except Webhook.DoesNotExist:  # deleted by another admin since it was looked up above
+            raise Http404("No such webhook.") from None
+    return _webhook_page(request, webhook, form)
+
+
+def _webhook_post(request, webhook, form):
+    """The redirect once an action is done, or the page again with the refused form."""
+    action = request.POST.get("action", "save")
+    if action == "save":
+        form = WebhookForm(request.POST)
+        if form.is_valid() and _save(form, webhook_id=webhook.pk) is not None:
+            messages.success(request, "Webhook saved.")
             return redirect("webhook", pk=webhook.pk)
-        elif action == "secret":
-            webhooks.webhook_rotate_secret(webhook_id=webhook.pk)
-            messages.success(request, "A new secret signs every POST from now on: give it to the receiver.")
-            return redirect("webhook", pk=webhook.pk)
-        elif action == "resend":
-            return _resend(request, webhook)
-        elif action == "delete" and request.POST.get("confirm") != "yes":
-            messages.error(request, "Tick the box to confirm the deletion: nothing was deleted.")
-            return redirect("webhook", pk=webhook.pk)
-        elif action == "delete":
-            webhooks.webhook_delete(webhook_id=webhook.pk)
-            messages.success(request, f"Webhook {webhook.pk} ({webhook.url}) deleted, with its deliveries.")
-            return redirect("webhooks")
-        else:
-            messages.error(request, f"Unknown action {action[:40]!r}.")
-            return redirect("webhook", pk=webhook.pk)
+        return _webhook_page(request, webhook, form)
+    if action == "test":
+        delivery = webhooks.webhook_ping(webhook_id=webhook.pk)
+        messages.success(request, f"Test event {delivery.event_id} recorded; it is sent within seconds.")
+    elif action == "secret":
+        webhooks.webhook_rotate_secret(webhook_id=webhook.pk)
+        messages.success(request, "A new secret signs every POST from now on: give it to the receiver.")
+    elif action == "resend":
+        _resend(request, webhook)
+    elif action == "delete" and request.POST.get("confirm") != "yes":
+        messages.error(request, "Tick the box to confirm the deletion: nothing was deleted.")
+    elif action == "delete":
+        webhooks.webhook_delete(webhook_id=webhook.pk)
+        messages.success(request, f"Webhook {webhook.pk} ({webhook.url}) deleted, with its deliveries.")
+        return redirect("webhooks")
+    else:
+        messages.error(request, f"Unknown action {action[:40]!r}.")
+    return redirect("webhook", pk=webhook.pk)
+
+
+def _webhook_page(request, webhook, form):
     deliveries = list(webhook.deliveries.all()[:DELIVERIES_SHOWN])
     return render(request, "labeling/webhook.html", {
         "webhook": webhook, "form": form, "deliveries": deliveries, "shown": DELIVERIES_SHOWN,
@@ -103,4 +114,3 @@ def _resend(request, webhook):
         messages.success(request, f"Delivery {delivery_id} is sent again.")
     else:
         messages.error(request, f"Delivery {delivery_id} is still waiting or being sent: it is not sent twice.")
-    return redirect("webhook", pk=webhook.pk)

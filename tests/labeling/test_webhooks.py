@@ -555,12 +555,25 @@ def test_an_admin_edits_turns_off_tests_resends_and_deletes_a_webhook(client, st
     assert "No such delivery" in unknown.content.decode()
     assert "Unknown action" in client.post(page, {"action": "explode"}, follow=True).content.decode()
 
+    invalid = client.post(page, {"action": "save", "url": "not an address", "events": ["photo.failed"],
+                                 "format": "json"})
+    assert invalid.status_code == 400 and Webhook.objects.get(id=webhook.id).url == "https://new.example.com/in"
     unconfirmed = client.post(page, {"action": "delete"}, follow=True)
     assert "nothing was deleted" in unconfirmed.content.decode() and Webhook.objects.filter(id=webhook.id).exists()
     response = client.post(page, {"action": "delete", "confirm": "yes"})
     assert response.status_code == 302 and response["Location"] == "/webhooks/"
     assert list(Webhook.objects.all()) == [other]
     assert not WebhookDelivery.objects.filter(webhook_id=told.webhook_id).exists()
+
+
+def test_a_webhook_deleted_by_another_admin_meanwhile_is_not_found_not_an_error(client, staff):
+    webhook = hook()
+    client.force_login(staff)
+
+    with mock.patch.object(webhooks, "webhook_ping", side_effect=Webhook.DoesNotExist):
+        response = client.post(f"/webhooks/{webhook.id}/", {"action": "test"})
+
+    assert response.status_code == 404
 
 
 # --- the API ------------------------------------------------------------------------------
