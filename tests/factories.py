@@ -121,3 +121,18 @@ def import_photos_on_both_sides_of_the_split(directory, owner, *, per_label, see
         if {valid for _, _, valid in training_rows()} == {True, False}:
             return imported
     raise AssertionError("20 more photos per label left one side of the split empty")
+
+
+def start_photo_ids_where(ok, count):
+    """Start the photo ids at the first value, from the sequence's next one, where `ok` holds for
+    the next `count` ids. The validation split is a hash of the photo id
+    (classifier.training.is_validation), so a handful of photos can put a label, or a whole run,
+    on one side of it: a test that needs both sides says so here instead of failing now and then."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence('labeling_photo', 'id'))")
+        start = cursor.fetchone()[0]
+        while not ok(list(range(start, start + count))):
+            start += 1
+        cursor.execute("SELECT setval(pg_get_serial_sequence('labeling_photo', 'id'), %s, false)", [start])

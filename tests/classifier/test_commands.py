@@ -22,7 +22,7 @@ from classifier.demo_images import LABELS, generate_dataset
 from classifier.models import ModelVersion, TrainingRun
 from labeling.management.commands.bootstrap_demo import Command
 from labeling.models import EXPERTS_GROUP, Label, Photo
-from tests.factories import LabelFactory
+from tests.factories import LabelFactory, start_photo_ids_where
 from tests.paths import FLOWERS
 
 
@@ -199,19 +199,11 @@ def bootstrap():
 
 
 def next_photo_ids_straddle_the_split(count):
-    """Start the photo ids where the next `count` put some photos in each split. The split is a
-    hash of the id (classifier.training.is_validation), and a dozen generated photos left the
-    validation split empty, failing the starter model's training, about once in fifteen runs."""
-    from django.db import connection
-
+    """A dozen generated photos left the validation split empty, failing the starter model's
+    training, about once in fifteen runs."""
     from classifier.training import is_validation
 
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT nextval(pg_get_serial_sequence('labeling_photo', 'id'))")
-        start = cursor.fetchone()[0]
-        while len({is_validation(i) for i in range(start, start + count)}) < 2:
-            start += 1
-        cursor.execute("SELECT setval(pg_get_serial_sequence('labeling_photo', 'id'), %s, false)", [start])
+    start_photo_ids_where(lambda ids: len({is_validation(i) for i in ids}) == 2, count)
 
 
 def counts():
