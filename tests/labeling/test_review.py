@@ -9,18 +9,7 @@ from django.utils import timezone
 
 from labeling import services
 from labeling.models import Photo, ReviewDecision
-from tests.factories import LabelFactory, PhotoFactory, PredictionFactory, UserFactory
-
-
-@pytest.fixture
-def labels(db):
-    return {name: LabelFactory(name=name) for name in ("monstera", "spider_plant")}
-
-
-@pytest.fixture
-def waiting_photo(member, labels):
-    """A member's photo the model was unsure about, waiting for an expert."""
-    return PredictionFactory(photo__owner=member, label=labels["monstera"]).photo
+from tests.factories import LabelFactory, PhotoFactory, UserFactory
 
 
 def review_url(photo):

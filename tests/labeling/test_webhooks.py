@@ -14,21 +14,11 @@ from django.utils import timezone
 
 from labeling import review, services, webhooks
 from labeling.models import Photo, Webhook, WebhookDelivery
-from tests.factories import LabelFactory, ModelVersionFactory, PhotoFactory, PredictionFactory
+from tests.factories import ModelVersionFactory, PhotoFactory, PredictionFactory
 
 pytestmark = pytest.mark.django_db
 
 ALL_EVENTS = list(Webhook.Event.values)
-
-
-@pytest.fixture
-def labels(db):
-    return {name: LabelFactory(name=name) for name in ("monstera", "spider_plant")}
-
-
-@pytest.fixture
-def waiting_photo(member, labels):
-    return PredictionFactory(photo__owner=member, label=labels["monstera"]).photo
 
 
 def hook(url="https://hooks.example.com/plantsite", events=ALL_EVENTS, **fields):
